@@ -1,0 +1,1 @@
+"""credit_guard: prepaid credits enforced in front of any ASGI app."""

@@ -1,0 +1,245 @@
+"""An in-process credit store: exact, atomic, and gone with the process.
+
+Good for tests, single-process gateways and demos.  Every method runs without
+awaiting anything while it changes state, and under a lock, so it is atomic on
+one event loop and across threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ..money import from_units, parse_amount, to_units, units_ceil
+from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement
+
+__all__ = ["MemoryStore"]
+
+# Finished holds remembered for idempotent repeats.
+_FINISHED_KEPT = 100_000
+
+
+@dataclass(slots=True)
+class _Account:
+    granted: int = 0
+    spent: int = 0
+    held: int = 0
+
+
+@dataclass(slots=True)
+class _Live:
+    account: str
+    units: int
+    expires_at: float
+
+
+class MemoryStore:
+    """Credits in a dict.
+
+    ``MemoryStore({"acct_1": "0.02"})`` starts ``acct_1`` with $0.02 granted.
+    ``keys`` maps API keys to accounts (kept as SHA-256 digests, never in clear).
+    ``clock`` returns Unix seconds (tests pass their own to drive expiry).
+    """
+
+    def __init__(
+        self,
+        balances: Mapping[str, Decimal | str | int] | None = None,
+        *,
+        keys: Mapping[str, str] | None = None,
+        clock: object = None,
+    ) -> None:
+        self._clock = clock if callable(clock) else time.time
+        self._lock = threading.Lock()
+        self._accounts: dict[str, _Account] = {}
+        self._live: dict[str, _Live] = {}
+        self._by_account: dict[str, set[str]] = {}
+        self._finished: OrderedDict[str, Settlement] = OrderedDict()
+        self._expired: OrderedDict[str, _Live] = OrderedDict()
+        self._keys: dict[str, str] = {}
+        for account, amount in (balances or {}).items():
+            units = to_units(parse_amount(amount, what=f"balance of {account}"), what="balance")
+            if units < 0:
+                raise ValueError(f"balance of {account} must not be negative")
+            self._accounts[account] = _Account(granted=units)
+        for key, account in (keys or {}).items():
+            self.add_key(key, account)
+
+    # -- keys ---------------------------------------------------------------
+
+    def add_key(self, api_key: str, account: str) -> None:
+        """Map an API key to an account."""
+        self._keys[_digest(api_key)] = account
+
+    async def account_for_key(self, api_key: str) -> str | None:
+        return self._keys.get(_digest(api_key))
+
+    # -- the contract -------------------------------------------------------
+
+    async def reserve(
+        self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL
+    ) -> Hold | Insufficient:
+        units = units_ceil(amount)
+        if units < 0:
+            raise ValueError("a hold must not be negative")
+        now = self._clock()
+        with self._lock:
+            self._expire_account(account, now)
+            acct = self._accounts.get(account) or _Account()
+            available = acct.granted - acct.spent - acct.held
+            if units > available:
+                return Insufficient(
+                    account=account,
+                    requested=from_units(units),
+                    available=from_units(max(available, 0)),
+                    held=from_units(acct.held),
+                )
+            acct.held += units
+            self._accounts[account] = acct
+            hold_id = "hold_" + uuid.uuid4().hex
+            expires_at = now + ttl
+            self._live[hold_id] = _Live(account, units, expires_at)
+            self._by_account.setdefault(account, set()).add(hold_id)
+        return Hold(id=hold_id, account=account, amount=from_units(units), expires_at=expires_at)
+
+    async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
+        charge = units_ceil(actual)
+        if charge < 0:
+            raise ValueError("an actual cost must not be negative")
+        return self._finish(hold, charge)
+
+    async def release(self, hold: Hold) -> Settlement:
+        return self._finish(hold, None)
+
+    async def extend(self, hold: Hold, ttl: float) -> bool:
+        now = self._clock()
+        with self._lock:
+            self._expire_account(hold.account, now)
+            live = self._live.get(hold.id)
+            if live is None:
+                return False
+            live.expires_at = now + ttl
+            return True
+
+    async def balance(self, account: str) -> Balance:
+        with self._lock:
+            self._expire_account(account, self._clock())
+            acct = self._accounts.get(account) or _Account()
+            return _balance(acct)
+
+    async def grant(self, account: str, amount: Decimal | str | int) -> Balance:
+        units = to_units(parse_amount(amount, what="grant"), what="grant")
+        with self._lock:
+            self._expire_account(account, self._clock())
+            acct = self._accounts.setdefault(account, _Account())
+            if units < 0 and acct.granted - acct.spent - acct.held + units < 0:
+                raise ValueError("cannot take back more than is available")
+            acct.granted += units
+            return _balance(acct)
+
+    async def expire(self) -> int:
+        """Expire every overdue hold now; returns how many."""
+        now = self._clock()
+        with self._lock:
+            overdue = [hid for hid, live in self._live.items() if live.expires_at <= now]
+            for hold_id in overdue:
+                self._expire_one(hold_id)
+            return len(overdue)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- internals ----------------------------------------------------------
+
+    def _finish(self, hold: Hold, charge: int | None) -> Settlement:
+        with self._lock:
+            self._expire_account(hold.account, self._clock())
+            done = self._finished.get(hold.id)
+            if done is not None:
+                return _repeat(done)
+            live = self._live.pop(hold.id, None)
+            if live is not None:
+                self._by_account[live.account].discard(hold.id)
+                acct = self._accounts[live.account]
+                acct.held -= live.units
+                charged = 0 if charge is None else charge
+                acct.spent += charged
+                result = Settlement(
+                    hold_id=hold.id,
+                    status="released" if charge is None else "settled",
+                    charged=from_units(charged),
+                    released=from_units(max(live.units - charged, 0)),
+                    overrun=from_units(max(charged - live.units, 0)),
+                )
+            else:
+                expired = self._expired.pop(hold.id, None)
+                if expired is None:
+                    # Never made here, or forgotten long ago: nothing to change.
+                    return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
+                if charge is None:
+                    result = Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
+                else:
+                    # The hold went back to available when it expired; the work
+                    # was still done, so charge it now.
+                    acct = self._accounts[expired.account]
+                    acct.spent += charge
+                    result = Settlement(
+                        hold_id=hold.id,
+                        status="settled",
+                        charged=from_units(charge),
+                        released=Decimal(0),
+                        overrun=from_units(charge),
+                        late=True,
+                    )
+            self._remember(result)
+            return result
+
+    def _expire_account(self, account: str, now: float) -> None:
+        ids = self._by_account.get(account)
+        if not ids:
+            return
+        for hold_id in [h for h in ids if self._live[h].expires_at <= now]:
+            self._expire_one(hold_id)
+
+    def _expire_one(self, hold_id: str) -> None:
+        live = self._live.pop(hold_id)
+        self._by_account[live.account].discard(hold_id)
+        self._accounts[live.account].held -= live.units
+        self._expired[hold_id] = live
+        while len(self._expired) > _FINISHED_KEPT:
+            self._expired.popitem(last=False)
+
+    def _remember(self, result: Settlement) -> None:
+        self._finished[result.hold_id] = result
+        while len(self._finished) > _FINISHED_KEPT:
+            self._finished.popitem(last=False)
+
+
+def _balance(acct: _Account) -> Balance:
+    return Balance(
+        available=from_units(acct.granted - acct.spent - acct.held),
+        held=from_units(acct.held),
+        spent=from_units(acct.spent),
+        granted=from_units(acct.granted),
+    )
+
+
+def _repeat(done: Settlement) -> Settlement:
+    return Settlement(
+        hold_id=done.hold_id,
+        status=done.status,
+        charged=done.charged,
+        released=done.released,
+        overrun=done.overrun,
+        late=done.late,
+        repeat=True,
+    )
+
+
+def _digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
