@@ -14,7 +14,16 @@ The body of each is ``{"error": {...}}`` as ``design/error-contract.md`` fixes i
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import secrets
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 __all__ = [
     "CreditGuardError",
@@ -25,6 +34,10 @@ __all__ = [
     "RequestTooLarge",
     "UnsupportedMediaType",
     "StoreUnavailableError",
+    "error_body",
+    "credit_error_handler",
+    "install_handler",
+    "request_id_from",
 ]
 
 
@@ -40,6 +53,8 @@ class CreditGuardError(Exception):
         self.message = message
         self.param = param
         self.fields = fields
+        #: Seconds for a ``Retry-After`` header (a transient refusal), or None.
+        self.retry_after: int | None = None
 
     def error_object(self, request_id: str | None = None) -> dict[str, Any]:
         """The value of the envelope's ``error`` key."""
@@ -101,3 +116,71 @@ class InsufficientCredits(CreditGuardError):
     status = 402
     type = "insufficient_credits"
     code = "INSUFFICIENT_CREDITS"
+
+
+# -- the envelope -------------------------------------------------------------
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def request_id_from(header: bytes | str | None) -> str:
+    """The client's ``X-Request-ID`` when well formed (1-128 of ``A-Za-z0-9._:-``),
+    else a new ``req_`` id.  A malformed header is replaced, never echoed."""
+    if header:
+        text = header.decode("latin-1") if isinstance(header, bytes) else header
+        if _REQUEST_ID.fullmatch(text):
+            return text
+    return "req_" + secrets.token_hex(12)
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        # Exact decimal text as a JSON number: never a binary float.
+        from .money import json_text
+
+        return orjson.Fragment(json_text(value))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: object) -> bytes:
+    """orjson with Decimal amounts written as their exact decimal text."""
+    return orjson.dumps(value, default=_default)
+
+
+def error_body(error: CreditGuardError, request_id: str) -> bytes:
+    """The JSON envelope ``{"error": {...}}`` for ``error``."""
+    return dumps({"error": error.error_object(request_id)})
+
+
+def error_headers(error: CreditGuardError, request_id: str, body: bytes) -> list[tuple[bytes, bytes]]:
+    """Response headers for an error answer (raw ASGI form)."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode("latin-1")),
+    ]
+    if error.retry_after is not None:
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    return headers
+
+
+async def credit_error_handler(request: Request, exc: Exception) -> Response:
+    """A Starlette / FastAPI exception handler answering any ``CreditGuardError``
+    (e.g. an ``InsufficientCredits`` raised by the app's own handler) in the
+    contract's envelope, with the request id of ``X-Request-ID`` or a new one."""
+    from starlette.responses import Response
+
+    if not isinstance(exc, CreditGuardError):
+        raise exc
+    request_id = request.scope.get("state", {}).get("credit_guard_request_id") or request_id_from(
+        request.headers.get("x-request-id")
+    )
+    body = error_body(exc, request_id)
+    headers = {k.decode(): v.decode("latin-1") for k, v in error_headers(exc, request_id, body)}
+    return Response(body, status_code=exc.status, headers=headers, media_type="application/json")
+
+
+def install_handler(app: Any) -> None:
+    """Register ``credit_error_handler`` for ``CreditGuardError`` on a Starlette or
+    FastAPI app."""
+    app.add_exception_handler(CreditGuardError, credit_error_handler)

@@ -63,6 +63,9 @@ class Hold:
     account: str
     amount: Decimal
     expires_at: float
+    #: The account's available balance right after this hold (None where the
+    #: store does not report it).
+    available: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

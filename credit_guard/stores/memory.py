@@ -105,7 +105,13 @@ class MemoryStore:
             expires_at = now + ttl
             self._live[hold_id] = _Live(account, units, expires_at)
             self._by_account.setdefault(account, set()).add(hold_id)
-        return Hold(id=hold_id, account=account, amount=from_units(units), expires_at=expires_at)
+        return Hold(
+            id=hold_id,
+            account=account,
+            amount=from_units(units),
+            expires_at=expires_at,
+            available=from_units(available - units),
+        )
 
     async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
         charge = units_ceil(actual)

@@ -1,0 +1,210 @@
+"""Reading a request body within a size limit, decoding it, and replaying it.
+
+The limit is enforced twice: on ``Content-Length`` before anything is read, and
+on the bytes that really arrive (the header can lie or be absent).  A
+``Content-Encoding`` of gzip or deflate is decoded incrementally, never past the limit, so a decompression
+bomb costs at most ``limit`` bytes of memory.  Any other encoding is refused:
+a body is never priced as compressed bytes.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+
+__all__ = ["Body", "ClientDisconnected", "read_body", "replay"]
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+# How many stacked encodings ("gzip, gzip") we undo before calling it abuse.
+_MAX_ENCODINGS = 2
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the whole body arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """``raw``: the bytes exactly as sent (replayed to the app); ``data``: the
+    decoded bytes (priced)."""
+
+    raw: bytes
+    data: bytes
+
+
+def _header(scope: MutableMapping[str, Any], name: bytes) -> list[bytes]:
+    return [v for k, v in scope.get("headers", ()) if k == name]
+
+
+def _encodings(scope: MutableMapping[str, Any]) -> list[str]:
+    codings: list[str] = []
+    for value in _header(scope, b"content-encoding"):
+        for part in value.decode("latin-1").split(","):
+            coding = part.strip().lower()
+            if coding and coding != "identity":
+                codings.append(coding)
+    return codings
+
+
+class _Decoder:
+    """Incremental decoding of stacked content codings, bounded by ``limit``."""
+
+    def __init__(self, codings: list[str], limit: int) -> None:
+        if len(codings) > _MAX_ENCODINGS:
+            raise UnsupportedMediaType(
+                f"Too many stacked Content-Encodings ({len(codings)}); at most {_MAX_ENCODINGS}.",
+                param="content-encoding",
+            )
+        # Codings apply in the order listed, so they are undone in reverse.
+        self._stages = [_stage(c) for c in reversed(codings)]
+        self._limit = limit
+        self._out = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        for stage in self._stages:
+            # Each stage may emit at most what is left of the limit, plus one
+            # byte to tell "exactly the limit" from "over it".
+            room = self._limit - len(self._out) + 1
+            try:
+                chunk = stage.decompress(chunk, room)
+            except (zlib.error, ValueError, OSError) as exc:
+                raise InvalidRequest(
+                    f"The body's Content-Encoding could not be decoded: {exc}", param="body"
+                ) from None
+            if stage.unconsumed_tail:
+                # The stage stopped at the limit with input left: over it.
+                self._too_large()
+        self._out += chunk
+        if len(self._out) > self._limit:
+            self._too_large()
+
+    def finish(self) -> bytes:
+        for stage in self._stages:
+            if not stage.eof:
+                raise InvalidRequest("The body's Content-Encoding stream is truncated.", param="body")
+        return bytes(self._out)
+
+    def _too_large(self) -> None:
+        raise RequestTooLarge(
+            f"The decoded request body is larger than the limit of {self._limit} bytes.",
+            param="body",
+            limit=self._limit,
+        )
+
+
+class _ZlibStage:
+    def __init__(self, wbits: int) -> None:
+        self._d = zlib.decompressobj(wbits)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._d.decompress(self._d.unconsumed_tail + data, max_length)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._d.unconsumed_tail
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+
+def _stage(coding: str) -> _ZlibStage:
+    if coding in ("gzip", "x-gzip"):
+        return _ZlibStage(16 + zlib.MAX_WBITS)
+    if coding == "deflate":
+        return _AutoDeflate()
+    raise UnsupportedMediaType(
+        f"Content-Encoding {coding!r} is not supported; send the body uncompressed, gzip or deflate.",
+        param="content-encoding",
+    )
+
+
+class _AutoDeflate(_ZlibStage):
+    """deflate as zlib-wrapped (the standard) or raw, told apart by the first byte."""
+
+    def __init__(self) -> None:
+        self._d: Any = None  # chosen on the first byte
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._d is None:
+            if not data:
+                return b""
+            zlib_wrapped = (data[0] & 0x0F) == 8 and (data[0] >> 4) <= 7
+            self._d = zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
+        return super().decompress(data, max_length)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return b"" if self._d is None else self._d.unconsumed_tail
+
+    @property
+    def eof(self) -> bool:
+        return self._d is not None and self._d.eof
+
+
+async def read_body(scope: MutableMapping[str, Any], receive: Receive, limit: int) -> Body:
+    """Read the whole body, at most ``limit`` bytes raw and decoded.
+
+    Raises ``RequestTooLarge`` (before reading, on a ``Content-Length`` over the
+    limit; or as soon as the bytes pass it), ``UnsupportedMediaType`` for an
+    encoding we cannot decode, ``InvalidRequest`` for a body that does not
+    decode, and ``ClientDisconnected`` when the client leaves first.
+    """
+    lengths = _header(scope, b"content-length")
+    if lengths:
+        try:
+            declared = {int(v) for v in lengths}
+        except ValueError:
+            raise InvalidRequest("Content-Length is not a number.", param="content-length") from None
+        if len(declared) != 1 or min(declared) < 0:
+            raise InvalidRequest("Content-Length is malformed.", param="content-length")
+        if declared.pop() > limit:
+            raise RequestTooLarge(
+                f"The request body is larger than the limit of {limit} bytes.", param="body", limit=limit
+            )
+    codings = _encodings(scope)
+    decoder = _Decoder(codings, limit) if codings else None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(
+                    f"The request body is larger than the limit of {limit} bytes.", param="body", limit=limit
+                )
+            chunks.append(chunk)
+            if decoder is not None:
+                decoder.feed(chunk)
+        if not message.get("more_body", False):
+            break
+    raw = b"".join(chunks)
+    data = decoder.finish() if decoder is not None else raw
+    return Body(raw=raw, data=data)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the app ``body`` once, whole, then hands every
+    later call to the real ``receive`` (so the app still sees ``http.disconnect``)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

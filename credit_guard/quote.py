@@ -1,0 +1,300 @@
+"""The worst-case quote of a request, the affordable ``max_tokens``, and the 402.
+
+    required = input_cost + max_output_cost
+    input_cost = input_price * input_tokens
+    max_output_cost = output_price * max_output_tokens * n
+
+``max_output_tokens`` is the request's own cap (``max_completion_tokens`` /
+``max_tokens`` / ``max_output_tokens``), the model's maximum output where the
+request sets none, and never more than that maximum (no more can be produced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from .errors import InsufficientCredits, InvalidRequest
+from .money import display
+from .prices import ModelPrice
+from .shapes import Ask
+
+__all__ = [
+    "Quote",
+    "Suggestions",
+    "affordable_max_tokens",
+    "cheapest_alternative",
+    "insufficient_credits",
+    "make_quote",
+]
+
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The worst case of one request.  Costs are exact dollars."""
+
+    model: str  # as the request named it
+    price: ModelPrice  # what it resolved to
+    kind: str
+    input_tokens: int
+    input_exact: bool
+    max_output_tokens: int  # per choice, as priced
+    requested_max_tokens: int | None  # the request's own cap, as sent
+    output_param: str  # the field a client sets to change the cap
+    output_source: str  # "request", "model_max" (request set none) or "capped" (above the model's max)
+    choices: int
+    input_cost: Decimal
+    max_output_cost: Decimal
+
+    @property
+    def max_cost(self) -> Decimal:
+        return self.input_cost + self.max_output_cost
+
+    @property
+    def output_price(self) -> Decimal:
+        return _output_price(self.price)
+
+    def as_json(self) -> dict[str, Any]:
+        """The quote as ``credit-guard quote`` prints it (amounts as Decimal)."""
+        return {
+            "model": self.model,
+            "priced_as": self.price.name,
+            "kind": self.kind,
+            "input_tokens": self.input_tokens,
+            "input_tokens_exact": self.input_exact,
+            "max_output_tokens": self.max_output_tokens,
+            "n": self.choices,
+            "input_cost": self.input_cost,
+            "max_output_cost": self.max_output_cost,
+            "max_cost": self.max_cost,
+        }
+
+
+def _output_price(price: ModelPrice) -> Decimal:
+    # Reasoning tokens bill as output and count against the same cap; where the
+    # table prices them apart, the dearer of the two bounds the worst case.
+    if price.reasoning_output_price is not None and price.reasoning_output_price > price.output_price:
+        return price.reasoning_output_price
+    return price.output_price
+
+
+def make_quote(ask: Ask, price: ModelPrice, input_tokens: int, input_exact: bool = True) -> Quote:
+    """Price ``ask``'s worst case.
+
+    Raises ``InvalidRequest`` when the request sets no output cap and the
+    table knows no maximum output for the model (the worst case is unbounded).
+    """
+    output_param = ask.output_param or _default_output_param(ask.kind)
+    requested = ask.output_tokens
+    model_max = price.max_output_tokens
+    if ask.kind == "embedding":
+        max_out, source = 0, "request"
+    elif requested is None:
+        if model_max is None:
+            raise InvalidRequest(
+                f"The price table has no maximum output for {ask.model}: set {output_param} "
+                "so the request's maximum cost is known.",
+                param=output_param,
+            )
+        max_out, source = model_max, "model_max"
+    elif model_max is not None and requested > model_max:
+        max_out, source = model_max, "capped"
+    else:
+        max_out, source = requested, "request"
+    input_cost = price.input_price * input_tokens
+    max_output_cost = _output_price(price) * max_out * ask.choices
+    return Quote(
+        model=ask.model,
+        price=price,
+        kind=ask.kind,
+        input_tokens=input_tokens,
+        input_exact=input_exact,
+        max_output_tokens=max_out,
+        requested_max_tokens=requested,
+        output_param=output_param,
+        output_source=source,
+        choices=ask.choices,
+        input_cost=input_cost,
+        max_output_cost=max_output_cost,
+    )
+
+
+def _default_output_param(kind: str) -> str:
+    if kind == "responses":
+        return "max_output_tokens"
+    return "max_tokens"
+
+
+def affordable_max_tokens(quote: Quote, available: Decimal) -> int | None:
+    """The largest output cap whose worst case fits ``available`` exactly.
+
+    ``floor((available - input_cost) / (output_price * n))``, never above the
+    model's maximum output; None where not even one output token fits or the
+    request has no output to cap.
+    """
+    per_token = quote.output_price * quote.choices
+    room = available - quote.input_cost
+    if quote.kind == "embedding" or room < per_token or per_token <= _ZERO:
+        return None
+    tokens = int((room / per_token).to_integral_value(rounding=ROUND_FLOOR))
+    model_max = quote.price.max_output_tokens
+    if model_max is not None:
+        tokens = min(tokens, model_max)
+    return tokens if tokens >= 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestions:
+    """The texts of the 402's suggestions.  Placeholders: ``{shortfall}``,
+    ``{param}``, ``{affordable}``, ``{requested}``, ``{model}``, ``{cost}``,
+    ``{url}``, ``{input_cost}``."""
+
+    add_credits: str = "Add {shortfall} or more in credits to your account"
+    set_max_tokens: str = "Try setting {param} to {affordable} or less to fit your available balance"
+    reduce_max_tokens: str = "Reduce {param} from {requested} to lower the maximum possible cost"
+    set_a_cap: str = "Set {param} to lower the maximum possible cost"
+    cheaper_model: str = "Use a less expensive model, such as {model} (up to {cost} for this request)"
+    cheaper_generic: str = "Use a less expensive model"
+    shorten_input: str = "Shorten the input: it alone costs {input_cost}"
+    wait_in_flight: str = "Wait for your other requests in flight to finish, then retry"
+    billing: str = "Visit {url} to add credits"
+
+
+def insufficient_credits(
+    quote: Quote,
+    *,
+    available: Decimal,
+    held: Decimal,
+    cheaper: tuple[str, Decimal] | None = None,
+    billing_url: str | None = None,
+    suggestions: Suggestions | None = None,
+) -> InsufficientCredits:
+    """The 402 of ``error-contract.md`` for a quote the balance cannot cover.
+
+    ``available`` is what the account could hold now, ``held`` what its other
+    holds keep aside; ``cheaper`` the cheapest other model (name, worst case)
+    that would afford this request.
+    """
+    texts = suggestions or Suggestions()
+    required = quote.max_cost
+    deficit = required - available
+    affordable = affordable_max_tokens(quote, available)
+    if quote.input_cost > available:
+        reason = "input_exceeds_balance"
+    elif available + held >= required:
+        reason = "in_flight_holds"
+    else:
+        reason = "insufficient_balance"
+
+    cost_text = display(required, owed=True)
+    have_text = display(available, owed=False)
+    short_text = display(deficit, owed=True)
+    basis = _basis(quote)
+    message = (
+        f"Insufficient credits for this request. Maximum possible cost: {cost_text}. "
+        f"Available balance: {have_text}. Shortfall: {short_text}."
+    )
+    detail = (
+        f"Your request to {quote.model} requires up to {cost_text} in credits ({basis}), "
+        f"but you only have {have_text} available. You need {short_text} more credits to proceed."
+    )
+    if reason == "in_flight_holds":
+        detail += " Other requests of yours in flight hold the rest of your balance until they finish."
+
+    fill = {
+        "shortfall": short_text,
+        "param": quote.output_param,
+        "affordable": affordable,
+        "requested": quote.requested_max_tokens,
+        "url": billing_url,
+        "input_cost": display(quote.input_cost, owed=True),
+    }
+    lines: list[str] = []
+    if reason == "in_flight_holds":
+        lines.append(texts.wait_in_flight.format(**fill))
+    lines.append(texts.add_credits.format(**fill))
+    if affordable is not None:
+        lines.append(texts.set_max_tokens.format(**fill))
+        if quote.requested_max_tokens is not None:
+            lines.append(texts.reduce_max_tokens.format(**fill))
+        else:
+            lines.append(texts.set_a_cap.format(**fill))
+    elif quote.kind != "embedding" or quote.input_cost > available:
+        lines.append(texts.shorten_input.format(**fill))
+    if cheaper is not None:
+        lines.append(
+            texts.cheaper_model.format(model=cheaper[0], cost=display(cheaper[1], owed=True), **fill)
+        )
+    else:
+        lines.append(texts.cheaper_generic.format(**fill))
+    if billing_url:
+        lines.append(texts.billing.format(**fill))
+
+    context: dict[str, Any] = {
+        "current_credits": available,
+        "required_credits": required,
+        "credit_deficit": deficit,
+        "requested_model": quote.model,
+        "requested_max_tokens": quote.requested_max_tokens,
+        "input_tokens": quote.input_tokens,
+        "input_cost": quote.input_cost,
+        "max_output_cost": quote.max_output_cost,
+        "affordable_max_tokens": affordable,
+        "check_type": "reservation",
+        "reason": reason,
+        "held_credits": held,
+        "priced_model": quote.price.name,
+        "max_output_tokens": quote.max_output_tokens,
+        "n": quote.choices,
+        "input_tokens_exact": quote.input_exact,
+    }
+    return InsufficientCredits(
+        message,
+        param=quote.output_param,
+        detail=detail,
+        suggestions=lines,
+        context=context,
+    )
+
+
+def _basis(quote: Quote) -> str:
+    param = quote.output_param
+    if quote.kind == "embedding":
+        basis = f"{quote.input_tokens} input tokens"
+    elif quote.output_source == "model_max":
+        basis = f"the model's maximum output of {quote.max_output_tokens} tokens, since no {param} was set"
+    elif quote.output_source == "capped":
+        basis = (
+            f"{param}={quote.requested_max_tokens}, capped at the model's maximum output of "
+            f"{quote.max_output_tokens} tokens"
+        )
+    else:
+        basis = f"{param}={quote.max_output_tokens}"
+    if quote.choices > 1:
+        basis += f" and n={quote.choices}"
+    return "based on " + basis
+
+
+def cheapest_alternative(
+    quote: Quote,
+    candidates: Iterable[ModelPrice],
+    available: Decimal,
+    requote: Callable[[ModelPrice], Quote | None],
+) -> tuple[str, Decimal] | None:
+    """The cheapest candidate whose worst case for this same request fits
+    ``available``: (name, worst case).  ``requote`` prices the request on a
+    candidate (None where it cannot)."""
+    best: tuple[str, Decimal] | None = None
+    for candidate in candidates:
+        if candidate.name == quote.price.name:
+            continue
+        other = requote(candidate)
+        if other is None or other.max_cost > available or other.max_cost >= quote.max_cost:
+            continue
+        if best is None or other.max_cost < best[1]:
+            best = (candidate.name, other.max_cost)
+    return best

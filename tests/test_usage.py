@@ -1,0 +1,150 @@
+"""Reading usage from JSON bodies and event streams as they pass."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from credit_guard.usage import Usage, UsageTap, usage_from_json
+
+
+def chunk(content: str | None = None, *, usage: object = "absent", choices: bool = True) -> bytes:
+    data: dict[str, object] = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o"}
+    data["choices"] = [{"index": 0, "delta": {"content": content}, "finish_reason": None}] if choices else []
+    if usage != "absent":
+        data["usage"] = usage
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+STREAM = [chunk("Hello", usage=None), chunk(" world", usage=None)]
+USAGE = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+FINAL = chunk(choices=False, usage=USAGE)
+DONE = b"data: [DONE]\n\n"
+
+
+def feed(tap: UsageTap, pieces: list[bytes], content_type: bytes = b"text/event-stream") -> bytes:
+    tap.start({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
+    out = b""
+    for i, piece in enumerate(pieces):
+        out += tap.body(piece, more_body=i < len(pieces) - 1)
+    return out
+
+
+def split_every(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+def test_json_chat_usage() -> None:
+    body = orjson.dumps(
+        {
+            "choices": [{"message": {"content": "hi"}}],
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "prompt_tokens_details": {"cached_tokens": 4},
+                "completion_tokens_details": {"reasoning_tokens": 2},
+            },
+        }
+    )
+    tap = UsageTap("chat")
+    out = feed(tap, split_every(body, 7), b"application/json")
+    assert out == body
+    assert tap.usage == Usage(10, 5, cached_tokens=4, reasoning_tokens=2)
+
+
+def test_json_without_usage_keeps_text_for_counting() -> None:
+    body = orjson.dumps({"choices": [{"message": {"content": "hi there"}}]})
+    tap = UsageTap("chat")
+    feed(tap, [body], b"application/json")
+    assert tap.usage is None
+    assert tap.texts == ["hi there"]
+
+
+@pytest.mark.parametrize("size", [1, 3, 17, 1000])
+def test_stream_passes_bytes_unchanged_and_finds_usage(size: int) -> None:
+    stream = b"".join(STREAM) + FINAL + DONE
+    tap = UsageTap("chat")
+    out = feed(tap, split_every(stream, size))
+    assert out == stream
+    assert tap.usage == Usage(9, 2)
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 4096])
+def test_stream_strip_removes_only_what_the_guard_asked_for(size: int) -> None:
+    stream = b"".join(STREAM) + FINAL + DONE
+    # What the client would have received had it not been asked for usage.
+    expected = chunk("Hello") + chunk(" world") + DONE
+    tap = UsageTap("chat", strip_usage=True)
+    out = feed(tap, split_every(stream, size))
+    assert out == expected
+    assert tap.usage == Usage(9, 2)
+
+
+def test_stream_without_usage_collects_text() -> None:
+    stream = chunk("Hello") + chunk(" world") + DONE
+    tap = UsageTap("chat")
+    feed(tap, split_every(stream, 4))
+    assert tap.usage is None
+    assert "".join(tap.texts) == "Hello world"
+
+
+def test_crlf_and_multiple_events_per_chunk() -> None:
+    stream = (chunk("a") + FINAL).replace(b"\n\n", b"\r\n\r\n")
+    tap = UsageTap("chat")
+    assert feed(tap, [stream]) == stream
+    assert tap.usage == Usage(9, 2)
+
+
+def test_anthropic_stream_usage_from_start_and_delta() -> None:
+    events = [
+        b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":25,'
+        b'"output_tokens":1,"cache_read_input_tokens":5}}}\n\n',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"type":"text_delta",'
+        b'"text":"Hi"}}\n\n',
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":15}}\n\n',
+    ]
+    tap = UsageTap("anthropic")
+    feed(tap, events)
+    assert tap.usage == Usage(input_tokens=30, output_tokens=15, cached_tokens=5)
+
+
+def test_responses_stream_usage_from_completed_event() -> None:
+    events = [
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi"}\n\n',
+        b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
+        b'{"input_tokens":12,"output_tokens":3,"input_tokens_details":{"cached_tokens":0},'
+        b'"output_tokens_details":{"reasoning_tokens":1}}}}\n\n',
+    ]
+    tap = UsageTap("responses")
+    feed(tap, events)
+    assert tap.usage == Usage(12, 3, reasoning_tokens=1)
+
+
+def test_usage_from_json_rejects_garbage() -> None:
+    assert usage_from_json("chat", []) is None
+    assert usage_from_json("chat", {"usage": "lots"}) is None
+    assert usage_from_json("chat", {"usage": {"prompt_tokens": -5, "completion_tokens": True}}) == Usage(0, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    words=st.lists(st.text(min_size=0, max_size=8), min_size=0, max_size=12),
+    cuts=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=20),
+    strip=st.booleans(),
+)
+def test_any_chunking_gives_the_same_result(words: list[str], cuts: list[int], strip: bool) -> None:
+    stream = b"".join(chunk(w, usage=None) for w in words) + FINAL + DONE
+    pieces, at = [], 0
+    for cut in cuts * (len(stream) // max(sum(cuts), 1) + 1):
+        if at >= len(stream):
+            break
+        pieces.append(stream[at : at + cut])
+        at += cut
+    if at < len(stream):
+        pieces.append(stream[at:])
+    whole = UsageTap("chat", strip_usage=strip)
+    parts = UsageTap("chat", strip_usage=strip)
+    assert feed(parts, pieces) == feed(whole, [stream])
+    assert parts.usage == whole.usage == Usage(9, 2)
