@@ -9,14 +9,17 @@ a body is never priced as compressed bytes.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 
-__all__ = ["Body", "ClientDisconnected", "read_body", "replay"]
+__all__ = ["Body", "ClientDisconnected", "parse_json", "read_body", "replay"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -208,3 +211,43 @@ def replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def parse_json(data: bytes) -> Any:
+    """The body as JSON, strictly: UTF-8 without a BOM, no NaN or Infinity, no
+    number that overflows a double, no lone surrogate, nesting under 1024, and
+    no object with the same key twice (another parser could take the other
+    value than the one priced).  Anything else is ``InvalidRequest``."""
+    if not data.strip():
+        raise InvalidRequest("The request body is empty; a JSON object is required.", param="body")
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}", param="body") from None
+    try:
+        json.loads(data, object_pairs_hook=_unique)
+    except _DuplicateKey as exc:
+        raise InvalidRequest(
+            f"The request body has the key {exc.key!r} twice in one object; send each key once.",
+            param=exc.key,
+        ) from None
+    except (ValueError, RecursionError) as exc:  # orjson accepted it; be safe all the same
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}", param="body") from None
+    return value

@@ -26,7 +26,7 @@ import anyio.to_thread
 import orjson
 
 from . import shapes, tokens
-from .body import ClientDisconnected, read_body, replay
+from .body import ClientDisconnected, parse_json, read_body, replay
 from .errors import (
     AuthenticationFailed,
     CreditGuardError,
@@ -48,6 +48,7 @@ from .quote import (
     insufficient_credits,
     make_quote,
 )
+from .routes import DEFAULT_ROUTES, Router
 from .shapes import Ask
 from .stores.base import DEFAULT_HOLD_TTL, CreditStore, Hold, Insufficient, StoreUnavailable
 from .usage import Usage, UsageTap
@@ -63,17 +64,12 @@ AccountLookup = Callable[[str], Awaitable[str | None]]
 
 logger = logging.getLogger("credit_guard")
 
-#: Priced by default: path -> request shape (POST only).
-DEFAULT_ROUTES: Mapping[str, str] = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completion",
-    "/v1/embeddings": "embedding",
-    "/v1/responses": "responses",
-    "/v1/messages": "anthropic",
-}
-
-# Bodies at least this large are counted in a worker thread, off the event loop.
+# Bodies at least this large are parsed and counted in a worker thread, off the
+# event loop.
 _THREAD_COUNT_BYTES = 32 * 1024
+# Bodies at least this large are first priced by their byte bounds: where the
+# bounds already decide, the exact count is skipped.
+_BOUND_FIRST_BYTES = 256 * 1024
 # Shapes a model of each table kind can serve.
 _SERVES = {
     "chat": {"chat", "responses", "anthropic", "completion"},
@@ -91,7 +87,9 @@ class CreditGuard:
     credits live.  ``accounts``: API key -> account, as a mapping or an async
     callable returning the account or None (default: the store's own keys).
     ``routes``: path -> shape (``"chat"``, ``"completion"``, ``"embedding"``,
-    ``"responses"``, ``"anthropic"``), priced for POST.
+    ``"responses"``, ``"anthropic"``), priced for POST and matched at the end of
+    the normalised path (see ``routes.py`` for what fails closed);
+    ``open_paths``: glob patterns below priced routes to pass unpriced.
 
     How a hold ends: usage the response reports is charged; a successful
     response without usage is charged for its input and the output the guard
@@ -117,6 +115,7 @@ class CreditGuard:
         prices: PriceTable | None = None,
         accounts: Mapping[str, str] | AccountLookup | None = None,
         routes: Mapping[str, str] | None = None,
+        open_paths: tuple[str, ...] = ("/v1/messages/count_tokens",),
         max_body_bytes: int = 16 * 1024 * 1024,
         hold_ttl: float = DEFAULT_HOLD_TTL,
         billing_url: str | None = None,
@@ -150,11 +149,7 @@ class CreditGuard:
         else:
             raise ValueError("accounts must be a mapping, an async callable, or None")
         self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
-        for path, kind in self.routes.items():
-            if kind not in ("chat", "completion", "embedding", "responses", "anthropic"):
-                raise ValueError(f"route {path!r}: unknown request shape {kind!r}")
-            if not path.startswith("/"):
-                raise ValueError(f"route {path!r} must start with '/'")
+        self.router = Router(self.routes, open_paths=open_paths)
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         if hold_ttl <= 0:
@@ -190,16 +185,14 @@ class CreditGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        kind = self._route(scope)
-        if kind is None:
+        route = self.router.classify(scope)
+        if route.refusal is not None:
+            await _Exchange(self, scope, "-").refuse(send, route.refusal)
+            return
+        if route.kind is None:
             await self.app(scope, receive, send)
             return
-        await _Exchange(self, scope, kind).run(receive, send)
-
-    def _route(self, scope: Scope) -> str | None:
-        if scope.get("method") != "POST":
-            return None
-        return self.routes.get(scope.get("path", ""))
+        await _Exchange(self, scope, route.kind).run(receive, send)
 
     # -- used by _Exchange ---------------------------------------------------
 
@@ -257,14 +250,18 @@ class _Exchange:
                 body = await read_body(self.scope, receive, guard.max_body_bytes)
             except ClientDisconnected:
                 return
-            obj = _parse_json(body.data)
-            ask = shapes.parse(self.kind, obj)
-            self.model = ask.model
-            price = guard.resolve(ask)
-            quote = await self._quote(ask, price, body.data)
+            if not guard._warmed:
+                await guard.warm()
+            if len(body.data) >= _THREAD_COUNT_BYTES:
+                obj, ask, price = await anyio.to_thread.run_sync(self._understand, body.data)
+                quote = await self._quote_large(account, ask, price, len(body.data))
+            else:
+                obj, ask, price = self._understand(body.data)
+                count = tokens.count_input(ask, price)
+                quote = make_quote(ask, price, count.tokens, count.exact)
             hold, quote, raw, scope = await self._reserve(account, ask, quote, obj, body)
         except CreditGuardError as error:
-            await self._refuse(send, error)
+            await self.refuse(send, error)
             return
         if hold is None:
             # Fail-open while the store is down: forwarded unpriced, by choice.
@@ -301,14 +298,33 @@ class _Exchange:
             raise AuthenticationFailed("The API key is not valid for this gateway.")
         return account
 
-    async def _quote(self, ask: Ask, price: ModelPrice, data: bytes) -> Quote:
-        guard = self.guard
-        if not guard._warmed:
-            await guard.warm()
-        if len(data) >= _THREAD_COUNT_BYTES:
-            count = await anyio.to_thread.run_sync(tokens.count_input, ask, price)
-        else:
-            count = tokens.count_input(ask, price)
+    def _understand(self, data: bytes) -> tuple[Any, Ask, ModelPrice]:
+        """Parse, shape and resolve the body (pure CPU: runs in a worker thread
+        for large bodies)."""
+        obj = parse_json(data)
+        ask = shapes.parse(self.kind, obj)
+        self.model = ask.model
+        return obj, ask, self.guard.resolve(ask)
+
+    async def _quote_large(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
+        """A large body's quote: its byte bounds first, where they decide; the
+        exact count, in a worker thread, where they do not."""
+        if size >= _BOUND_FIRST_BYTES:
+            low, high = tokens.input_bounds(ask, price)
+            try:
+                available = (await self.guard.store.balance(account)).available
+            except StoreUnavailable:
+                available = None
+            if available is not None:
+                floor = make_quote(ask, price, low, False)
+                if floor.max_cost > available:
+                    # Even the fewest tokens this body can hold are unaffordable.
+                    return floor
+                ceiling = make_quote(ask, price, high, False)
+                if ceiling.max_cost <= available:
+                    self._bounded = True
+                    return ceiling
+        count = await anyio.to_thread.run_sync(tokens.count_input, ask, price)
         return make_quote(ask, price, count.tokens, count.exact)
 
     async def _reserve(
@@ -317,20 +333,21 @@ class _Exchange:
         guard = self.guard
         raw: bytes = body.raw
         scope = self.scope
-        try:
-            result = await guard.store.reserve(account, quote.max_cost, ttl=guard.hold_ttl)
-        except StoreUnavailable:
-            guard.metrics.store_error("reserve")
-            if guard.fail_open:
-                logger.warning(
-                    "credit_guard.fail_open request_id=%s model=%s: store unavailable, forwarded unpriced",
-                    self.request_id,
-                    quote.model,
-                )
-                return None, quote, raw, scope
-            raise StoreUnavailableError(
-                "The credit store is unavailable; the request was not forwarded. Retry shortly."
-            ) from None
+        result = await self._reserve_once(account, quote)
+        if result is None:
+            # Fail-open while the store is down: forwarded unpriced, by choice.
+            logger.warning(
+                "credit_guard.fail_open request_id=%s model=%s: store unavailable, forwarded unpriced",
+                self.request_id,
+                quote.model,
+            )
+            return None, quote, raw, scope
+        if isinstance(result, Insufficient) and self._bounded:
+            # The balance moved since it was read: price the request exactly.
+            self._bounded = False
+            count = await anyio.to_thread.run_sync(tokens.count_input, ask, quote.price)
+            quote = make_quote(ask, quote.price, count.tokens, count.exact)
+            result = await self._reserve_once(account, quote)
         if isinstance(result, Insufficient) and guard.auto_fit:
             fitted = self._fit(ask, quote, result)
             if fitted is not None:
@@ -339,13 +356,11 @@ class _Exchange:
                 obj[quote.output_param] = quote.max_output_tokens
                 raw = orjson.dumps(obj)
                 scope = _with_body_headers(scope, raw, decoded=True)
-                try:
-                    result = await guard.store.reserve(account, quote.max_cost, ttl=guard.hold_ttl)
-                except StoreUnavailable:
-                    guard.metrics.store_error("reserve")
-                    raise StoreUnavailableError(
-                        "The credit store is unavailable; the request was not forwarded. Retry shortly."
-                    ) from None
+                result = await self._reserve_once(account, quote)
+        if result is None:
+            raise StoreUnavailableError(
+                "The credit store is unavailable; the request was not forwarded. Retry shortly."
+            )
         if isinstance(result, Insufficient):
             error = insufficient_credits(
                 quote,
@@ -375,6 +390,20 @@ class _Exchange:
             self._strip_usage = True
         return result, quote, raw, scope
 
+    async def _reserve_once(self, account: str, quote: Quote) -> Hold | Insufficient | None:
+        """Reserve the quote's worst case.  None when the store is down and the
+        guard fails open; ``StoreUnavailableError`` when it fails closed."""
+        guard = self.guard
+        try:
+            return await guard.store.reserve(account, quote.max_cost, ttl=guard.hold_ttl)
+        except StoreUnavailable:
+            guard.metrics.store_error("reserve")
+            if guard.fail_open:
+                return None
+            raise StoreUnavailableError(
+                "The credit store is unavailable; the request was not forwarded. Retry shortly."
+            ) from None
+
     def _fit(self, ask: Ask, quote: Quote, short: Insufficient) -> tuple[Ask, Quote] | None:
         """The request with its output cap lowered to what the balance affords."""
         fits = affordable_max_tokens(quote, short.available)
@@ -385,7 +414,7 @@ class _Exchange:
         self._fit_header = f"{quote.output_param}={fits}".encode()
         return new_ask, new_quote
 
-    async def _refuse(self, send: Send, error: CreditGuardError) -> None:
+    async def refuse(self, send: Send, error: CreditGuardError) -> None:
         if not isinstance(error, InsufficientCredits):
             self.guard.metrics.rejected(self.model, error.type, None)
         body = error_body(error, self.request_id)
@@ -402,6 +431,8 @@ class _Exchange:
 
     _strip_usage = False
     _fit_header: bytes | None = None
+    # The quote's input is the byte upper bound, not the exact count.
+    _bounded = False
 
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask
@@ -468,7 +499,11 @@ class _Exchange:
         if usage is None and 0 < tap.status < 400 and (failed is None or produced):
             # No usage reported: the input as counted, and the output as seen.
             output = await _count_output(tap.texts, price)
-            usage = Usage(input_tokens=quote.input_tokens, output_tokens=output)
+            input_tokens = quote.input_tokens
+            if self._bounded:
+                # The hold used the byte bound; the charge uses the exact count.
+                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price)).tokens
+            usage = Usage(input_tokens=input_tokens, output_tokens=output)
         policy = guard.on_abort if aborted else guard.on_app_error
         try:
             if usage is not None:
