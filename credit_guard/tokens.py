@@ -1,0 +1,307 @@
+"""Counting input tokens the way the provider bills them.
+
+Encodings come from the files this package ships (``credit_guard/data``), checked
+against tiktoken's published SHA-256 and built into ``tiktoken.Encoding``
+objects here: nothing is downloaded, no cache directory is read, and the
+process environment is left alone.  Each encoding is loaded once, lazily, under
+a lock; the middleware loads them in a worker thread before the first request
+that needs them, never on the event loop.
+
+Text is encoded with ``encode_ordinary``: text such as ``<|endoftext|>`` inside a
+user message is counted as the text it is, never raised on.
+
+A count is *exact* where the provider's rendering is known (OpenAI chat framing,
+completions, embeddings) and otherwise an upper bound the bill cannot exceed
+(``TokenCount.exact`` is False then):
+
+- models without a tiktoken encoding (Claude, Gemini, Llama, Mistral...): UTF-8
+  bytes of every text, since a byte-level BPE token holds at least one byte; or,
+  with ``price.token_bound.o200k_ratio``, ``ceil(o200k tokens * ratio)``; either
+  plus ``margin`` and ``PART_MARGIN`` tokens per message for framing;
+- images of unknown size: the worst case of the model family's rule;
+- renderings the provider does not publish: whatever ``shapes`` marked inexact.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import threading
+from collections.abc import Iterable
+from importlib import resources
+from typing import NamedTuple
+
+import tiktoken
+
+from .prices import ModelPrice, VisionRule
+from .shapes import Ask, ImageRef
+
+__all__ = [
+    "TokenCount",
+    "EncodingFileError",
+    "count_input",
+    "count_output",
+    "count_text",
+    "encoding_for",
+    "get_encoding",
+    "image_tokens",
+    "input_bounds",
+    "warm",
+    "PART_MARGIN",
+]
+
+#: Framing tokens added per message when bounding a model without a tokenizer.
+PART_MARGIN = 16
+
+_ENDOFTEXT = "<|endoftext|>"
+_ENDOFPROMPT = "<|endofprompt|>"
+_SPECS: dict[str, tuple[str, str, str, dict[str, int]]] = {
+    "cl100k_base": (
+        "cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+        {
+            _ENDOFTEXT: 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            _ENDOFPROMPT: 100276,
+        },
+    ),
+    "o200k_base": (
+        "o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        "|".join(
+            [
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""\p{N}{1,3}""",
+                r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+                r"""\s*[\r\n]+""",
+                r"""\s+(?!\S)""",
+                r"""\s+""",
+            ]
+        ),
+        {_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018},
+    ),
+}
+
+# OpenAI model-name prefixes and their encodings, longest first (the table's
+# own `encoding` field wins over these).
+_MODEL_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("gpt-3.5-turbo", "cl100k_base"),
+    ("gpt-35-turbo", "cl100k_base"),
+    ("text-embedding-3", "cl100k_base"),
+    ("text-embedding-ada-002", "cl100k_base"),
+    ("gpt-4o", "o200k_base"),
+    ("gpt-4.1", "o200k_base"),
+    ("gpt-4.5", "o200k_base"),
+    ("gpt-5", "o200k_base"),
+    ("chatgpt-4o", "o200k_base"),
+    ("o1", "o200k_base"),
+    ("o3", "o200k_base"),
+    ("o4", "o200k_base"),
+    ("gpt-4", "cl100k_base"),
+)
+
+_lock = threading.Lock()
+_encodings: dict[str, tiktoken.Encoding] = {}
+_longest: dict[str, int] = {}
+
+
+class EncodingFileError(RuntimeError):
+    """A bundled encoding file is missing or does not match its published hash."""
+
+
+class TokenCount(NamedTuple):
+    """An input count: ``exact`` is False where ``tokens`` is an upper bound."""
+
+    tokens: int
+    exact: bool
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    """The encoding ``name`` (``cl100k_base`` or ``o200k_base``), built from the
+    bundled file on first use.  Raises ``KeyError`` for another name and
+    ``EncodingFileError`` when the file is damaged."""
+    encoding = _encodings.get(name)
+    if encoding is not None:
+        return encoding
+    if name not in _SPECS:
+        raise KeyError(f"no bundled encoding {name!r}; have {', '.join(_SPECS)}")
+    with _lock:
+        encoding = _encodings.get(name)
+        if encoding is None:
+            encoding = _load(name)
+            _encodings[name] = encoding
+    return encoding
+
+
+def _load(name: str) -> tiktoken.Encoding:
+    filename, expected, pattern, special = _SPECS[name]
+    try:
+        data = resources.files("credit_guard").joinpath("data", filename).read_bytes()
+    except OSError as exc:
+        raise EncodingFileError(f"the bundled encoding file {filename} cannot be read: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise EncodingFileError(f"the bundled encoding file {filename} is damaged (SHA-256 {digest})")
+    ranks: dict[bytes, int] = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    _longest[name] = max(len(token) for token in ranks)
+    return tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
+
+
+def warm() -> None:
+    """Load every bundled encoding now (call from a worker thread)."""
+    for name in _SPECS:
+        get_encoding(name)
+
+
+def encoding_name(price: ModelPrice) -> str | None:
+    """The encoding a model bills with, or None where we only have a bound."""
+    if price.encoding is not None:
+        return price.encoding
+    if price.token_bound is not None:
+        return None
+    name = price.name.rsplit("/", 1)[-1].lower()
+    if name.startswith("ft:"):
+        name = name[3:]
+    for prefix, encoding in _MODEL_PREFIXES:
+        if name.startswith(prefix):
+            return encoding
+    return None
+
+
+def encoding_for(price: ModelPrice) -> tiktoken.Encoding | None:
+    name = encoding_name(price)
+    return None if name is None else get_encoding(name)
+
+
+def count_text(encoding: tiktoken.Encoding, text: str) -> int:
+    """Tokens of ``text`` as ordinary text (special-token text included)."""
+    return len(encoding.encode_ordinary(text)) if text else 0
+
+
+def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
+    """The input tokens of ``ask`` on ``price``'s model: exact where the
+    rendering and the tokenizer are known, an upper bound otherwise.
+
+    Raises ``InvalidRequest`` (via ``image_tokens``) for images on a model with
+    no image rule.
+    """
+    images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images)
+    images_exact = all(image.width is not None or image.detail == "low" for image in ask.images)
+    encoding = encoding_for(price)
+    if encoding is None:
+        bound = price.token_bound
+        if bound is not None and bound.o200k_ratio is not None:
+            o200k = get_encoding("o200k_base")
+            text = sum(count_text(o200k, t) for t in ask.texts)
+            tokens = math.ceil(text * bound.o200k_ratio)
+        else:
+            tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.texts)
+        margin = bound.margin if bound is not None else 0
+        return TokenCount(tokens + ask.fixed_tokens + margin + PART_MARGIN * ask.parts + images, False)
+    tokens = ask.fixed_tokens + images
+    for text in ask.texts:
+        tokens += count_text(encoding, text)
+    return TokenCount(tokens, ask.exact and images_exact)
+
+
+def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
+    """Cheap bounds on ``count_input(ask, price).tokens`` from byte lengths only
+    (no encoding).  ``low`` uses the longest token of the encoding (a token holds
+    at most that many bytes); ``high`` that a token holds at least one byte."""
+    images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images)
+    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.texts)
+    name = encoding_name(price)
+    if name is None:
+        exact = count_input(ask, price) if price.token_bound and price.token_bound.o200k_ratio else None
+        if exact is not None:
+            return exact.tokens, exact.tokens
+        high = total + ask.fixed_tokens + PART_MARGIN * ask.parts + images
+        high += price.token_bound.margin if price.token_bound else 0
+        return high, high
+    get_encoding(name)
+    longest = _longest[name]
+    # Every non-empty text is at least one token.
+    low = sum(max(1, -(-len(t.encode("utf-8", "surrogatepass")) // longest)) for t in ask.texts if t)
+    known_images = sum(
+        image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
+        for image in ask.images
+    )
+    return low + ask.fixed_tokens + known_images, total + ask.fixed_tokens + images
+
+
+def count_output(texts: Iterable[str], price: ModelPrice) -> int:
+    """Output tokens in generated text that the response did not report.
+
+    Pieces are counted as one text (the model produced them as one), so the
+    count is what the text tokenizes to; for a model without a tokenizer, its
+    bound.
+    """
+    text = "".join(texts)
+    if not text:
+        return 0
+    encoding = encoding_for(price)
+    if encoding is None:
+        bound = price.token_bound
+        if bound is not None and bound.o200k_ratio is not None:
+            return math.ceil(count_text(get_encoding("o200k_base"), text) * bound.o200k_ratio)
+        return len(text.encode("utf-8", "surrogatepass"))
+    return count_text(encoding, text)
+
+
+def image_tokens(rule: VisionRule | None, image: ImageRef, model: str = "") -> int:
+    """Input tokens of one image under a model family's rule: exact where the
+    size is known, the rule's worst case where it is not."""
+    from .errors import InvalidRequest
+
+    if rule is None:
+        raise InvalidRequest(
+            f"The model {model!r} has no image pricing in the price table; images cannot be priced for it.",
+            param="messages",
+        )
+    width, height = image.width, image.height
+    known = width is not None and height is not None and width > 0 and height > 0
+    if rule.method == "fixed":
+        return rule.max_tokens or 0
+    if rule.method == "tiles":
+        if image.detail == "low":
+            return rule.base_tokens
+        if not known:
+            tiles = math.ceil(rule.short_side / rule.tile_size) * math.ceil(rule.max_side / rule.tile_size)
+            return rule.base_tokens + rule.tile_tokens * tiles
+        assert width is not None and height is not None
+        w, h = float(width), float(height)
+        if max(w, h) > rule.max_side:
+            scale = rule.max_side / max(w, h)
+            w, h = w * scale, h * scale
+        if min(w, h) > rule.short_side:
+            scale = rule.short_side / min(w, h)
+            w, h = w * scale, h * scale
+        tiles = math.ceil(w / rule.tile_size) * math.ceil(h / rule.tile_size)
+        return rule.base_tokens + rule.tile_tokens * tiles
+    if rule.method == "patches":
+        if known:
+            assert width is not None and height is not None
+            patches = math.ceil(width / rule.patch_size) * math.ceil(height / rule.patch_size)
+            patches = min(patches, rule.max_patches)
+        else:
+            patches = rule.max_patches
+        return math.ceil(patches * rule.multiplier)
+    if rule.method == "area":
+        cap = rule.max_tokens
+        if not known:
+            if cap is None:
+                raise InvalidRequest(f"The image rule for {model!r} has no worst case.", param="messages")
+            return cap
+        assert width is not None and height is not None
+        tokens = math.ceil(width * height / rule.area_divisor)
+        return min(tokens, cap) if cap is not None else tokens
+    raise InvalidRequest(f"Unknown image rule {rule.method!r} for {model!r}.", param="messages")
