@@ -15,8 +15,8 @@ prompt as a TypeScript-like block:
     } // namespace functions
 
 one ``type name = (_: {...}) => any;`` per function (``() => any`` without
-parameters), a ``//`` line for each description (properties' descriptions only
-at the first two levels), ``key: type,`` for required and ``key?: type,`` for
+parameters), a ``//`` line for each description (a property's only at the top
+level: nested ones are dropped), ``key: type,`` for required and ``key?: type,`` for
 optional properties, enums as unions, nested objects inline and indented by
 two, arrays as ``T[]``.  Around it sits a fixed framing: ``FRAMING`` tokens,
 ``SYSTEM_REUSE`` fewer when the prompt already has a system message (the block
@@ -44,7 +44,7 @@ from .errors import InvalidRequest
 __all__ = ["FRAMING", "SYSTEM_REUSE", "function_definitions", "render", "add_to", "choice_tokens"]
 
 #: Tokens the definitions' framing adds to a chat prompt.
-FRAMING = 11
+FRAMING = 9
 #: Tokens fewer when the prompt already has a system message.
 SYSTEM_REUSE = 4
 # Keys of a property schema whose effect on the rendering is known.
