@@ -62,19 +62,41 @@ class MemoryStore:
         self._finished: OrderedDict[str, Settlement] = OrderedDict()
         self._expired: OrderedDict[str, _Live] = OrderedDict()
         self._keys: dict[str, str] = {}
+        self._prefixes: dict[str, str] = {}
         for account, amount in (balances or {}).items():
             units = to_units(parse_amount(amount, what=f"balance of {account}"), what="balance")
             if units < 0:
                 raise ValueError(f"balance of {account} must not be negative")
             self._accounts[account] = _Account(granted=units)
         for key, account in (keys or {}).items():
-            self.add_key(key, account)
+            self._add_key(key, account)
 
     # -- keys ---------------------------------------------------------------
 
-    def add_key(self, api_key: str, account: str) -> None:
-        """Map an API key to an account."""
+    def _add_key(self, api_key: str, account: str) -> str:
+        prefix = f"{api_key[:7]}...{api_key[-4:]}" if len(api_key) > 16 else api_key[:3] + "..."
         self._keys[_digest(api_key)] = account
+        self._prefixes[_digest(api_key)] = prefix
+        return prefix
+
+    async def add_key(self, api_key: str, account: str) -> str:
+        """Map an API key to an account; returns its non-secret prefix."""
+        return self._add_key(api_key, account)
+
+    async def revoke_key(self, key_or_prefix: str) -> int:
+        """Revoke a key, given whole or by its prefix; returns how many."""
+        digests = [d for d, p in self._prefixes.items() if d == _digest(key_or_prefix) or p == key_or_prefix]
+        for digest in digests:
+            self._keys.pop(digest, None)
+            self._prefixes.pop(digest, None)
+        return len(digests)
+
+    async def list_keys(self, account: str | None = None) -> list[dict[str, object]]:
+        return [
+            {"prefix": self._prefixes[d], "account": a, "created": None, "revoked": None}
+            for d, a in self._keys.items()
+            if account is None or a == account
+        ]
 
     async def account_for_key(self, api_key: str) -> str | None:
         return self._keys.get(_digest(api_key))
@@ -188,7 +210,10 @@ class MemoryStore:
                     # Never made here, or forgotten long ago: nothing to change.
                     return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
                 if charge is None:
-                    result = Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
+                    # Releasing an expired hold changes nothing; a late settle
+                    # may still charge it.
+                    self._expired[hold.id] = expired
+                    return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
                 else:
                     # The hold went back to available when it expired; the work
                     # was still done, so charge it now.

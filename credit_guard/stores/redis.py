@@ -1,0 +1,433 @@
+"""The distributed store: Redis, shared by any number of gateway replicas.
+
+Every state change is one Lua script (loaded once, called by SHA), so
+check-and-hold, settle, release, extend and grant are atomic across processes
+and machines.  Each script first expires the account's overdue holds (by
+Redis's own clock), so no sweeper process is needed for correctness: a hold
+whose process died is back in ``available`` the next time the account is
+touched, and ``balance`` is always right.
+
+Amounts are integer units of ``money.UNIT``, never floats (no ``INCRBYFLOAT``).
+Lua numbers are doubles, exact only to 2**53, while units reach 2**63; so the
+scripts never do arithmetic on amounts in Lua: they pass the decimal strings to
+``HINCRBY``, whose arithmetic is int64 inside Redis, and look only at the *sign*
+of what it returns, which a double gets right at any size.  Reserve is
+``HINCRBY available -amount``, and if the result is negative, ``HINCRBY`` it back.
+
+Keys of one account share the hash tag ``{cg:<account>}``, so every script
+touches one slot and the store works on Redis Cluster:
+
+    {cg:A}:acct          hash: available, held, spent, granted
+    {cg:A}:holds         sorted set: live hold ids by expiry
+    {cg:A}:hold:<id>     hash: units, status, charged (kept ``retention`` seconds once finished)
+    {cg:A}:ledger        stream: every grant, hold, settle, release, expiry (capped)
+    {cg:key:<digest>}    string: the account of an API key (SHA-256 digest)
+
+Failover: Redis replicates asynchronously.  If a primary fails, writes it
+acknowledged but had not yet sent to the replica are lost: a hold (the request
+then ran unheld: the balance did not cover it on the new primary only if other
+holds also vanished), or a settle (the hold then reappears and expires after
+its TTL, returning money that was spent: the ledger of the old primary is the
+record to reconcile from).  Nothing is double-spent by the store itself, and
+no amount is corrupted, but the last second of writes can be lost.  To narrow
+the window, run with AOF ``appendfsync always`` and pass ``wait_replicas=1``,
+which makes every script wait for one replica to acknowledge (``WAIT``) before
+the store answers; a ``WAIT`` that times out raises ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from ..money import from_units, parse_amount, to_units, units_ceil
+from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement, StoreUnavailable
+
+__all__ = ["RedisStore"]
+
+_PRELUDE = """
+local acct, holds, prefix, ledger = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local retention = ARGV[2]
+local ledger_cap = ARGV[3]
+local function figure(name)
+  return redis.call('HGET', acct, name) or '0'
+end
+local function log(kind, units, hold, note)
+  redis.call('XADD', ledger, 'MAXLEN', '~', ledger_cap, '*',
+    'at', tostring(now), 'kind', kind, 'amount', units, 'hold', hold or '', 'note', note or '',
+    'available', figure('available'), 'held', figure('held'), 'spent', figure('spent'), 'granted', figure('granted'))
+end
+local function add(field, units)
+  if units ~= '0' then redis.call('HINCRBY', acct, field, units) end
+end
+local function sub(field, units)
+  if units ~= '0' then return redis.call('HINCRBY', acct, field, '-' .. units) end
+  return tonumber(figure(field))
+end
+local function expire()
+  local ids = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
+  for _, id in ipairs(ids) do
+    local key = prefix .. id
+    if redis.call('HGET', key, 'status') == 'held' then
+      local units = redis.call('HGET', key, 'units')
+      sub('held', units)
+      add('available', units)
+      redis.call('HSET', key, 'status', 'expired')
+      redis.call('EXPIRE', key, retention)
+      log('expire', units, id)
+    end
+    redis.call('ZREM', holds, id)
+  end
+  return #ids
+end
+"""
+
+_RESERVE = (
+    _PRELUDE
+    + """
+expire()
+local id, units, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6])
+if sub('available', units) < 0 then
+  add('available', units)
+  return {0, figure('available'), figure('held')}
+end
+add('held', units)
+local expires = now + ttl
+redis.call('HSET', prefix .. id, 'units', units, 'status', 'held', 'charged', '0')
+redis.call('ZADD', holds, expires, id)
+log('hold', units, id)
+return {1, figure('available'), tostring(expires)}
+"""
+)
+
+_FINISH = (
+    _PRELUDE
+    + """
+expire()
+local id, charge = ARGV[4], ARGV[5]
+local key = prefix .. id
+local status = redis.call('HGET', key, 'status')
+if not status then return {'unknown', '0', '0', 1} end
+local units = redis.call('HGET', key, 'units')
+if status == 'settled' or status == 'released' then
+  return {status, units, redis.call('HGET', key, 'charged'), 1}
+end
+if status == 'expired' then
+  if charge == '' then return {'expired', units, '0', 0} end
+  sub('available', charge)
+  add('spent', charge)
+  redis.call('HSET', key, 'status', 'settled', 'charged', charge, 'late', '1')
+  log('settle', charge, id, 'late')
+  return {'late', units, charge, 0}
+end
+sub('held', units)
+add('available', units)
+redis.call('ZREM', holds, id)
+if charge == '' then
+  redis.call('HSET', key, 'status', 'released')
+  log('release', units, id)
+  status = 'released'
+  charge = '0'
+else
+  sub('available', charge)
+  add('spent', charge)
+  redis.call('HSET', key, 'status', 'settled', 'charged', charge)
+  log('settle', charge, id)
+  status = 'settled'
+end
+redis.call('EXPIRE', key, retention)
+return {status, units, charge, 0}
+"""
+)
+
+_EXTEND = (
+    _PRELUDE
+    + """
+expire()
+local id, ttl = ARGV[4], tonumber(ARGV[5])
+if redis.call('HGET', prefix .. id, 'status') ~= 'held' then return 0 end
+redis.call('ZADD', holds, 'XX', now + ttl, id)
+return 1
+"""
+)
+
+_BALANCE = (
+    _PRELUDE
+    + """
+local expired = expire()
+return {figure('available'), figure('held'), figure('spent'), figure('granted'), expired}
+"""
+)
+
+_GRANT = (
+    _PRELUDE
+    + """
+expire()
+local units, negative, note = ARGV[4], ARGV[5] == '1', ARGV[6]
+if negative then
+  if sub('available', units) < 0 then
+    add('available', units)
+    return {0}
+  end
+  sub('granted', units)
+  log('grant', '-' .. units, nil, note)
+else
+  add('available', units)
+  add('granted', units)
+  log('grant', units, nil, note)
+end
+return {1, figure('available'), figure('held'), figure('spent'), figure('granted')}
+"""
+)
+
+
+class RedisStore:
+    """Credits in Redis.
+
+    ``client``: a ``redis://`` URL or a ``redis.asyncio.Redis`` client (the
+    store closes only a client it made; one made from a URL uses a blocking pool
+    of ``max_connections``, waiting up to ``pool_timeout`` seconds for one).  ``retention``: seconds a finished
+    hold's record is kept for idempotent repeats.  ``wait_replicas``: replicas
+    each write waits for (see the module docstring on failover).  ``clock``
+    overrides Redis's clock (tests only).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        socket_timeout: float = 2.0,
+        max_connections: int = 64,
+        pool_timeout: float = 10.0,
+        retention: int = 7 * 24 * 3600,
+        ledger_cap: int = 100_000,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis import exceptions
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("RedisStore needs redis-py: pip install 'credit-guard[redis]'") from exc
+        if isinstance(client, str):
+            # A blocking pool: a burst of requests waits for a connection
+            # instead of failing with "too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                client,
+                max_connections=max_connections,
+                timeout=pool_timeout,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                decode_responses=True,
+            )
+            self._client = aioredis.Redis.from_pool(pool)
+            self._owns = True
+        else:
+            self._client = client
+            self._owns = False
+        self._errors = (
+            exceptions.ConnectionError,
+            exceptions.TimeoutError,
+            exceptions.BusyLoadingError,
+            exceptions.ReadOnlyError,
+            OSError,
+        )
+        self._retention = str(int(retention))
+        self._ledger_cap = str(int(ledger_cap))
+        self._wait_replicas = wait_replicas
+        self._wait_timeout = wait_timeout_ms
+        self._clock = clock
+        self._reserve = self._client.register_script(_RESERVE)
+        self._finish = self._client.register_script(_FINISH)
+        self._extend = self._client.register_script(_EXTEND)
+        self._balance = self._client.register_script(_BALANCE)
+        self._grant = self._client.register_script(_GRANT)
+
+    # -- plumbing ------------------------------------------------------------
+
+    @staticmethod
+    def _keys(account: str) -> list[str]:
+        tag = "{cg:" + account + "}"
+        return [tag + ":acct", tag + ":holds", tag + ":hold:", tag + ":ledger"]
+
+    def _argv(self, *extra: object) -> list[str]:
+        now = "" if self._clock is None else repr(self._clock())
+        return [now, self._retention, self._ledger_cap, *[str(e) for e in extra]]
+
+    async def _call(self, script: Any, account: str, *extra: object) -> Any:
+        try:
+            result = await script(keys=self._keys(account), args=self._argv(*extra))
+            if self._wait_replicas:
+                acked = await self._client.wait(self._wait_replicas, self._wait_timeout)
+                if acked < self._wait_replicas:
+                    raise StoreUnavailable(f"only {acked} of {self._wait_replicas} replicas acknowledged the write")
+            return result
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+
+    @staticmethod
+    def _int(value: Any) -> int:
+        return int(value) if value not in (None, "") else 0
+
+    # -- the contract ----------------------------------------------------------
+
+    async def reserve(
+        self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL
+    ) -> Hold | Insufficient:
+        units = units_ceil(amount)
+        if units < 0:
+            raise ValueError("a hold must not be negative")
+        hold_id = "hold_" + uuid.uuid4().hex
+        result = await self._call(self._reserve, account, hold_id, units, repr(float(ttl)))
+        if int(result[0]) == 0:
+            available = self._int(result[1])
+            return Insufficient(account, from_units(units), from_units(max(available, 0)), from_units(self._int(result[2])))
+        return Hold(hold_id, account, from_units(units), float(result[2]), from_units(self._int(result[1])))
+
+    async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
+        charge = units_ceil(actual)
+        if charge < 0:
+            raise ValueError("an actual cost must not be negative")
+        return self._settlement(hold, await self._call(self._finish, hold.account, hold.id, charge))
+
+    async def release(self, hold: Hold) -> Settlement:
+        return self._settlement(hold, await self._call(self._finish, hold.account, hold.id, ""))
+
+    def _settlement(self, hold: Hold, result: Any) -> Settlement:
+        status, units, charged, repeat = str(result[0]), self._int(result[1]), self._int(result[2]), bool(int(result[3]))
+        if status == "unknown":
+            return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
+        if status == "expired":
+            return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
+        if status == "late":
+            return Settlement(hold.id, "settled", from_units(charged), Decimal(0), from_units(charged), late=True)
+        released = units if status == "released" else max(units - charged, 0)
+        return Settlement(
+            hold.id,
+            status,
+            from_units(charged),
+            from_units(released),
+            from_units(max(charged - units, 0)),
+            repeat=repeat,
+        )
+
+    async def extend(self, hold: Hold, ttl: float) -> bool:
+        return bool(int(await self._call(self._extend, hold.account, hold.id, repr(float(ttl)))))
+
+    async def balance(self, account: str) -> Balance:
+        result = await self._call(self._balance, account)
+        available, held, spent, granted = (self._int(v) for v in result[:4])
+        return Balance(from_units(available), from_units(held), from_units(spent), from_units(granted))
+
+    async def grant(self, account: str, amount: Decimal | str | int, *, note: str | None = None) -> Balance:
+        units = to_units(parse_amount(amount, what="grant"), what="grant")
+        result = await self._call(self._grant, account, abs(units), "1" if units < 0 else "0", note or "")
+        if int(result[0]) == 0:
+            raise ValueError("cannot take back more than is available")
+        available, held, spent, granted = (self._int(v) for v in result[1:5])
+        return Balance(from_units(available), from_units(held), from_units(spent), from_units(granted))
+
+    async def expire(self, accounts: list[str] | None = None) -> int:
+        """Expire overdue holds of ``accounts`` now (scripts do it anyway on
+        every touch); returns how many."""
+        total = 0
+        for account in accounts or []:
+            result = await self._call(self._balance, account)
+            total += int(result[4])
+        return total
+
+    # -- keys ---------------------------------------------------------------------
+
+    @staticmethod
+    def _key_name(api_key: str) -> str:
+        return "{cg:key:" + hashlib.sha256(api_key.encode("utf-8")).hexdigest() + "}"
+
+    async def add_key(self, api_key: str, account: str) -> str:
+        if not api_key or len(api_key) < 8:
+            raise ValueError("an API key must have at least 8 characters")
+        prefix = f"{api_key[:7]}...{api_key[-4:]}" if len(api_key) > 16 else api_key[:3] + "..."
+        name = self._key_name(api_key)
+        try:
+            await self._client.hset(
+                name, mapping={"account": account, "prefix": prefix, "created": repr(time.time()), "revoked": ""}
+            )
+            await self._client.sadd("cg:keys", name)
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return prefix
+
+    async def account_for_key(self, api_key: str) -> str | None:
+        try:
+            account, revoked = await self._client.hmget(self._key_name(api_key), ["account", "revoked"])
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return None if not account or revoked else str(account)
+
+    async def list_keys(self, account: str | None = None) -> list[dict[str, Any]]:
+        try:
+            names = sorted(await self._client.smembers("cg:keys"))
+            rows = []
+            for name in names:
+                info = await self._client.hgetall(name)
+                if info and (account is None or info.get("account") == account):
+                    rows.append(
+                        {
+                            "prefix": info.get("prefix"),
+                            "account": info.get("account"),
+                            "created": float(info.get("created") or 0),
+                            "revoked": float(info["revoked"]) if info.get("revoked") else None,
+                        }
+                    )
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return sorted(rows, key=lambda r: r["created"])
+
+    async def revoke_key(self, key_or_prefix: str) -> int:
+        try:
+            revoked = 0
+            direct = self._key_name(key_or_prefix)
+            for name in sorted(await self._client.smembers("cg:keys")):
+                info = await self._client.hgetall(name)
+                if info and not info.get("revoked") and (name == direct or info.get("prefix") == key_or_prefix):
+                    await self._client.hset(name, "revoked", repr(time.time()))
+                    revoked += 1
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return revoked
+
+    async def history(self, account: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        try:
+            entries = await self._client.xrevrange(self._keys(account)[3], count=limit)
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        rows = []
+        for seq, fields in reversed(entries):
+            rows.append(
+                {
+                    "seq": seq,
+                    "at": float(fields["at"]),
+                    "kind": fields["kind"],
+                    "amount": from_units(int(fields["amount"])),
+                    "hold": fields["hold"] or None,
+                    "available": from_units(int(fields["available"])),
+                    "held": from_units(int(fields["held"])),
+                    "spent": from_units(int(fields["spent"])),
+                    "granted": from_units(int(fields["granted"])),
+                    "note": fields["note"] or None,
+                }
+            )
+        return rows
+
+    async def aclose(self) -> None:
+        if self._owns:
+            await self._client.aclose()

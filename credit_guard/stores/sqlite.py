@@ -1,0 +1,451 @@
+"""The embedded default store: one SQLite file, safe for several processes.
+
+Every state change is one ``BEGIN IMMEDIATE`` transaction, so check-and-hold is
+atomic across every process that opens the file (uvicorn ``--workers 4``): SQLite
+admits one writer at a time and each waits up to ``busy_timeout`` for its turn.
+The file runs in WAL mode.  All SQLite work happens on one worker thread per
+store object, never on the event loop.
+
+Tables: ``accounts`` (granted, spent and held, in integer units of
+``money.UNIT``), ``api_keys`` (SHA-256 digests, never keys in clear), ``holds``
+(with expiry) and ``ledger``: an append-only line for every grant, hold,
+settle, release and expiry, with the account's figures after it, so a balance
+can be explained line by line.  The schema is versioned; ``MIGRATIONS`` bring an
+older file up to date when it is opened.
+
+Holds expire lazily: every transaction on an account first expires its overdue
+holds, and ``expire()`` does it for all accounts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..money import from_units, parse_amount, to_units, units_ceil
+from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement, StoreUnavailable
+
+__all__ = ["SQLiteStore", "MIGRATIONS", "SCHEMA_VERSION"]
+
+T = TypeVar("T")
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    # One statement at a time: executescript() would commit the migration's
+    # transaction half-way.
+    for statement in _V1_SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_V1_SCHEMA = """
+        CREATE TABLE accounts (
+            id TEXT PRIMARY KEY,
+            granted INTEGER NOT NULL DEFAULT 0,
+            spent INTEGER NOT NULL DEFAULT 0,
+            held INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL
+        );
+        CREATE TABLE api_keys (
+            digest TEXT PRIMARY KEY,
+            prefix TEXT NOT NULL,
+            account TEXT NOT NULL,
+            created REAL NOT NULL,
+            revoked REAL
+        );
+        CREATE INDEX api_keys_account ON api_keys(account);
+        CREATE TABLE holds (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            units INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            charged INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            finished REAL
+        );
+        CREATE INDEX holds_live ON holds(account, expires_at) WHERE status = 'held';
+        CREATE INDEX holds_overdue ON holds(expires_at) WHERE status = 'held';
+        CREATE TABLE ledger (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            account TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            units INTEGER NOT NULL,
+            hold TEXT,
+            available INTEGER NOT NULL,
+            held INTEGER NOT NULL,
+            spent INTEGER NOT NULL,
+            granted INTEGER NOT NULL
+        );
+        CREATE INDEX ledger_account ON ledger(account, seq);
+"""
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    # A note on each ledger line: why credits were granted, which request spent them.
+    db.execute("ALTER TABLE ledger ADD COLUMN note TEXT")
+
+
+#: Schema migrations, applied in order; the schema's version is their count.
+MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_v1, _v2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+def _prefix(api_key: str) -> str:
+    """A short, non-secret name for a key: its first 7 and last 4 characters."""
+    return f"{api_key[:7]}...{api_key[-4:]}" if len(api_key) > 16 else api_key[:3] + "..."
+
+
+class SQLiteStore:
+    """Credits in one SQLite file (created on first use).
+
+    ``busy_timeout``: seconds a transaction waits for another process's write
+    before ``StoreUnavailable``.  ``synchronous``: SQLite's setting; ``"FULL"``
+    (default) survives power loss, ``"NORMAL"`` is faster and survives a
+    process crash.  ``clock`` returns Unix seconds (tests drive expiry with it).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 10.0,
+        synchronous: str = "FULL",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
+        self.path = str(path)
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous.upper()
+        self._clock = clock or time.time
+        self._db: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+        self._closed = False
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        if self._db is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            _migrate(db)
+            self._db = db
+        return self._db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def work() -> T:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+
+    # -- helpers inside a transaction -----------------------------------------
+
+    def _figures(self, db: sqlite3.Connection, account: str) -> tuple[int, int, int]:
+        row = db.execute("SELECT granted, spent, held FROM accounts WHERE id = ?", (account,)).fetchone()
+        return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    def _ensure(self, db: sqlite3.Connection, account: str, now: float) -> None:
+        db.execute("INSERT OR IGNORE INTO accounts (id, created) VALUES (?, ?)", (account, now))
+
+    def _log(
+        self,
+        db: sqlite3.Connection,
+        now: float,
+        account: str,
+        kind: str,
+        units: int,
+        hold: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        granted, spent, held = self._figures(db, account)
+        db.execute(
+            "INSERT INTO ledger (at, account, kind, units, hold, available, held, spent, granted, note)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, account, kind, units, hold, granted - spent - held, held, spent, granted, note),
+        )
+
+    def _expire_account(self, db: sqlite3.Connection, account: str, now: float) -> int:
+        overdue = db.execute(
+            "SELECT id, units FROM holds WHERE account = ? AND status = 'held' AND expires_at <= ?", (account, now)
+        ).fetchall()
+        for hold_id, units in overdue:
+            db.execute("UPDATE holds SET status = 'expired', finished = ? WHERE id = ?", (now, hold_id))
+            db.execute("UPDATE accounts SET held = held - ? WHERE id = ?", (units, account))
+            self._log(db, now, account, "expire", units, hold_id)
+        return len(overdue)
+
+    # -- the contract ------------------------------------------------------------
+
+    async def reserve(
+        self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL
+    ) -> Hold | Insufficient:
+        units = units_ceil(amount)
+        if units < 0:
+            raise ValueError("a hold must not be negative")
+
+        def work(db: sqlite3.Connection) -> Hold | Insufficient:
+            now = self._clock()
+            self._expire_account(db, account, now)
+            granted, spent, held = self._figures(db, account)
+            available = granted - spent - held
+            if units > available:
+                return Insufficient(account, from_units(units), from_units(max(available, 0)), from_units(held))
+            self._ensure(db, account, now)
+            hold_id = "hold_" + uuid.uuid4().hex
+            db.execute(
+                "INSERT INTO holds (id, account, units, expires_at, status, created) VALUES (?, ?, ?, ?, 'held', ?)",
+                (hold_id, account, units, now + ttl, now),
+            )
+            db.execute("UPDATE accounts SET held = held + ? WHERE id = ?", (units, account))
+            self._log(db, now, account, "hold", units, hold_id)
+            return Hold(hold_id, account, from_units(units), now + ttl, from_units(available - units))
+
+        return await self._run(work)
+
+    async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
+        charge = units_ceil(actual)
+        if charge < 0:
+            raise ValueError("an actual cost must not be negative")
+        return await self._run(lambda db: self._finish(db, hold, charge))
+
+    async def release(self, hold: Hold) -> Settlement:
+        return await self._run(lambda db: self._finish(db, hold, None))
+
+    def _finish(self, db: sqlite3.Connection, hold: Hold, charge: int | None) -> Settlement:
+        now = self._clock()
+        self._expire_account(db, hold.account, now)
+        row = db.execute("SELECT account, units, status, charged FROM holds WHERE id = ?", (hold.id,)).fetchone()
+        if row is None:
+            return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
+        account, units, status, charged_before = row
+        if status in ("settled", "released"):
+            charged = from_units(charged_before)
+            return Settlement(
+                hold.id,
+                status,
+                charged,
+                from_units(max(units - charged_before, 0)) if status == "settled" else from_units(units),
+                from_units(max(charged_before - units, 0)),
+                repeat=True,
+            )
+        if status == "expired":
+            if charge is None:
+                return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
+            # The work was done after the hold lapsed: charge it all the same.
+            db.execute(
+                "UPDATE holds SET status = 'settled', charged = ?, finished = ? WHERE id = ?", (charge, now, hold.id)
+            )
+            db.execute("UPDATE accounts SET spent = spent + ? WHERE id = ?", (charge, account))
+            self._log(db, now, account, "settle", charge, hold.id, "late")
+            return Settlement(hold.id, "settled", from_units(charge), Decimal(0), from_units(charge), late=True)
+        taken = 0 if charge is None else charge
+        new_status = "released" if charge is None else "settled"
+        db.execute(
+            "UPDATE holds SET status = ?, charged = ?, finished = ? WHERE id = ?", (new_status, taken, now, hold.id)
+        )
+        db.execute("UPDATE accounts SET held = held - ?, spent = spent + ? WHERE id = ?", (units, taken, account))
+        self._log(db, now, account, "release" if charge is None else "settle", units if charge is None else taken, hold.id)
+        return Settlement(
+            hold.id,
+            new_status,
+            from_units(taken),
+            from_units(max(units - taken, 0)),
+            from_units(max(taken - units, 0)),
+        )
+
+    async def extend(self, hold: Hold, ttl: float) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            now = self._clock()
+            self._expire_account(db, hold.account, now)
+            cursor = db.execute(
+                "UPDATE holds SET expires_at = ? WHERE id = ? AND status = 'held'", (now + ttl, hold.id)
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def balance(self, account: str) -> Balance:
+        def work(db: sqlite3.Connection) -> Balance:
+            self._expire_account(db, account, self._clock())
+            granted, spent, held = self._figures(db, account)
+            return Balance(from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted))
+
+        return await self._run(work)
+
+    async def grant(self, account: str, amount: Decimal | str | int, *, note: str | None = None) -> Balance:
+        units = to_units(parse_amount(amount, what="grant"), what="grant")
+
+        def work(db: sqlite3.Connection) -> Balance:
+            now = self._clock()
+            self._expire_account(db, account, now)
+            granted, spent, held = self._figures(db, account)
+            if units < 0 and granted - spent - held + units < 0:
+                raise ValueError("cannot take back more than is available")
+            self._ensure(db, account, now)
+            db.execute("UPDATE accounts SET granted = granted + ? WHERE id = ?", (units, account))
+            self._log(db, now, account, "grant", units, None, note)
+            granted += units
+            return Balance(from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted))
+
+        return await self._run(work)
+
+    async def expire(self) -> int:
+        """Expire every overdue hold now; returns how many."""
+
+        def work(db: sqlite3.Connection) -> int:
+            now = self._clock()
+            accounts = [
+                row[0]
+                for row in db.execute(
+                    "SELECT DISTINCT account FROM holds WHERE status = 'held' AND expires_at <= ?", (now,)
+                )
+            ]
+            return sum(self._expire_account(db, account, now) for account in accounts)
+
+        return await self._run(work)
+
+    # -- keys ---------------------------------------------------------------------
+
+    async def add_key(self, api_key: str, account: str) -> str:
+        """Store ``api_key`` (as its digest) for ``account``; returns its prefix."""
+        if not api_key or len(api_key) < 8:
+            raise ValueError("an API key must have at least 8 characters")
+
+        def work(db: sqlite3.Connection) -> str:
+            now = self._clock()
+            self._ensure(db, account, now)
+            db.execute(
+                "INSERT OR REPLACE INTO api_keys (digest, prefix, account, created, revoked) VALUES (?, ?, ?, ?, NULL)",
+                (_digest(api_key), _prefix(api_key), account, now),
+            )
+            return _prefix(api_key)
+
+        return await self._run(work)
+
+    async def revoke_key(self, key_or_prefix: str) -> int:
+        """Revoke a key, given whole or by its listed prefix; returns how many."""
+
+        def work(db: sqlite3.Connection) -> int:
+            now = self._clock()
+            cursor = db.execute(
+                "UPDATE api_keys SET revoked = ? WHERE revoked IS NULL AND (digest = ? OR prefix = ?)",
+                (now, _digest(key_or_prefix), key_or_prefix),
+            )
+            return cursor.rowcount
+
+        return await self._run(work)
+
+    async def list_keys(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Keys with their prefix, account and dates; never the key itself."""
+
+        def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            query = "SELECT prefix, account, created, revoked FROM api_keys"
+            rows = (
+                db.execute(query + " WHERE account = ? ORDER BY created", (account,))
+                if account is not None
+                else db.execute(query + " ORDER BY created")
+            )
+            return [{"prefix": p, "account": a, "created": c, "revoked": r} for p, a, c, r in rows]
+
+        return await self._run(work)
+
+    async def account_for_key(self, api_key: str) -> str | None:
+        def work(db: sqlite3.Connection) -> str | None:
+            row = db.execute(
+                "SELECT account FROM api_keys WHERE digest = ? AND revoked IS NULL", (_digest(api_key),)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(work)
+
+    async def history(self, account: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The account's ledger, oldest first (the last ``limit`` lines)."""
+
+        def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
+                "SELECT seq, at, kind, units, hold, available, held, spent, granted, note FROM ledger"
+                " WHERE account = ? ORDER BY seq DESC LIMIT ?",
+                (account, limit),
+            ).fetchall()
+            return [
+                {
+                    "seq": seq,
+                    "at": at,
+                    "kind": kind,
+                    "amount": from_units(units),
+                    "hold": hold,
+                    "available": from_units(available),
+                    "held": from_units(held),
+                    "spent": from_units(spent),
+                    "granted": from_units(granted),
+                    "note": note,
+                }
+                for seq, at, kind, units, hold, available, held, spent, granted, note in reversed(rows)
+            ]
+
+        return await self._run(work)
+
+    async def aclose(self) -> None:
+        def work() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        self._closed = True
+        await anyio.to_thread.run_sync(work, limiter=self._limiter)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT version FROM schema_version").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"the credit store file has schema version {version}, newer than this credit_guard ({SCHEMA_VERSION})"
+            )
+        for migration in MIGRATIONS[version:]:
+            migration(db)
+        if row is None:
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        else:
+            db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

@@ -1,0 +1,334 @@
+"""One contract, three stores: memory, SQLite and a real Redis.
+
+Every test here runs against each store; the state machine at the end drives
+reserve / settle / release / extend / grant / expiry in random order and checks
+``available + held + spent == granted``, and every figure against a model,
+after every step."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from anyio.from_thread import start_blocking_portal
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from credit_guard.money import from_units
+from credit_guard.stores import Hold, Insufficient, MemoryStore, SQLiteStore
+
+STORES = ["memory", "sqlite", "redis"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_store(kind: str, clock: Clock, tmp: Path, redis_url: str | None) -> Any:
+    if kind == "memory":
+        return MemoryStore(clock=clock)
+    if kind == "sqlite":
+        return SQLiteStore(tmp / f"{uuid.uuid4().hex}.db", clock=clock, synchronous="NORMAL")
+    from credit_guard.stores import RedisStore
+
+    assert redis_url is not None
+    return RedisStore(redis_url, clock=clock)
+
+
+@pytest.fixture(params=STORES)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def env(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Any, Clock, str]]:
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    clock = Clock()
+    store = make_store(kind, clock, tmp_path, redis_url)
+    try:
+        yield store, clock, "acct_" + uuid.uuid4().hex[:8]
+    finally:
+        await store.aclose()
+
+
+pytestmark = pytest.mark.anyio
+
+
+async def invariant_holds(store: Any, account: str) -> None:
+    b = await store.balance(account)
+    assert b.available + b.held + b.spent == b.granted
+
+
+async def test_reserve_settle_release(env: tuple[Any, Clock, str]) -> None:
+    store, _, account = env
+    await store.grant(account, "1.00")
+    hold = await store.reserve(account, Decimal("0.3"))
+    assert isinstance(hold, Hold)
+    assert hold.amount == Decimal("0.3")
+    assert hold.available == Decimal("0.7")
+    refused = await store.reserve(account, Decimal("0.8"))
+    assert isinstance(refused, Insufficient)
+    assert (refused.available, refused.held) == (Decimal("0.7"), Decimal("0.3"))
+    settled = await store.settle(hold, Decimal("0.1"))
+    assert (settled.status, settled.charged, settled.released, settled.overrun) == (
+        "settled",
+        Decimal("0.1"),
+        Decimal("0.2"),
+        Decimal(0),
+    )
+    b = await store.balance(account)
+    assert (b.available, b.held, b.spent, b.granted) == (Decimal("0.9"), 0, Decimal("0.1"), Decimal("1"))
+    other = await store.reserve(account, Decimal("0.5"))
+    released = await store.release(other)
+    assert (released.status, released.charged, released.released) == ("released", 0, Decimal("0.5"))
+    await invariant_holds(store, account)
+
+
+async def test_holds_round_up_and_amounts_stay_exact(env: tuple[Any, Clock, str]) -> None:
+    store, _, account = env
+    await store.grant(account, "0.0000000003")
+    hold = await store.reserve(account, Decimal("0.00000000010000001"))  # just over one unit
+    assert hold.amount == Decimal("2E-10")
+    assert isinstance(await store.reserve(account, Decimal("2E-10")), Insufficient)
+    await store.settle(hold, Decimal("0.00000000000001"))  # rounds up to one unit
+    b = await store.balance(account)
+    assert (b.spent, b.available) == (Decimal("1E-10"), Decimal("2E-10"))
+
+
+async def test_settle_and_release_are_idempotent(env: tuple[Any, Clock, str]) -> None:
+    store, _, account = env
+    await store.grant(account, "1")
+    hold = await store.reserve(account, Decimal("0.5"))
+    first = await store.settle(hold, Decimal("0.2"))
+    again = await store.settle(hold, Decimal("0.4"))
+    released = await store.release(hold)
+    assert again.repeat and released.repeat and not first.repeat
+    assert again.charged == Decimal("0.2")
+    b = await store.balance(account)
+    assert b.spent == Decimal("0.2") and b.held == 0
+
+
+async def test_overrun_is_charged_in_full(env: tuple[Any, Clock, str]) -> None:
+    store, _, account = env
+    await store.grant(account, "1")
+    hold = await store.reserve(account, Decimal("0.5"))
+    result = await store.settle(hold, Decimal("1.5"))
+    assert (result.charged, result.overrun, result.released) == (Decimal("1.5"), Decimal("1.0"), 0)
+    b = await store.balance(account)
+    assert b.available == Decimal("-0.5")
+    assert isinstance(await store.reserve(account, Decimal("0.0000000001")), Insufficient)
+    await invariant_holds(store, account)
+
+
+async def test_holds_expire_and_a_late_settle_still_charges(env: tuple[Any, Clock, str]) -> None:
+    store, clock, account = env
+    await store.grant(account, "1")
+    hold = await store.reserve(account, Decimal("0.6"), ttl=30)
+    clock.now += 29
+    assert (await store.balance(account)).held == Decimal("0.6")
+    assert await store.extend(hold, 30)
+    clock.now += 29
+    assert (await store.balance(account)).held == Decimal("0.6")
+    clock.now += 2
+    b = await store.balance(account)
+    assert (b.available, b.held) == (Decimal("1"), 0)
+    assert not await store.extend(hold, 30)
+    assert (await store.release(hold)).status == "expired"
+    late = await store.settle(hold, Decimal("0.25"))
+    assert late.late and late.charged == Decimal("0.25")
+    assert (await store.balance(account)).spent == Decimal("0.25")
+    await invariant_holds(store, account)
+
+
+async def test_grants_create_accounts_and_take_back(env: tuple[Any, Clock, str]) -> None:
+    store, _, account = env
+    zero = await store.balance(account)
+    assert (zero.available, zero.granted) == (0, 0)
+    assert isinstance(await store.reserve(account, Decimal("0.01")), Insufficient)
+    await store.grant(account, "2.50")
+    after = await store.grant(account, "-1.00")
+    assert after.granted == Decimal("1.5")
+    with pytest.raises(ValueError):
+        await store.grant(account, "-5")
+    with pytest.raises(TypeError):
+        await store.grant(account, 0.1)
+    with pytest.raises(ValueError):
+        await store.grant(account, "0.00000000001")  # finer than a unit
+
+
+async def test_keys_are_looked_up_by_digest(env: tuple[Any, Clock, str]) -> None:
+    store, _, account = env
+    await store.add_key("sk-test-key-0123456789", account)
+    assert await store.account_for_key("sk-test-key-0123456789") == account
+    assert await store.account_for_key("sk-test-key-0123456780") is None
+
+
+async def test_1000_concurrent_reserves_admit_exactly_ten(env: tuple[Any, Clock, str]) -> None:
+    store, _, account = env
+    await store.grant(account, "0.10")
+    results = await asyncio.gather(*(store.reserve(account, Decimal("0.01")) for _ in range(1000)))
+    holds = [r for r in results if isinstance(r, Hold)]
+    assert len(holds) == 10
+    b = await store.balance(account)
+    assert (b.available, b.held) == (0, Decimal("0.10"))
+    await asyncio.gather(*(store.settle(h, Decimal("0.004")) for h in holds))
+    b = await store.balance(account)
+    assert (b.available, b.held, b.spent) == (Decimal("0.06"), 0, Decimal("0.04"))
+
+
+# -- the invariant, under random interleavings ----------------------------------------
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Drives one store; a plain model says what every figure must be."""
+
+    make: Callable[[Clock], Any]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.portal_cm = start_blocking_portal()
+        self.portal = self.portal_cm.__enter__()
+        self.clock = Clock()
+        self.store = self.portal.call(self._make)
+        self.account = "acct_" + uuid.uuid4().hex[:8]
+        self.granted = self.spent = 0
+        self.live: dict[str, tuple[Hold, int, float]] = {}
+        self.expired: dict[str, Hold] = {}
+        self.finished: list[Hold] = []
+
+    async def _make(self) -> Any:
+        return type(self).make(self.clock)
+
+    def run(self, coro: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.portal.call(lambda: coro(*args, **kwargs))
+
+    def _expire_model(self) -> None:
+        for hold_id, (hold, _, expires) in list(self.live.items()):
+            if expires <= self.clock.now:
+                del self.live[hold_id]
+                self.expired[hold_id] = hold
+
+    @property
+    def held(self) -> int:
+        return sum(units for _, units, _ in self.live.values())
+
+    @initialize(units=st.integers(0, 10**6))
+    def start(self, units: int) -> None:
+        self.run(self.store.grant, self.account, from_units(units))
+        self.granted = units
+
+    @rule(units=st.integers(0, 4 * 10**5), ttl=st.integers(1, 100))
+    def reserve(self, units: int, ttl: int) -> None:
+        self._expire_model()
+        result = self.run(self.store.reserve, self.account, from_units(units), ttl=ttl)
+        if units <= self.granted - self.spent - self.held:
+            assert isinstance(result, Hold)
+            self.live[result.id] = (result, units, self.clock.now + ttl)
+        else:
+            assert isinstance(result, Insufficient)
+
+    @rule(data=st.data(), charge=st.integers(0, 6 * 10**5))
+    def settle(self, data: st.DataObject, charge: int) -> None:
+        self._expire_model()
+        pool = [h for h, _, _ in self.live.values()] + list(self.expired.values()) + self.finished
+        if not pool:
+            return
+        hold = data.draw(st.sampled_from(pool))
+        result = self.run(self.store.settle, hold, from_units(charge))
+        if hold.id in self.live:
+            del self.live[hold.id]
+            self.spent += charge
+            self.finished.append(hold)
+            assert result.charged == from_units(charge) and not result.repeat
+        elif hold.id in self.expired:
+            del self.expired[hold.id]
+            self.spent += charge
+            self.finished.append(hold)
+            assert result.late
+        else:
+            assert result.repeat
+
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        self._expire_model()
+        pool = [h for h, _, _ in self.live.values()] + list(self.expired.values()) + self.finished
+        if not pool:
+            return
+        hold = data.draw(st.sampled_from(pool))
+        result = self.run(self.store.release, hold)
+        if hold.id in self.live:
+            del self.live[hold.id]
+            self.finished.append(hold)
+            assert result.status == "released"
+        elif hold.id in self.expired:
+            assert result.status == "expired"
+        else:
+            assert result.repeat
+
+    @rule(data=st.data(), ttl=st.integers(1, 100))
+    def extend(self, data: st.DataObject, ttl: int) -> None:
+        self._expire_model()
+        if not self.live:
+            return
+        hold_id = data.draw(st.sampled_from(list(self.live)))  # insertion order: deterministic
+        assert self.run(self.store.extend, self.live[hold_id][0], ttl)
+        hold, units, _ = self.live[hold_id]
+        self.live[hold_id] = (hold, units, self.clock.now + ttl)
+
+    @rule(seconds=st.integers(1, 120))
+    def time_passes(self, seconds: int) -> None:
+        self.clock.now += seconds
+
+    @rule(units=st.integers(-(10**5), 10**6))
+    def grant(self, units: int) -> None:
+        self._expire_model()
+        if units < 0 and self.granted - self.spent - self.held + units < 0:
+            with pytest.raises(ValueError):
+                self.run(self.store.grant, self.account, from_units(units))
+            return
+        self.run(self.store.grant, self.account, from_units(units))
+        self.granted += units
+
+    @invariant()
+    def figures_match_the_model(self) -> None:
+        self._expire_model()
+        b = self.run(self.store.balance, self.account)
+        assert b.available + b.held + b.spent == b.granted
+        assert (b.granted, b.spent, b.held) == (
+            from_units(self.granted),
+            from_units(self.spent),
+            from_units(self.held),
+        )
+
+    def teardown(self) -> None:
+        try:
+            self.portal.call(self.store.aclose)
+        finally:
+            self.portal_cm.__exit__(None, None, None)
+
+
+def _machine(make: Callable[[Clock], Any]) -> type[StoreMachine]:
+    return type("Machine", (StoreMachine,), {"make": staticmethod(make)})
+
+
+MACHINE_SETTINGS = settings(max_examples=25, stateful_step_count=30, deadline=None)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_invariant_under_random_operations(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    machine = _machine(lambda clock: make_store(kind, clock, tmp_path, redis_url))
+    machine.TestCase.settings = MACHINE_SETTINGS
+    machine.TestCase().runTest()
