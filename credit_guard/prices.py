@@ -26,7 +26,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Context, Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -115,7 +115,12 @@ KINDS = ("chat", "completion", "embedding", "responses")
 ENCODINGS = ("cl100k_base", "o200k_base")
 _MILLION = Decimal(1_000_000)
 _NOISE = Context(prec=15)
-_LITELLM_MODES = {"chat": "chat", "completion": "completion", "embedding": "embedding", "responses": "responses"}
+_LITELLM_MODES = {
+    "chat": "chat",
+    "completion": "completion",
+    "embedding": "embedding",
+    "responses": "responses",
+}
 _DATE_SUFFIX = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})|-latest)$")
 _PROVIDER_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+/")
 _CACHE_LIMIT = 4096
@@ -149,7 +154,15 @@ def _vision_rule(name: str, spec: Mapping[str, Any]) -> VisionRule:
     if not isinstance(spec, Mapping) or spec.get("method") not in ("tiles", "patches", "area", "fixed"):
         raise ValueError(f"vision rule {name!r}: 'method' must be tiles, patches, area or fixed")
     values: dict[str, Any] = {}
-    for key in ("base_tokens", "tile_tokens", "tile_size", "max_side", "short_side", "patch_size", "max_patches"):
+    for key in (
+        "base_tokens",
+        "tile_tokens",
+        "tile_size",
+        "max_side",
+        "short_side",
+        "patch_size",
+        "max_patches",
+    ):
         if key in spec:
             values[key] = _count(spec[key], f"vision rule {name!r}.{key}") if spec[key] else 0
     if "area_divisor" in spec:
@@ -214,7 +227,11 @@ class PriceTable:
         self._cache_lock = threading.Lock()
         self._groups: dict[tuple[str, str | None, str | None], list[ModelPrice]] = {}
         for model in self._models.values():
-            if model.name.startswith("ft:") or "/" in model.name and model.name.split("/", 1)[1] in self._models:
+            if (
+                model.name.startswith("ft:")
+                or "/" in model.name
+                and model.name.split("/", 1)[1] in self._models
+            ):
                 continue
             self._groups.setdefault((model.kind, model.provider, model.encoding), []).append(model)
         for group in self._groups.values():
@@ -279,7 +296,7 @@ class PriceTable:
             if kind != "embedding" and "output" not in spec:
                 raise ValueError(f"{where}: 'output' (dollars per 1M tokens) is required")
 
-            def per_token(key: str) -> Decimal | None:
+            def per_token(key: str, spec: Mapping[str, Any] = spec, where: str = where) -> Decimal | None:
                 if spec.get(key) is None:
                     return None
                 return _decimal(spec[key], f"{where}.{key}") / _MILLION
@@ -303,7 +320,9 @@ class PriceTable:
         return cls(models, aliases=data.get("aliases"), as_of=data.get("as_of"), source=data.get("source"))
 
     @classmethod
-    def from_litellm(cls, data: Mapping[str, Any], *, families: Iterable[_Family] | None = None) -> PriceTable:
+    def from_litellm(
+        cls, data: Mapping[str, Any], *, families: Iterable[_Family] | None = None
+    ) -> PriceTable:
         """LiteLLM's model price map: every chat, completion, responses and
         embedding entry with an input price.  Encodings, vision rules and token
         bounds come from the bundled table's model families (LiteLLM's file has
@@ -319,7 +338,9 @@ class PriceTable:
             where = f"model {name!r}"
             input_price = _clean(entry["input_cost_per_token"], f"{where}.input_cost_per_token")
             output = entry.get("output_cost_per_token")
-            output_price = _clean(output, f"{where}.output_cost_per_token") if output is not None else Decimal(0)
+            output_price = (
+                _clean(output, f"{where}.output_cost_per_token") if output is not None else Decimal(0)
+            )
             if kind != "embedding" and output is None:
                 continue  # a chat entry without an output price cannot bound its worst case
             extra = {
@@ -443,7 +464,9 @@ def _bundled_families() -> list[_Family]:
                 match=spec["match"],
                 vision=rules[spec["vision"]] if spec.get("vision") else None,
                 encoding=spec.get("encoding"),
-                token_bound=_token_bound(spec["token_bound"], spec["match"]) if "token_bound" in spec else None,
+                token_bound=_token_bound(spec["token_bound"], spec["match"])
+                if "token_bound" in spec
+                else None,
             )
         )
     return families

@@ -60,7 +60,7 @@ _SPECS: dict[str, tuple[str, str, str, dict[str, int]]] = {
     "cl100k_base": (
         "cl100k_base.tiktoken",
         "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",  # noqa: E501 (tiktoken's pattern, verbatim)
         {
             _ENDOFTEXT: 100257,
             "<|fim_prefix|>": 100258,
@@ -232,7 +232,9 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     # Every non-empty text is at least one token.
     low = sum(max(1, -(-len(t.encode("utf-8", "surrogatepass")) // longest)) for t in ask.texts if t)
     known_images = sum(
-        image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
+        image_tokens(price.vision, image, ask.model)
+        if image.width is not None or image.detail == "low"
+        else 0
         for image in ask.images
     )
     return low + ask.fixed_tokens + known_images, total + ask.fixed_tokens + images

@@ -263,7 +263,7 @@ async def test_content_type_tricks(content_type: str, body: bytes) -> None:
             "model",
         ),
         (
-            b'{"model":"gpt-4o","messages":[{"role":"user","content":"x","content":"a much longer text"}],"max_tokens":1}',
+            b'{"model":"gpt-4o","messages":[{"role":"user","content":"x","content":"a much longer text"}],"max_tokens":1}',  # noqa: E501
             "content",
         ),
         (b'{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"max_tokens":NaN}', "body"),

@@ -153,7 +153,7 @@ async def test_retry_with_affordable_max_tokens_passes_and_settles_exactly() -> 
 async def test_body_reaches_the_app_byte_for_byte() -> None:
     inner = Recorder()
     app, _ = guard(inner)
-    raw = b'{ "model" : "gpt-4o",\n "messages":[{"role":"user","content":"caf\\u00e9 \xf0\x9f\x98\x80"}],"max_tokens":5 }'
+    raw = b'{ "model" : "gpt-4o",\n "messages":[{"role":"user","content":"caf\\u00e9 \xf0\x9f\x98\x80"}],"max_tokens":5 }'  # noqa: E501
     async with client(app) as http:
         response = await http.post(
             "/v1/chat/completions", content=raw, headers={**AUTH, "content-type": "application/json"}

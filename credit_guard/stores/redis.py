@@ -270,7 +270,9 @@ class RedisStore:
             if self._wait_replicas:
                 acked = await self._client.wait(self._wait_replicas, self._wait_timeout)
                 if acked < self._wait_replicas:
-                    raise StoreUnavailable(f"only {acked} of {self._wait_replicas} replicas acknowledged the write")
+                    raise StoreUnavailable(
+                        f"only {acked} of {self._wait_replicas} replicas acknowledged the write"
+                    )
             return result
         except self._errors as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
@@ -291,7 +293,9 @@ class RedisStore:
         result = await self._call(self._reserve, account, hold_id, units, repr(float(ttl)))
         if int(result[0]) == 0:
             available = self._int(result[1])
-            return Insufficient(account, from_units(units), from_units(max(available, 0)), from_units(self._int(result[2])))
+            return Insufficient(
+                account, from_units(units), from_units(max(available, 0)), from_units(self._int(result[2]))
+            )
         return Hold(hold_id, account, from_units(units), float(result[2]), from_units(self._int(result[1])))
 
     async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
@@ -304,13 +308,20 @@ class RedisStore:
         return self._settlement(hold, await self._call(self._finish, hold.account, hold.id, ""))
 
     def _settlement(self, hold: Hold, result: Any) -> Settlement:
-        status, units, charged, repeat = str(result[0]), self._int(result[1]), self._int(result[2]), bool(int(result[3]))
+        status, units, charged, repeat = (
+            str(result[0]),
+            self._int(result[1]),
+            self._int(result[2]),
+            bool(int(result[3])),
+        )
         if status == "unknown":
             return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
         if status == "expired":
             return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
         if status == "late":
-            return Settlement(hold.id, "settled", from_units(charged), Decimal(0), from_units(charged), late=True)
+            return Settlement(
+                hold.id, "settled", from_units(charged), Decimal(0), from_units(charged), late=True
+            )
         released = units if status == "released" else max(units - charged, 0)
         return Settlement(
             hold.id,
@@ -359,7 +370,8 @@ class RedisStore:
         name = self._key_name(api_key)
         try:
             await self._client.hset(
-                name, mapping={"account": account, "prefix": prefix, "created": repr(time.time()), "revoked": ""}
+                name,
+                mapping={"account": account, "prefix": prefix, "created": repr(time.time()), "revoked": ""},
             )
             await self._client.sadd("cg:keys", name)
         except self._errors as exc:
@@ -398,7 +410,11 @@ class RedisStore:
             direct = self._key_name(key_or_prefix)
             for name in sorted(await self._client.smembers("cg:keys")):
                 info = await self._client.hgetall(name)
-                if info and not info.get("revoked") and (name == direct or info.get("prefix") == key_or_prefix):
+                if (
+                    info
+                    and not info.get("revoked")
+                    and (name == direct or info.get("prefix") == key_or_prefix)
+                ):
                     await self._client.hset(name, "revoked", repr(time.time()))
                     revoked += 1
         except self._errors as exc:
