@@ -37,15 +37,8 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 @contextmanager
 def serve(app: Any, **options: Any) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        **options,
-    )
+    options.setdefault("lifespan", "off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
