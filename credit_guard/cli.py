@@ -83,6 +83,7 @@ def build_app(
     billing_url: str | None = None,
     max_body_bytes: int | None = None,
     fail_open: bool = False,
+    hold_ttl: float | None = None,
 ) -> Any:
     """The guarded app ``serve`` runs: the guard in front of the proxy (or of
     the fake model with ``demo``)."""
@@ -99,6 +100,8 @@ def build_app(
     options: dict[str, Any] = {"billing_url": billing_url, "fail_open": fail_open}
     if max_body_bytes:
         options["max_body_bytes"] = max_body_bytes
+    if hold_ttl:
+        options["hold_ttl"] = hold_ttl
     return CreditGuard(inner, store=_store(store_url), prices=_prices(prices), **options)
 
 
@@ -114,6 +117,7 @@ def app_from_env() -> Any:
         billing_url=_env("billing_url"),
         max_body_bytes=int(_env("max_body_bytes") or 0) or None,
         fail_open=_env("fail_open") == "1",
+        hold_ttl=float(_env("hold_ttl") or 0) or None,
     )
 
 
@@ -186,6 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
         "CREDIT_GUARD_BILLING_URL": args.billing_url or _env("billing_url") or "",
         "CREDIT_GUARD_MAX_BODY_BYTES": str(args.max_body_bytes or _env("max_body_bytes") or ""),
         "CREDIT_GUARD_FAIL_OPEN": "1" if args.fail_open or _env("fail_open") == "1" else "0",
+        "CREDIT_GUARD_HOLD_TTL": str(args.hold_ttl or _env("hold_ttl") or ""),
     }
     os.environ.update(config)
     if args.demo:
@@ -407,6 +412,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream-key", help="the key sent upstream (default: $OPENAI_API_KEY)")
     serve.add_argument("--billing-url", help="named in the 402's suggestions")
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 16 MiB)")
+    serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300)")
     serve.add_argument(
         "--fail-open", action="store_true", help="forward unpriced while the store is down (risky)"
     )

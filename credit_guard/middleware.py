@@ -70,6 +70,8 @@ _THREAD_COUNT_BYTES = 32 * 1024
 # Bodies at least this large are first priced by their byte bounds: where the
 # bounds already decide, the exact count is skipped.
 _BOUND_FIRST_BYTES = 256 * 1024
+# Pauses between attempts to end a hold while the store fails (None: give up).
+_SETTLE_RETRIES: tuple[float | None, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, None)
 # Shapes a model of each table kind can serve.
 _SERVES = {
     "chat": {"chat", "responses", "anthropic", "completion"},
@@ -505,21 +507,35 @@ class _Exchange:
                 input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price)).tokens
             usage = Usage(input_tokens=input_tokens, output_tokens=output)
         policy = guard.on_abort if aborted else guard.on_app_error
-        try:
-            if usage is not None:
-                settlement = await guard.store.settle(hold, actual_cost(price, usage))
-            elif (failed is not None or tap.status >= 400) and policy == "charge_input":
-                settlement = await guard.store.settle(hold, quote.input_cost)
-            else:
-                settlement = await guard.store.release(hold)
-        except StoreUnavailable:
-            # The hold stays in the store and expires after its TTL.
-            guard.metrics.store_error("settle")
+        charge: Decimal | None = None
+        if usage is not None:
+            charge = actual_cost(price, usage)
+        elif (failed is not None or tap.status >= 400) and policy == "charge_input":
+            charge = quote.input_cost
+        settlement = None
+        # Settle and release are idempotent, so a store that failed for a moment
+        # (a Redis restart, a locked SQLite file) is simply asked again.
+        for delay in _SETTLE_RETRIES:
+            try:
+                if charge is not None:
+                    settlement = await guard.store.settle(hold, charge)
+                else:
+                    settlement = await guard.store.release(hold)
+                break
+            except StoreUnavailable:
+                guard.metrics.store_error("settle")
+                if delay is None:
+                    break
+                await anyio.sleep(delay)
+        if settlement is None:
+            # The hold stays in the store and expires after its TTL; the line
+            # below is what reconciliation needs.
             logger.error(
-                "credit_guard.settle_failed request_id=%s account=%s hold=%s: the hold will expire",
+                "credit_guard.settle_failed request_id=%s account=%s hold=%s charge=%s: the hold will expire",
                 self.request_id,
                 hold.account,
                 hold.id,
+                "release" if charge is None else charge,
             )
             return
         guard.metrics.hold_finished(quote.model, settlement.status, settlement.charged, settlement.overrun)

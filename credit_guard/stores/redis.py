@@ -228,6 +228,10 @@ class RedisStore:
                 timeout=pool_timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
+                # A connection idle this long is checked (PING) before use, so one
+                # left stale by a Redis restart is replaced instead of failing.
+                # Scripts are never retried blindly: a lost reply could repeat a grant.
+                health_check_interval=1,
                 decode_responses=True,
             )
             self._client = aioredis.Redis.from_pool(pool)
