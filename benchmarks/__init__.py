@@ -1,0 +1,1 @@
+"""Reproducible figures of what credit_guard costs (``python -m benchmarks.run_all``)."""

@@ -1,0 +1,98 @@
+"""The apps the HTTP benchmarks serve (``uvicorn --factory benchmarks.apps:NAME``).
+
+``bare``: a trivial chat-completions app that answers at once with usage.
+``guarded_memory`` / ``guarded_sqlite``: the same app behind ``CreditGuard``.
+``streaming_guarded``: the guard in front of an app that streams
+``x-bench-bytes`` bytes of SSE events, for the memory figure.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from credit_guard import CreditGuard, MemoryStore, PriceTable
+
+KEY = "sk-bench-0123456789abcdef"
+ACCOUNT = "bench"
+BALANCE = "100000000"  # nothing is ever refused for want of credits
+
+_REPLY = orjson.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+    }
+)
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _trivial(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_REPLY)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": _REPLY})
+
+
+async def _streamer(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    while (await receive()).get("more_body"):
+        pass
+    total = int(dict(scope["headers"]).get(b"x-bench-bytes", b"1000000"))
+    word = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 200 + b'"}}]}\n\n'
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    sent = 0
+    chunk = word * 50
+    while sent < total:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        sent += len(chunk)
+    final = b'data: {"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}\n\ndata: [DONE]\n\n'
+    await send({"type": "http.response.body", "body": final, "more_body": False})
+
+
+def bare() -> Any:
+    return _trivial
+
+
+def _guard(inner: Any, store: Any) -> CreditGuard:
+    return CreditGuard(inner, store=store, prices=PriceTable.default(), accounts={KEY: ACCOUNT})
+
+
+def guarded_memory() -> Any:
+    return _guard(_trivial, MemoryStore({ACCOUNT: BALANCE}))
+
+
+def guarded_sqlite() -> Any:
+    from credit_guard.stores import SQLiteStore
+
+    path = os.environ.get("BENCH_SQLITE", "bench_credits.db")
+    store = SQLiteStore(path)
+    return _guard(_trivial, store)
+
+
+def streaming_guarded() -> Any:
+    return _guard(_streamer, MemoryStore({ACCOUNT: BALANCE}))

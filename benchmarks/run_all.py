@@ -1,0 +1,548 @@
+"""What credit_guard costs, measured against a baseline in the same run.
+
+    python -m benchmarks.run_all            # every figure (about 5 minutes)
+    python -m benchmarks.run_all --quick    # the same, shorter (about a minute)
+    python -m benchmarks.run_all --only 3   # one figure
+
+Figures:
+ 1. overhead per request over real HTTP (uvicorn + wrk): bare vs guarded
+ 2. counting speed and accuracy against peers (litellm, tokencost)
+ 3. the guard's CPU per request vs tiktoken's bare encode_ordinary (the floor)
+ 4. p99 of small requests while 1 MB and 10 MB prompts are priced
+ 5. peak memory while streaming 100 MB through the guard vs 1 MB
+ 6. store throughput: reserve+settle pairs per second
+
+Everything talks to 127.0.0.1 only.  Results print as a markdown table and are
+saved to benchmarks/results/latest.json.  Peers are optional:
+``pip install -r benchmarks/requirements.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+KEY = "sk-bench-0123456789abcdef"
+
+WORDS = (
+    "the quick brown fox jumps over the lazy dog while a gateway counts every token "
+    "of the prompt before the model sees it and holds the worst case against a balance"
+).split()
+
+
+def text_of(size: int, *, spaces: bool = True) -> str:
+    if not spaces:
+        return ("abcdefghij" * (size // 10 + 1))[:size]
+    out: list[str] = []
+    length = 0
+    i = 0
+    while length < size:
+        word = WORDS[(i * 7) % len(WORDS)]
+        out.append(word)
+        length += len(word) + 1
+        i += 1
+    return " ".join(out)[:size]
+
+
+def chat_body(size: int, *, spaces: bool = True, max_tokens: int = 16) -> bytes:
+    return orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": text_of(size, spaces=spaces)}],
+            "max_tokens": max_tokens,
+        }
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+def pinned(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+@contextmanager
+def server(factory: str, env: dict[str, str] | None = None, cpu: int = 0) -> Iterator[tuple[int, int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *pinned(cpu),
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"benchmarks.apps:{factory}",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--backlog",
+            "4096",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield port, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+_WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+local f = io.open("%s", "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(port: int, body: bytes, seconds: int, connections: int = 32, cpu: int = 1) -> dict[str, float]:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as tmp:
+        body_path = Path(tmp) / "body.json"
+        body_path.write_bytes(body)
+        script = Path(tmp) / "post.lua"
+        script.write_text(_WRK_LUA % (KEY, body_path))
+        result = subprocess.run(
+            [
+                *pinned(cpu),
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": float(errors.group(1)) if errors else 0.0}
+
+
+async def _grant_sqlite(path: str) -> None:
+    from credit_guard.stores import SQLiteStore
+
+    store = SQLiteStore(path)
+    await store.grant("bench", "100000000")
+    await store.aclose()
+
+
+# -- 1 -------------------------------------------------------------------------------
+
+
+def figure_overhead(quick: bool) -> dict[str, Any]:
+    seconds = 3 if quick else 8
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "bench.db")
+        import anyio
+
+        anyio.run(_grant_sqlite, db)
+        for label, size in (("1KB", 1000), ("100KB", 100_000)):
+            body = chat_body(size)
+            row: dict[str, Any] = {}
+            for name, factory, env in (
+                ("bare", "bare", {}),
+                ("memory", "guarded_memory", {}),
+                ("sqlite", "guarded_sqlite", {"BENCH_SQLITE": db}),
+            ):
+                with server(factory, env) as (port, _):
+                    wrk(port, body, 1)  # warm up: encodings load, connections open
+                    row[name] = wrk(port, body, seconds)
+            for name in ("memory", "sqlite"):
+                row[name]["throughput_vs_bare"] = round(row[name]["rps"] / row["bare"]["rps"], 3)
+            results[label] = row
+    return results
+
+
+# -- 2 -------------------------------------------------------------------------------
+
+COOKBOOK = [
+    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},  # noqa: E501
+    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},  # noqa: E501
+    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},  # noqa: E501
+    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},  # noqa: E501
+]
+SHAPES: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
+    # name: (messages, what the provider bills per model, where published)
+    "cookbook": (COOKBOOK, {"gpt-4o": 124, "gpt-4": 129}),
+    "multi-turn 40": ([{"role": "user" if i % 2 else "assistant", "content": text_of(400)} for i in range(40)], {}),
+    "one 10 KB message": ([{"role": "user", "content": text_of(10_000)}], {}),
+    "one 100 KB message": ([{"role": "user", "content": text_of(100_000)}], {}),
+}
+
+
+def _time(fn: Callable[[], Any], budget: float) -> float:
+    fn()
+    runs = 0
+    start = time.perf_counter()
+    while True:
+        fn()
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if elapsed > budget and runs >= 3:
+            return elapsed / runs
+
+
+def figure_peers(quick: bool) -> dict[str, Any]:
+    from credit_guard import PriceTable, shapes, tokens
+
+    table = PriceTable.default()
+    budget = 0.3 if quick else 1.0
+    peers: dict[str, Callable[[list[dict[str, Any]], str], int]] = {}
+    notes: dict[str, str] = {}
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import litellm
+
+        peers["litellm.token_counter"] = lambda messages, model: int(
+            litellm.token_counter(model=model, messages=messages)
+        )
+    except Exception as exc:  # an optional peer
+        notes["litellm"] = f"not available: {type(exc).__name__}: {exc}"[:200]
+    try:
+        import tokencost
+
+        peers["tokencost.count_message_tokens"] = lambda messages, model: int(
+            tokencost.count_message_tokens(messages, model)
+        )
+    except Exception as exc:
+        notes["tokencost"] = f"not available: {type(exc).__name__}: {exc}"[:200]
+
+    def ours(messages: list[dict[str, Any]], model: str) -> int:
+        ask = shapes.parse("chat", {"model": model, "messages": messages})
+        return tokens.count_input(ask, table.resolve(model)).tokens
+
+    results: dict[str, Any] = {"notes": notes, "shapes": {}}
+    for name, (messages, published) in SHAPES.items():
+        row: dict[str, Any] = {}
+        for model in ("gpt-4o", "gpt-4"):
+            cell: dict[str, Any] = {"published": published.get(model)}
+            for peer, count in {"credit_guard": ours, **peers}.items():
+                try:
+                    cell[peer] = {
+                        "tokens": count(messages, model),
+                        "seconds": _time(lambda c=count: c(messages, model), budget),  # type: ignore[misc]
+                    }
+                except Exception as exc:
+                    cell[peer] = {"error": f"{type(exc).__name__}: {exc}"[:160]}
+            mine = cell["credit_guard"]["seconds"]
+            timed = [v["seconds"] for k, v in cell.items() if k not in ("credit_guard", "published") and "seconds" in v]
+            if timed:
+                cell["fastest_peer_vs_ours"] = round(min(timed) / mine, 2)
+            row[model] = cell
+        results["shapes"][name] = row
+    return results
+
+
+# -- 3 -------------------------------------------------------------------------------
+
+
+def figure_floor(quick: bool) -> dict[str, Any]:
+    from credit_guard import PriceTable, make_quote, shapes, tokens
+    from credit_guard.body import parse_json
+
+    table = PriceTable.default()
+    budget = 0.3 if quick else 1.0
+    encoding = tokens.get_encoding("o200k_base")
+    results: dict[str, Any] = {}
+    for label, size in (("1KB", 1_000), ("10KB", 10_000), ("100KB", 100_000), ("1MB", 1_000_000)):
+        raw = chat_body(size)
+        text = orjson.loads(raw)["messages"][0]["content"]
+
+        def guard_path(raw: bytes = raw) -> Any:
+            ask = shapes.parse("chat", parse_json(raw))
+            price = table.resolve(ask.model)
+            count = tokens.count_input(ask, price)
+            return make_quote(ask, price, count.tokens, count.exact)
+
+        guard_s = _time(guard_path, budget)
+        floor_s = _time(lambda text=text: encoding.encode_ordinary(text), budget)  # type: ignore[misc]
+        results[label] = {
+            "guard_ms": round(guard_s * 1000, 4),
+            "encode_ordinary_ms": round(floor_s * 1000, 4),
+            "ratio": round(guard_s / floor_s, 3),
+        }
+    return results
+
+
+# -- 4 -------------------------------------------------------------------------------
+
+
+def _large_load(port: int, size: int, spaces: bool, stop_file: str) -> subprocess.Popen[bytes]:
+    code = f"""
+import os, httpx, orjson, sys
+sys.path.insert(0, {str(ROOT)!r})
+from benchmarks.run_all import chat_body
+body = chat_body({size}, spaces={spaces})
+with httpx.Client(timeout=120) as http:
+    while not os.path.exists({stop_file!r}):
+        http.post("http://127.0.0.1:{port}/v1/chat/completions", content=body,
+                  headers={{"Authorization": "Bearer {KEY}", "Content-Type": "application/json"}})
+"""
+    return subprocess.Popen([*pinned(1), sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def figure_responsive(quick: bool) -> dict[str, Any]:
+    seconds = 4 if quick else 8
+    small = chat_body(500)
+    results: dict[str, Any] = {}
+    with server("guarded_memory") as (port, _):
+        wrk(port, small, 1, connections=4)
+        results["baseline"] = wrk(port, small, seconds, connections=4)
+        for label, size, spaces in (
+            ("1MB text", 1_000_000, True),
+            ("1MB no whitespace", 1_000_000, False),
+            ("10MB text", 10_000_000, True),
+            ("10MB no whitespace", 10_000_000, False),
+        ):
+            with tempfile.TemporaryDirectory() as tmp:
+                stop_file = str(Path(tmp) / "stop")
+                load = _large_load(port, size, spaces, stop_file)
+                time.sleep(1.0)
+                try:
+                    row = wrk(port, small, seconds, connections=4)
+                finally:
+                    Path(stop_file).touch()
+                    try:
+                        load.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        load.kill()
+            row["p99_vs_baseline"] = round(row["p99_ms"] / results["baseline"]["p99_ms"], 2)
+            results[label] = row
+    return results
+
+
+# -- 5 -------------------------------------------------------------------------------
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def figure_memory(quick: bool) -> dict[str, Any]:
+    import httpx
+
+    results: dict[str, Any] = {}
+    body = chat_body(200)
+    for label, size in (("1MB", 1_000_000), ("100MB", 100_000_000)):
+        with server("streaming_guarded") as (port, pid):
+            with httpx.Client(timeout=300) as http:
+                # A first small request loads the encodings: not part of the figure.
+                http.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    content=body,
+                    headers={"Authorization": f"Bearer {KEY}", "x-bench-bytes": "1000"},
+                ).read()
+                before = _peak_rss_kib(pid)
+                received = 0
+                with http.stream(
+                    "POST",
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    content=body,
+                    headers={"Authorization": f"Bearer {KEY}", "x-bench-bytes": str(size)},
+                ) as response:
+                    for chunk in response.iter_raw():
+                        received += len(chunk)
+                peak = _peak_rss_kib(pid)
+        results[label] = {"received_bytes": received, "peak_rss_mib": round(peak / 1024, 1),
+                          "peak_before_stream_mib": round(before / 1024, 1)}
+    results["peak_100MB_vs_1MB"] = round(results["100MB"]["peak_rss_mib"] / results["1MB"]["peak_rss_mib"], 3)
+    return results
+
+
+# -- 6 -------------------------------------------------------------------------------
+
+
+def _store_worker(kind: str, url: str, pairs: int, account: str, out: Any) -> None:
+    import anyio
+
+    async def run() -> float:
+        from credit_guard.stores import MemoryStore, open_store
+
+        store = MemoryStore({account: "1000000"}) if kind == "memory" else open_store(url)
+        if kind != "memory":
+            await store.grant(account, "1000000")
+        start = time.perf_counter()
+        for _ in range(pairs):
+            hold = await store.reserve(account, Decimal("0.001"))
+            await store.settle(hold, Decimal("0.0004"))  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - start
+        await store.aclose()
+        return elapsed
+
+    out.put(anyio.run(run))
+
+
+def figure_stores(quick: bool) -> dict[str, Any]:
+    import multiprocessing
+
+    pairs = 300 if quick else 1500
+    results: dict[str, Any] = {}
+    redis_process = None
+    with tempfile.TemporaryDirectory() as tmp:
+        urls = {"memory": "memory://", "sqlite": f"sqlite:///{tmp}/stores.db"}
+        if shutil.which("redis-server"):
+            port = free_port()
+            redis_process = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_for_port(port)
+            urls["redis"] = f"redis://127.0.0.1:{port}/0"
+        try:
+            context = multiprocessing.get_context("spawn")
+            for kind, url in urls.items():
+                row: dict[str, Any] = {}
+                for processes in (1, 4):
+                    if kind == "memory" and processes > 1:
+                        row["4 processes"] = "n/a (a memory store is per process)"
+                        continue
+                    queue = context.Queue()
+                    workers = [
+                        context.Process(target=_store_worker, args=(kind, url, pairs, f"acct{i}", queue))
+                        for i in range(processes)
+                    ]
+                    started = time.perf_counter()
+                    for worker in workers:
+                        worker.start()
+                    times = [queue.get(timeout=600) for _ in workers]
+                    for worker in workers:
+                        worker.join()
+                    wall = time.perf_counter() - started
+                    label = "1 process" if processes == 1 else "4 processes"
+                    row[label] = {
+                        "pairs_per_second": round(pairs * processes / max(times), 1),
+                        "mean_pair_ms": round(statistics.mean(times) / pairs * 1000, 3),
+                        "wall_seconds": round(wall, 2),
+                    }
+                results[kind] = row
+        finally:
+            if redis_process is not None:
+                redis_process.kill()
+                redis_process.wait()
+    return results
+
+
+FIGURES: dict[int, tuple[str, Callable[[bool], dict[str, Any]]]] = {
+    1: ("overhead per request over HTTP", figure_overhead),
+    2: ("counting vs peers", figure_peers),
+    3: ("distance to the encode_ordinary floor", figure_floor),
+    4: ("staying responsive under large prompts", figure_responsive),
+    5: ("memory while streaming", figure_memory),
+    6: ("store throughput", figure_stores),
+}
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"# credit_guard benchmarks ({results['machine']})", ""]
+    for key, value in results["figures"].items():
+        lines.append(f"## {key}")
+        lines.append("```json")
+        lines.append(json.dumps(value, indent=1, default=str))
+        lines.append("```")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--only", type=int, action="append", choices=sorted(FIGURES), help="run only these")
+    parser.add_argument("--out", default=str(RESULTS / "latest.json"))
+    args = parser.parse_args(argv)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    results: dict[str, Any] = {"machine": machine, "quick": args.quick, "figures": {}}
+    for number in args.only or sorted(FIGURES):
+        title, run = FIGURES[number]
+        print(f"== {number}. {title}", flush=True)
+        started = time.monotonic()
+        try:
+            value = run(args.quick)
+        except Exception as exc:  # one figure failing must not hide the others
+            value = {"error": f"{type(exc).__name__}: {exc}"}
+        value["seconds"] = round(time.monotonic() - started, 1)
+        results["figures"][f"{number}. {title}"] = value
+        print(json.dumps(value, indent=1, default=str), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
