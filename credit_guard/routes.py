@@ -70,10 +70,25 @@ class Route:
 _PASS = Route()
 
 
+_NORMALIZED: dict[tuple[str, str], tuple[str, ...]] = {}
+_NORMALIZED_KEPT = 4096
+
+
 def normalize(path: str, root_path: str = "") -> tuple[str, ...]:
     """The path's segments as the guard matches them: below ``root_path``,
     percent-decoded (repeatedly), dot segments resolved, empty segments
-    dropped, lower case."""
+    dropped, lower case.  Results are cached: paths repeat."""
+    key = (path, root_path)
+    cached = _NORMALIZED.get(key)
+    if cached is None:
+        cached = _normalize(path, root_path)
+        if len(_NORMALIZED) >= _NORMALIZED_KEPT:
+            _NORMALIZED.clear()
+        _NORMALIZED[key] = cached
+    return cached
+
+
+def _normalize(path: str, root_path: str) -> tuple[str, ...]:
     if root_path and path.startswith(root_path):
         path = path[len(root_path) :] or "/"
     for _ in range(_MAX_DECODES):

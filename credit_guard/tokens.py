@@ -164,6 +164,18 @@ def warm() -> None:
 
 def encoding_name(price: ModelPrice) -> str | None:
     """The encoding a model bills with, or None where we only have a bound."""
+    key = (price.name, price.encoding, price.token_bound)
+    if key not in _ENCODING_NAMES:
+        if len(_ENCODING_NAMES) > 4096:
+            _ENCODING_NAMES.clear()
+        _ENCODING_NAMES[key] = _encoding_name(price)
+    return _ENCODING_NAMES[key]
+
+
+_ENCODING_NAMES: dict[tuple[object, ...], str | None] = {}
+
+
+def _encoding_name(price: ModelPrice) -> str | None:
     if price.encoding is not None:
         return price.encoding
     if price.token_bound is not None:
@@ -182,9 +194,26 @@ def encoding_for(price: ModelPrice) -> tiktoken.Encoding | None:
     return None if name is None else get_encoding(name)
 
 
+# Counts of short texts (roles, names, tool names) per encoding: they repeat.
+_SHORT: dict[str, dict[str, int]] = {}
+_SHORT_LEN = 32
+_SHORT_KEPT = 8192
+
+
 def count_text(encoding: tiktoken.Encoding, text: str) -> int:
     """Tokens of ``text`` as ordinary text (special-token text included)."""
-    return len(encoding.encode_ordinary(text)) if text else 0
+    if not text:
+        return 0
+    if len(text) > _SHORT_LEN:
+        return len(encoding.encode_ordinary(text))
+    cache = _SHORT.setdefault(encoding.name, {})
+    count = cache.get(text)
+    if count is None:
+        count = len(encoding.encode_ordinary(text))
+        if len(cache) >= _SHORT_KEPT:
+            cache.clear()
+        cache[text] = count
+    return count
 
 
 def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
