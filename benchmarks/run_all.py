@@ -20,7 +20,6 @@ saved to benchmarks/results/latest.json.  Peers are optional:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -223,12 +222,26 @@ def figure_overhead(quick: bool) -> dict[str, Any]:
 # -- 2 -------------------------------------------------------------------------------
 
 COOKBOOK = [
-    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},  # noqa: E501
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",  # noqa: E501
+    },  # noqa: E501
     {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
     {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},  # noqa: E501
-    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},  # noqa: E501
-    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},  # noqa: E501
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",  # noqa: E501
+    },  # noqa: E501
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },  # noqa: E501
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },  # noqa: E501
 ]
 SHAPES: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
     # name: (messages, what the provider bills per model, where published)
@@ -293,7 +306,7 @@ def figure_peers(quick: bool) -> dict[str, Any]:
                 try:
                     cell[peer] = {
                         "tokens": count(messages, model),
-                        "seconds": _time(lambda c=count: c(messages, model), budget),  # type: ignore[misc]
+                        "seconds": _time(lambda c=count, m=messages, n=model: c(m, n), budget),  # type: ignore[misc]
                     }
                 except Exception as exc:
                     cell[peer] = {"error": f"{type(exc).__name__}: {exc}"[:160]}
@@ -351,7 +364,9 @@ with httpx.Client(timeout=120) as http:
         http.post("http://127.0.0.1:{port}/v1/chat/completions", content=body,
                   headers={{"Authorization": "Bearer {KEY}", "Content-Type": "application/json"}})
 """
-    return subprocess.Popen([*pinned(1), sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [*pinned(1), sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def figure_responsive(quick: bool) -> dict[str, Any]:
@@ -419,8 +434,11 @@ def figure_memory(quick: bool) -> dict[str, Any]:
                     for chunk in response.iter_raw():
                         received += len(chunk)
                 peak = _peak_rss_kib(pid)
-        results[label] = {"received_bytes": received, "peak_rss_mib": round(peak / 1024, 1),
-                          "peak_before_stream_mib": round(before / 1024, 1)}
+        results[label] = {
+            "received_bytes": received,
+            "peak_rss_mib": round(peak / 1024, 1),
+            "peak_before_stream_mib": round(before / 1024, 1),
+        }
     results["peak_100MB_vs_1MB"] = round(results["100MB"]["peak_rss_mib"] / results["1MB"]["peak_rss_mib"], 3)
     return results
 
@@ -525,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=int, action="append", choices=sorted(FIGURES), help="run only these")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     args = parser.parse_args(argv)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     results: dict[str, Any] = {"machine": machine, "quick": args.quick, "figures": {}}
     for number in args.only or sorted(FIGURES):
         title, run = FIGURES[number]

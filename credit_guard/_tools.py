@@ -48,9 +48,7 @@ FRAMING = 9
 #: Tokens fewer when the prompt already has a system message.
 SYSTEM_REUSE = 4
 # Keys of a property schema whose effect on the rendering is known.
-_KNOWN_KEYS = frozenset(
-    {"type", "description", "enum", "properties", "required", "items", "title", "default"}
-)
+_KNOWN_KEYS = frozenset({"type", "description", "enum", "properties", "required", "items", "title", "default"})
 _KNOWN_TYPES = frozenset({"string", "number", "integer", "boolean", "null", "object", "array"})
 
 
@@ -183,9 +181,7 @@ class _Renderer:
                 return False
             if kind == "string" and not all(isinstance(v, str) for v in enum):
                 return False
-            if kind != "string" and not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in enum
-            ):
+            if kind != "string" and not all(isinstance(v, int | float) and not isinstance(v, bool) for v in enum):
                 return False
         return not (kind == "object" and not isinstance(prop.get("properties", {}), dict))
 
@@ -209,9 +205,7 @@ def choice_tokens(tool_choice: object) -> tuple[list[str], int, bool]:
         name = function.get("name") if isinstance(function, dict) else None
         if isinstance(name, str) and name:
             return [name], 4, True
-    raise InvalidRequest(
-        "'tool_choice' must be 'none', 'auto', 'required' or name a function.", param="tool_choice"
-    )
+    raise InvalidRequest("'tool_choice' must be 'none', 'auto', 'required' or name a function.", param="tool_choice")
 
 
 def add_to(builder: Any, functions: list[dict[str, Any]], *, has_system: bool, tool_choice: object) -> None:

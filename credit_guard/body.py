@@ -77,9 +77,7 @@ class _Decoder:
             try:
                 chunk = stage.decompress(chunk, room)
             except (zlib.error, ValueError, OSError) as exc:
-                raise InvalidRequest(
-                    f"The body's Content-Encoding could not be decoded: {exc}", param="body"
-                ) from None
+                raise InvalidRequest(f"The body's Content-Encoding could not be decoded: {exc}", param="body") from None
             if stage.unconsumed_tail:
                 # The stage stopped at the limit with input left: over it.
                 self._too_large()

@@ -250,13 +250,13 @@ def _quote(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         if quote.max_cost > available:
-            error = insufficient_credits(
+            short = insufficient_credits(
                 quote,
                 available=available,
                 held=Decimal(0),
                 cheaper=guard.cheaper(quote, ask, available),
             )
-            sys.stdout.write(error_body(error, "req_cli").decode() + "\n")
+            sys.stdout.write(error_body(short, "req_cli").decode() + "\n")
             return 1
     _print_json(quote.as_json())
     return 0
@@ -286,9 +286,7 @@ def _credits(args: argparse.Namespace) -> int:
             if args.action == "grant":
                 try:
                     amount = parse_amount(args.amount, what="AMOUNT")
-                    balance = await store.grant(
-                        args.account, amount, **({"note": args.note} if args.note else {})
-                    )
+                    balance = await store.grant(args.account, amount, **({"note": args.note} if args.note else {}))
                 except (TypeError, ValueError) as exc:
                     raise UsageError(str(exc)) from None
                 _print_json(_balance_json(args.account, balance))
@@ -397,34 +395,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser(
-        "serve", help="run a guarded endpoint", description="Run the guard in front of an upstream."
-    )
+    serve = sub.add_parser("serve", help="run a guarded endpoint", description="Run the guard in front of an upstream.")
     serve.add_argument("--upstream", help="the OpenAI-compatible upstream URL (CREDIT_GUARD_UPSTREAM)")
     serve.add_argument("--demo", action="store_true", help="guard a built-in fake model: no keys, no network")
     serve.add_argument("--store", help=f"store URL (default {DEFAULT_STORE}; demo: {DEMO_STORE})")
     serve.add_argument("--prices", help="price table file (default: the bundled one)")
-    serve.add_argument(
-        "--host", default=_env("host", "127.0.0.1"), help="default 127.0.0.1 (CREDIT_GUARD_HOST)"
-    )
+    serve.add_argument("--host", default=_env("host", "127.0.0.1"), help="default 127.0.0.1 (CREDIT_GUARD_HOST)")
     serve.add_argument("--port", type=int, default=int(_env("port", "8000") or 8000), help="default 8000")
     serve.add_argument("--workers", type=int, default=int(_env("workers", "1") or 1), help="worker processes")
     serve.add_argument("--upstream-key", help="the key sent upstream (default: $OPENAI_API_KEY)")
     serve.add_argument("--billing-url", help="named in the 402's suggestions")
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 16 MiB)")
     serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300)")
-    serve.add_argument(
-        "--fail-open", action="store_true", help="forward unpriced while the store is down (risky)"
-    )
-    serve.add_argument(
-        "--demo-balance", default=DEMO_BALANCE, help=f"demo balance in dollars (default {DEMO_BALANCE})"
-    )
+    serve.add_argument("--fail-open", action="store_true", help="forward unpriced while the store is down (risky)")
+    serve.add_argument("--demo-balance", default=DEMO_BALANCE, help=f"demo balance in dollars (default {DEMO_BALANCE})")
     serve.add_argument("--log-level", default=_env("log_level", "info"), help="uvicorn's log level")
     serve.set_defaults(run=_serve)
 
-    quote = sub.add_parser(
-        "quote", help="price a request offline", description="Print a request's worst case."
-    )
+    quote = sub.add_parser("quote", help="price a request offline", description="Print a request's worst case.")
     quote.add_argument("request", nargs="?", help="the request body as JSON (a file, or - for stdin)")
     quote.add_argument("--prices", help="price table file (default: the bundled one)")
     quote.add_argument("--balance", help="a balance in dollars: print the 402 when it is short")
@@ -450,9 +438,7 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--note", help="why (kept in the ledger)")
         if name == "history":
             cmd.add_argument("--limit", type=int, default=100)
-        cmd.add_argument(
-            "--store", default=_env("store", DEFAULT_STORE), help=f"store URL (default {DEFAULT_STORE})"
-        )
+        cmd.add_argument("--store", default=_env("store", DEFAULT_STORE), help=f"store URL (default {DEFAULT_STORE})")
     credits.set_defaults(run=_credits)
 
     keys = sub.add_parser("keys", help="add, revoke and list API keys")
@@ -465,9 +451,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = keys_sub.add_parser("list", help="list keys (prefixes only)")
     listing.add_argument("account", nargs="?")
     for cmd in (add, revoke, listing):
-        cmd.add_argument(
-            "--store", default=_env("store", DEFAULT_STORE), help=f"store URL (default {DEFAULT_STORE})"
-        )
+        cmd.add_argument("--store", default=_env("store", DEFAULT_STORE), help=f"store URL (default {DEFAULT_STORE})")
     keys.set_defaults(run=_keys)
 
     prices = sub.add_parser("prices", help="inspect and check a price table")

@@ -122,7 +122,7 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
         if knobs.status != 200:
             return _error(knobs.status, "the fake upstream was told to fail")
         model = str(body.get("model", "fake"))
-        n = body.get("n") if isinstance(body.get("n"), int) else 1
+        n: int = body["n"] if isinstance(body.get("n"), int) else 1
         words = _reply(knobs.tokens)
         prompt = await anyio.to_thread.run_sync(_prompt_tokens, "chat", body)
         completion = _output_tokens(words) * n + knobs.extra
@@ -169,11 +169,7 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
 
         async def events() -> AsyncIterator[bytes]:
             for i in range(n):
-                yield _sse(
-                    chunk(
-                        [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-                    )
-                )
+                yield _sse(chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
             for word in words:
                 await _pace(knobs)
                 for i in range(n):
@@ -222,9 +218,7 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
         prompt = await anyio.to_thread.run_sync(_prompt_tokens, "embedding", body)
         reply = {
             "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": [0.0, 0.5, -0.5]} for i in range(count)
-            ],
+            "data": [{"object": "embedding", "index": i, "embedding": [0.0, 0.5, -0.5]} for i in range(count)],
             "model": body.get("model"),
             "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         }
@@ -315,9 +309,7 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
             return Response(orjson.dumps(message), media_type="application/json")
 
         async def events() -> AsyncIterator[bytes]:
-            start = dict(
-                message, content=[], stop_reason=None, usage={"input_tokens": prompt, "output_tokens": 1}
-            )
+            start = dict(message, content=[], stop_reason=None, usage={"input_tokens": prompt, "output_tokens": 1})
             if not knobs.usage:
                 start.pop("usage")
             yield _event("message_start", {"type": "message_start", "message": start})
@@ -351,8 +343,7 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
         from .prices import PriceTable
 
         data = [
-            {"id": p.name, "object": "model", "owned_by": p.provider or "fake"}
-            for p in PriceTable.default().models()
+            {"id": p.name, "object": "model", "owned_by": p.provider or "fake"} for p in PriceTable.default().models()
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 

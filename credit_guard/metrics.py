@@ -8,6 +8,7 @@ extra.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 __all__ = ["Metrics", "NullMetrics", "PrometheusMetrics"]
 
@@ -45,13 +46,11 @@ class PrometheusMetrics(Metrics):
     every metric.
     """
 
-    def __init__(self, registry: object = None, *, prefix: str = "credit_guard") -> None:
+    def __init__(self, registry: Any = None, *, prefix: str = "credit_guard") -> None:
         try:
             from prometheus_client import REGISTRY, Counter, Histogram
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "PrometheusMetrics needs prometheus-client: pip install 'credit-guard[metrics]'"
-            ) from exc
+            raise ImportError("PrometheusMetrics needs prometheus-client: pip install 'credit-guard[metrics]'") from exc
         registry = registry if registry is not None else REGISTRY
         self.rejections = Counter(
             f"{prefix}_rejections_total",

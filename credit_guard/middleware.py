@@ -436,9 +436,7 @@ class _Exchange:
     # The quote's input is the byte upper bound, not the exact count.
     _bounded = False
 
-    async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask
-    ) -> None:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         guard = self.guard
         tap = UsageTap(ask.kind, strip_usage=self._strip_usage)
         extended_at = time.monotonic()
@@ -489,9 +487,7 @@ class _Exchange:
             headers.append((b"x-credit-guard-adjusted", self._fit_header))
         return headers
 
-    async def _finish(
-        self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None
-    ) -> None:
+    async def _finish(self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None) -> None:
         """End the hold (see the class docstring of ``CreditGuard`` for the rule)."""
         guard = self.guard
         price = quote.price
@@ -556,9 +552,7 @@ def actual_cost(price: ModelPrice, usage: Usage) -> Decimal:
     cached = min(usage.cached_tokens, usage.input_tokens)
     cached_price = price.cached_input_price if price.cached_input_price is not None else price.input_price
     reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-    reasoning_price = (
-        price.reasoning_output_price if price.reasoning_output_price is not None else price.output_price
-    )
+    reasoning_price = price.reasoning_output_price if price.reasoning_output_price is not None else price.output_price
     return (
         price.input_price * (usage.input_tokens - cached)
         + cached_price * cached

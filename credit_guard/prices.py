@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -227,11 +228,7 @@ class PriceTable:
         self._cache_lock = threading.Lock()
         self._groups: dict[tuple[str, str | None, str | None], list[ModelPrice]] = {}
         for model in self._models.values():
-            if (
-                model.name.startswith("ft:")
-                or "/" in model.name
-                and model.name.split("/", 1)[1] in self._models
-            ):
+            if model.name.startswith("ft:") or "/" in model.name and model.name.split("/", 1)[1] in self._models:
                 continue
             self._groups.setdefault((model.kind, model.provider, model.encoding), []).append(model)
         for group in self._groups.values():
@@ -245,7 +242,10 @@ class PriceTable:
         path = Path(path)
         text = path.read_bytes()
         if path.suffix.lower() == ".toml":
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
 
             data: Any = tomllib.loads(text.decode("utf-8"), parse_float=Decimal)
         else:
@@ -320,9 +320,7 @@ class PriceTable:
         return cls(models, aliases=data.get("aliases"), as_of=data.get("as_of"), source=data.get("source"))
 
     @classmethod
-    def from_litellm(
-        cls, data: Mapping[str, Any], *, families: Iterable[_Family] | None = None
-    ) -> PriceTable:
+    def from_litellm(cls, data: Mapping[str, Any], *, families: Iterable[_Family] | None = None) -> PriceTable:
         """LiteLLM's model price map: every chat, completion, responses and
         embedding entry with an input price.  Encodings, vision rules and token
         bounds come from the bundled table's model families (LiteLLM's file has
@@ -338,9 +336,7 @@ class PriceTable:
             where = f"model {name!r}"
             input_price = _clean(entry["input_cost_per_token"], f"{where}.input_cost_per_token")
             output = entry.get("output_cost_per_token")
-            output_price = (
-                _clean(output, f"{where}.output_cost_per_token") if output is not None else Decimal(0)
-            )
+            output_price = _clean(output, f"{where}.output_cost_per_token") if output is not None else Decimal(0)
             if kind != "embedding" and output is None:
                 continue  # a chat entry without an output price cannot bound its worst case
             extra = {
@@ -451,7 +447,7 @@ _DEFAULT: PriceTable | None = None
 
 
 def _bundled_text() -> bytes:
-    return resources.files("credit_guard").joinpath("data", "prices.json").read_bytes()
+    return resources.files("credit_guard").joinpath("data").joinpath("prices.json").read_bytes()
 
 
 def _bundled_families() -> list[_Family]:
@@ -464,9 +460,7 @@ def _bundled_families() -> list[_Family]:
                 match=spec["match"],
                 vision=rules[spec["vision"]] if spec.get("vision") else None,
                 encoding=spec.get("encoding"),
-                token_bound=_token_bound(spec["token_bound"], spec["match"])
-                if "token_bound" in spec
-                else None,
+                token_bound=_token_bound(spec["token_bound"], spec["match"]) if "token_bound" in spec else None,
             )
         )
     return families

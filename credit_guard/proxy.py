@@ -117,9 +117,7 @@ class Proxy:
             await _error(send, 504, "upstream_timeout", "The upstream did not answer in time.")
             return
         except httpx.HTTPError as exc:
-            await _error(
-                send, 502, "upstream_error", f"The upstream could not be reached: {type(exc).__name__}."
-            )
+            await _error(send, 502, "upstream_error", f"The upstream could not be reached: {type(exc).__name__}.")
             return
         try:
             await send(

@@ -226,9 +226,7 @@ def insufficient_credits(
     elif quote.kind != "embedding" or quote.input_cost > available:
         lines.append(texts.shorten_input.format(**fill))
     if cheaper is not None:
-        lines.append(
-            texts.cheaper_model.format(model=cheaper[0], cost=display(cheaper[1], owed=True), **fill)
-        )
+        lines.append(texts.cheaper_model.format(model=cheaper[0], cost=display(cheaper[1], owed=True), **fill))
     else:
         lines.append(texts.cheaper_generic.format(**fill))
     if billing_url:

@@ -110,9 +110,7 @@ class Router:
         self._routes: dict[tuple[str, ...], str] = {}
         for path, kind in routes.items():
             if kind not in SHAPES:
-                raise ValueError(
-                    f"route {path!r}: unknown request shape {kind!r} (one of {', '.join(SHAPES)})"
-                )
+                raise ValueError(f"route {path!r}: unknown request shape {kind!r} (one of {', '.join(SHAPES)})")
             if not path.startswith("/"):
                 raise ValueError(f"route {path!r} must start with '/'")
             segments = normalize(path)
@@ -192,5 +190,5 @@ def _override(scope: MutableMapping[str, Any]) -> str | None:
     if query and b"_method" in query.lower():
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if name.lower() == "_method":
-                return value.strip().upper()
+                return str(value).strip().upper()
     return None

@@ -332,9 +332,7 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
                 raise InvalidRequest("An image_url part needs an 'image_url' object.", param=where)
             out.images.append(_image(image.get("url"), image.get("detail"), where))
         elif kind in ("input_audio", "file", "audio"):
-            raise InvalidRequest(
-                f"Content parts of type {kind!r} cannot be priced by this gateway.", param=where
-            )
+            raise InvalidRequest(f"Content parts of type {kind!r} cannot be priced by this gateway.", param=where)
         else:
             raise InvalidRequest(f"Unknown content part type {kind!r}.", param=where)
 
@@ -396,9 +394,7 @@ def _prompt_list(value: object, out: _Builder, param: str, *, limit: int = 2048)
         elif isinstance(item, list) and all(_is_token(t) for t in item):
             out.fixed += len(item)
         else:
-            raise InvalidRequest(
-                f"'{param}' items must be strings or token arrays.", param=f"{param}[{index}]"
-            )
+            raise InvalidRequest(f"'{param}' items must be strings or token arrays.", param=f"{param}[{index}]")
     return len(value)
 
 
@@ -478,11 +474,7 @@ def _responses(body: dict[str, Any]) -> Ask:
                 )
             out.json(tool)
     text = body.get("text")
-    if (
-        isinstance(text, dict)
-        and isinstance(text.get("format"), dict)
-        and text["format"].get("type") == "json_schema"
-    ):
+    if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         out.json(text["format"])
     cap = _positive_int(body, "max_output_tokens")
     return Ask(
@@ -580,11 +572,7 @@ def _anthropic(body: dict[str, Any]) -> Ask:
         if not isinstance(tools, list):
             raise InvalidRequest("'tools' must be a list.", param="tools")
         for index, tool in enumerate(tools):
-            if (
-                not isinstance(tool, dict)
-                or "input_schema" not in tool
-                or tool.get("type") not in (None, "custom")
-            ):
+            if not isinstance(tool, dict) or "input_schema" not in tool or tool.get("type") not in (None, "custom"):
                 raise InvalidRequest(
                     "Only client tools (with an 'input_schema') can be priced; server tools bill per use.",
                     param=f"tools[{index}]",

@@ -141,7 +141,7 @@ def get_encoding(name: str) -> tiktoken.Encoding:
 def _load(name: str) -> tiktoken.Encoding:
     filename, expected, pattern, special = _SPECS[name]
     try:
-        data = resources.files("credit_guard").joinpath("data", filename).read_bytes()
+        data = resources.files("credit_guard").joinpath("data").joinpath(filename).read_bytes()
     except OSError as exc:
         raise EncodingFileError(f"the bundled encoding file {filename} cannot be read: {exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
@@ -230,8 +230,8 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
         bound = price.token_bound
         if bound is not None and bound.o200k_ratio is not None:
             o200k = get_encoding("o200k_base")
-            text = sum(count_text(o200k, t) for t in ask.texts)
-            tokens = math.ceil(text * bound.o200k_ratio)
+            o200k_tokens = sum(count_text(o200k, t) for t in ask.texts)
+            tokens = math.ceil(o200k_tokens * bound.o200k_ratio)
         else:
             tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.texts)
         margin = bound.margin if bound is not None else 0
@@ -261,9 +261,7 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     # Every non-empty text is at least one token.
     low = sum(max(1, -(-len(t.encode("utf-8", "surrogatepass")) // longest)) for t in ask.texts if t)
     known_images = sum(
-        image_tokens(price.vision, image, ask.model)
-        if image.width is not None or image.detail == "low"
-        else 0
+        image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
         for image in ask.images
     )
     return low + ask.fixed_tokens + known_images, total + ask.fixed_tokens + images

@@ -79,9 +79,7 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
             input_tokens=input_tokens,
             output_tokens=_int(usage.get("output_tokens")),
             cached_tokens=_int(cached.get("cached_tokens")) if isinstance(cached, dict) else 0,
-            reasoning_tokens=_int(out_details.get("reasoning_tokens"))
-            if isinstance(out_details, dict)
-            else 0,
+            reasoning_tokens=_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0,
         )
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
@@ -187,9 +185,7 @@ class UsageTap:
             self._mode = "sse"
             if self._strip:
                 message = dict(message)
-                message["headers"] = [
-                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"content-length"
-                ]
+                message["headers"] = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"content-length"]
         elif b"json" in content_type or not content_type:
             self._mode = "json"
             self._copy = bytearray()
@@ -264,9 +260,7 @@ class UsageTap:
 
     def _event(self, event: bytes) -> bytes:
         self.events += 1
-        data_lines = [
-            line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line in event.splitlines()
-        ]
+        data_lines = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line in event.splitlines()]
         payload = b"\n".join(line for line in data_lines if line is not None)
         if not payload or payload == b"[DONE]":
             return event

@@ -49,7 +49,6 @@ from credit_guard import CreditGuard, PriceTable  # noqa: E402
 from credit_guard.stores import SQLiteStore  # noqa: E402
 
 
-
 def with_litellm_key(inner: Any, key: str) -> Any:
     """Callers present their gateway keys to the guard; LiteLLM sees its own."""
 

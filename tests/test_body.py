@@ -27,10 +27,7 @@ def receiver(messages: list[dict[str, Any]]) -> Any:
 
 def chunks(data: bytes, size: int) -> list[dict[str, Any]]:
     parts = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
-    return [
-        {"type": "http.request", "body": part, "more_body": i < len(parts) - 1}
-        for i, part in enumerate(parts)
-    ]
+    return [{"type": "http.request", "body": part, "more_body": i < len(parts) - 1} for i, part in enumerate(parts)]
 
 
 def scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:

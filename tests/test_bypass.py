@@ -149,9 +149,7 @@ async def test_get_without_a_body_passes_unpriced() -> None:
 )
 async def test_method_overrides_are_refused(headers: dict[str, str], query: str) -> None:
     guard, watched, _ = setup()
-    response = await send(
-        guard, "POST", "/v1/chat/completions" + query, json=CHAT, headers={**AUTH, **headers}
-    )
+    response = await send(guard, "POST", "/v1/chat/completions" + query, json=CHAT, headers={**AUTH, **headers})
     assert_contract_error(response)
     assert watched.calls == []
 
@@ -194,9 +192,7 @@ async def test_compressed_bodies_are_priced_decoded(coding: str, encode: Any) ->
 
 async def test_decompression_bomb_is_413() -> None:
     guard, watched, _ = setup(max_body_bytes=100_000)
-    bomb = gzip.compress(
-        b'{"model":"gpt-4o","messages":[{"role":"user","content":"' + b"a" * 20_000_000 + b'"}]}'
-    )
+    bomb = gzip.compress(b'{"model":"gpt-4o","messages":[{"role":"user","content":"' + b"a" * 20_000_000 + b'"}]}')
     response = await send(
         guard, "POST", "/v1/chat/completions", content=bomb, headers={**AUTH, "content-encoding": "gzip"}
     )

@@ -132,7 +132,9 @@ def test_prices_show_list_check(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0 and all(json.loads(line)["kind"] == "embedding" for line in out.splitlines())
     assert run(["prices", "check"], capsys)[0] == 0
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"format": "credit_guard/prices@1", "models": {"m": {"kind": "chat", "input": "-1", "output": "1"}}}))
+    bad.write_text(
+        json.dumps({"format": "credit_guard/prices@1", "models": {"m": {"kind": "chat", "input": "-1", "output": "1"}}})
+    )
     code, _, err = run(["prices", "check", str(bad)], capsys)
     assert code == 2 and "not negative" in err
 

@@ -132,9 +132,7 @@ def test_counts_offline_without_a_cache_directory() -> None:
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
     env["HOME"] = "/nonexistent"
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "2"]
 
@@ -142,9 +140,7 @@ def test_counts_offline_without_a_cache_directory() -> None:
 SHARED_TIKTOKEN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tiktoken")
 
 
-@pytest.mark.skipif(
-    not os.path.isdir(SHARED_TIKTOKEN), reason="tiktoken's own cache files are not beside the repo"
-)
+@pytest.mark.skipif(not os.path.isdir(SHARED_TIKTOKEN), reason="tiktoken's own cache files are not beside the repo")
 def test_bundled_encodings_equal_tiktokens_own() -> None:
     text = "Hello, wörld! 12345 <|endoftext|>\n\n  indented\tcode() {}; 日本語のテキスト 🙂" * 20
     code = (
@@ -279,9 +275,7 @@ def test_completions_shapes() -> None:
     enc = tokens.get_encoding("cl100k_base")
     one = count("completion", {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi"})
     assert one == (len(enc.encode("Say hi")), True)
-    many = shapes.parse(
-        "completion", {"model": "gpt-3.5-turbo-instruct", "prompt": ["a", "b c"], "n": 2, "best_of": 3}
-    )
+    many = shapes.parse("completion", {"model": "gpt-3.5-turbo-instruct", "prompt": ["a", "b c"], "n": 2, "best_of": 3})
     assert many.choices == 3 * 2  # best_of completions for each of the two prompts
     assert many.output_tokens == 16  # the API's default cap
     arrays = count("completion", {"model": "gpt-3.5-turbo-instruct", "prompt": [[1, 2, 3], [4, 5]]})
@@ -407,9 +401,7 @@ def test_image_headers_give_the_size(make: Any) -> None:
         ((512, 512), "auto", 255),
     ],
 )
-def test_gpt_4o_image_tokens_follow_the_published_rule(
-    size: tuple[int, int], detail: str, expected: int
-) -> None:
+def test_gpt_4o_image_tokens_follow_the_published_rule(size: tuple[int, int], detail: str, expected: int) -> None:
     assert image_only(png(*size), detail) == (expected, True)
 
 
@@ -447,9 +439,7 @@ RATIO = ModelPrice(
     output_price=Decimal(1),
     token_bound=TokenBound(o200k_ratio=Decimal("1.2"), margin=8),
 )
-EXACT = ModelPrice(
-    name="gpt-4o", kind="chat", input_price=Decimal(1), output_price=Decimal(1), encoding="o200k_base"
-)
+EXACT = ModelPrice(name="gpt-4o", kind="chat", input_price=Decimal(1), output_price=Decimal(1), encoding="o200k_base")
 
 
 @settings(max_examples=200, deadline=None)

@@ -58,9 +58,7 @@ messages = st.lists(
 chat_bodies = st.fixed_dictionaries(
     {},
     optional={
-        "model": st.one_of(
-            st.sampled_from(["gpt-4o", "gpt-4o-mini", "gpt-4o-2024-08-06", "nope"]), json_values
-        ),
+        "model": st.one_of(st.sampled_from(["gpt-4o", "gpt-4o-mini", "gpt-4o-2024-08-06", "nope"]), json_values),
         "messages": st.one_of(messages, json_values),
         "max_tokens": st.one_of(st.integers(min_value=-5, max_value=40_000), json_values),
         "max_completion_tokens": st.one_of(st.integers(min_value=-5, max_value=40_000), json_values),
@@ -166,9 +164,7 @@ class Watched:
         await send({"type": "http.response.body", "body": body})
 
 
-async def exchange(
-    method: str, path: str, body: bytes, extra: dict[str, str]
-) -> tuple[httpx.Response, Watched]:
+async def exchange(method: str, path: str, body: bytes, extra: dict[str, str]) -> tuple[httpx.Response, Watched]:
     store = MemoryStore({"acct": "0.5"})
     watched = Watched(store)
     guard = CreditGuard(watched, prices=PRICES, store=store, accounts={KEY: "acct"}, max_body_bytes=4096)

@@ -71,9 +71,7 @@ async def settled(store: MemoryStore, account: str = "acct") -> Any:
 async def input_tokens(base: str, body: dict[str, Any]) -> int:
     """The input count the guard priced, read from its 402 for the same body."""
     async with httpx.AsyncClient(base_url=base) as http:
-        refused = await http.post(
-            "/v1/chat/completions", json={**body, "n": 128, "max_tokens": 16384}, headers=AUTH
-        )
+        refused = await http.post("/v1/chat/completions", json={**body, "n": 128, "max_tokens": 16384}, headers=AUTH)
     assert refused.status_code == 402
     return int(refused.json()["error"]["context"]["input_tokens"])
 
@@ -160,9 +158,7 @@ async def test_402_over_real_http() -> None:
     app, store = guarded("0.0001")
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url) as http:
-            response = await http.post(
-                "/v1/chat/completions", json={**CHAT, "max_tokens": 4096}, headers=AUTH
-            )
+            response = await http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4096}, headers=AUTH)
     assert response.status_code == 402
     error = response.json()["error"]
     assert error["context"]["affordable_max_tokens"] is not None
@@ -186,9 +182,7 @@ def _gated(app: CreditGuard, gate: threading.Event) -> None:
     app.app = waiting
 
 
-async def _flood_until_refused(
-    http: httpx.AsyncClient, count: int, admit: int, gate: threading.Event
-) -> list[int]:
+async def _flood_until_refused(http: httpx.AsyncClient, count: int, admit: int, gate: threading.Event) -> list[int]:
     done: list[int] = []
 
     async def one() -> int:
@@ -211,9 +205,7 @@ async def _flood_until_refused(
 async def _priced_tokens() -> int:
     probe, _ = guarded("0")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=probe), base_url="http://t") as http:
-        refused = await http.post(
-            "/v1/chat/completions", json={**CHAT, "n": 128, "max_tokens": 16384}, headers=AUTH
-        )
+        refused = await http.post("/v1/chat/completions", json={**CHAT, "n": 128, "max_tokens": 16384}, headers=AUTH)
     return int(refused.json()["error"]["context"]["input_tokens"])
 
 

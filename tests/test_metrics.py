@@ -43,9 +43,7 @@ async def test_counters_follow_rejections_holds_settlements_and_overruns(
     caplog.set_level(logging.INFO, logger="credit_guard")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         ok = await http.post("/v1/chat/completions", json=body, headers=auth)
-        over = await http.post(
-            "/v1/chat/completions", json=body, headers={**auth, "x-fake-extra-usage": "1000"}
-        )
+        over = await http.post("/v1/chat/completions", json=body, headers={**auth, "x-fake-extra-usage": "1000"})
         refused = await http.post("/v1/chat/completions", json={**body, "max_tokens": 16000}, headers=auth)
         unpriced = await http.post("/v1/chat/completions", json={**body, "model": "nope"}, headers=auth)
     assert (ok.status_code, over.status_code, refused.status_code, unpriced.status_code) == (
@@ -59,16 +57,11 @@ async def test_counters_follow_rejections_holds_settlements_and_overruns(
     assert sample(registry, "credit_guard_holds_opened_total", model="gpt-4o-mini") == 2
     assert sample(registry, "credit_guard_holds_finished_total", model="gpt-4o-mini", status="settled") == 2
     assert sample(registry, "credit_guard_overruns_total", model="gpt-4o-mini") == 1
-    assert (
-        sample(registry, "credit_guard_rejections_total", model="gpt-4o-mini", reason="insufficient_balance")
-        == 1
-    )
+    assert sample(registry, "credit_guard_rejections_total", model="gpt-4o-mini", reason="insufficient_balance") == 1
     assert sample(registry, "credit_guard_rejections_total", model="nope", reason="model_not_priced") == 1
     assert sample(registry, "credit_guard_shortfall_dollars_count") == 1
     spent = (await store.balance("acct")).spent
-    assert sample(registry, "credit_guard_settled_dollars_total", model="gpt-4o-mini") == pytest.approx(
-        float(spent)
-    )
+    assert sample(registry, "credit_guard_settled_dollars_total", model="gpt-4o-mini") == pytest.approx(float(spent))
     rejections = [r for r in caplog.records if "credit_guard.rejected" in r.getMessage()]
     assert len(rejections) == 1
     assert "req_metrics_1" in rejections[0].getMessage()

@@ -135,9 +135,7 @@ async def test_retry_with_affordable_max_tokens_passes_and_settles_exactly() -> 
     async with client(app) as http:
         refused = await http.post("/v1/chat/completions", json=body, headers=AUTH)
         fits = refused.json()["error"]["context"]["affordable_max_tokens"]
-        one_more = await http.post(
-            "/v1/chat/completions", json={**body, "max_tokens": fits + 1}, headers=AUTH
-        )
+        one_more = await http.post("/v1/chat/completions", json={**body, "max_tokens": fits + 1}, headers=AUTH)
         retried = await http.post("/v1/chat/completions", json={**body, "max_tokens": fits}, headers=AUTH)
     # The 402's figure is exactly the edge: one token more is still refused.
     assert one_more.status_code == 402
@@ -153,7 +151,9 @@ async def test_retry_with_affordable_max_tokens_passes_and_settles_exactly() -> 
 async def test_body_reaches_the_app_byte_for_byte() -> None:
     inner = Recorder()
     app, _ = guard(inner)
-    raw = b'{ "model" : "gpt-4o",\n "messages":[{"role":"user","content":"caf\\u00e9 \xf0\x9f\x98\x80"}],"max_tokens":5 }'  # noqa: E501
+    raw = (
+        b'{ "model" : "gpt-4o",\n "messages":[{"role":"user","content":"caf\\u00e9 \xf0\x9f\x98\x80"}],"max_tokens":5 }'  # noqa: E501
+    )
     async with client(app) as http:
         response = await http.post(
             "/v1/chat/completions", content=raw, headers={**AUTH, "content-type": "application/json"}
@@ -167,9 +167,7 @@ async def test_gzip_body_is_priced_decoded_and_replayed_as_sent() -> None:
     app, _ = guard(inner)
     raw = gzip.compress(orjson.dumps({"model": "gpt-4o", "messages": messages(), "max_tokens": 5}))
     async with client(app) as http:
-        response = await http.post(
-            "/v1/chat/completions", content=raw, headers={**AUTH, "content-encoding": "gzip"}
-        )
+        response = await http.post("/v1/chat/completions", content=raw, headers={**AUTH, "content-encoding": "gzip"})
     assert response.status_code == 200
     assert inner.calls[0]["body"] == raw
 

@@ -70,6 +70,10 @@ def guard_processes(store_url: str, count: int = 1, workers: int = 1, hold_ttl: 
                 "warning",
                 "--backlog",
                 "2048",
+                # Admitted streams outlast uvicorn's default 5 s keep-alive; idle
+                # pooled connections must not be closed under the client.
+                "--timeout-keep-alive",
+                "120",
             ],
             env=env,
             stdout=subprocess.DEVNULL,

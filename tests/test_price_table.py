@@ -218,9 +218,7 @@ def test_alternatives_share_kind_provider_and_encoding_cheapest_first() -> None:
     names = [m.name for m in alternatives]
     assert "gpt-4o-mini" in names
     assert "gpt-4o" not in names
-    assert all(
-        m.provider == "openai" and m.encoding == "o200k_base" and m.kind == "chat" for m in alternatives
-    )
+    assert all(m.provider == "openai" and m.encoding == "o200k_base" and m.kind == "chat" for m in alternatives)
     prices = [m.output_price for m in alternatives]
     assert prices == sorted(prices)
 

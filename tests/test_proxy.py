@@ -68,7 +68,10 @@ async def test_streams_chunk_by_chunk_without_buffering() -> None:
 
 async def test_upstream_errors_pass_through_and_keys_are_replaced() -> None:
     seen: list[dict[str, Any]] = []
-    with serve(upstream_app(seen)) as upstream, serve(create_proxy(upstream, api_key="sk-upstream"), lifespan="on") as proxy:
+    with (
+        serve(upstream_app(seen)) as upstream,
+        serve(create_proxy(upstream, api_key="sk-upstream"), lifespan="on") as proxy,
+    ):
         async with httpx.AsyncClient() as http:
             for code in (429, 500):
                 response = await http.post(

@@ -47,9 +47,7 @@ def test_contract_example_402_body_exactly() -> None:
     assert quote.input_cost == Decimal("0.000375")
     assert quote.max_output_cost == Decimal("0.04096")
     assert quote.max_cost == Decimal("0.041335")
-    cheaper = cheapest_alternative(
-        quote, [GPT_4O, GPT_4O_MINI], Decimal("0.02"), lambda p: make_quote(ask(), p, 150)
-    )
+    cheaper = cheapest_alternative(quote, [GPT_4O, GPT_4O_MINI], Decimal("0.02"), lambda p: make_quote(ask(), p, 150))
     assert cheaper == ("gpt-4o-mini", Decimal("0.0024801"))
     error = insufficient_credits(
         quote,
@@ -122,9 +120,7 @@ def test_affordable_max_tokens_boundary_with_n(n: int, balance: str) -> None:
         assert make_quote(ask(1, n), GPT_4O, 150).max_cost > available
     else:
         assert make_quote(ask(fits, n), GPT_4O, 150).max_cost <= available
-        assert (
-            fits == GPT_4O.max_output_tokens or make_quote(ask(fits + 1, n), GPT_4O, 150).max_cost > available
-        )
+        assert fits == GPT_4O.max_output_tokens or make_quote(ask(fits + 1, n), GPT_4O, 150).max_cost > available
 
 
 def test_affordable_is_null_when_even_the_input_is_unaffordable() -> None:
@@ -206,9 +202,7 @@ def test_suggestion_texts_are_configurable() -> None:
 
 def test_cheaper_model_is_only_one_that_fits() -> None:
     quote = make_quote(ask(), GPT_4O, 150)
-    none_fit = cheapest_alternative(
-        quote, [GPT_4O_MINI], Decimal("0.001"), lambda p: make_quote(ask(), p, 150)
-    )
+    none_fit = cheapest_alternative(quote, [GPT_4O_MINI], Decimal("0.001"), lambda p: make_quote(ask(), p, 150))
     assert none_fit is None
     error = insufficient_credits(quote, available=Decimal("0.001"), held=Decimal(0), cheaper=none_fit)
     assert "Use a less expensive model" in error.fields["suggestions"]

@@ -51,9 +51,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def env(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[tuple[Any, Clock, str]]:
+async def env(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Clock, str]]:
     redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
     clock = Clock()
     store = make_store(kind, clock, tmp_path, redis_url)

@@ -105,9 +105,7 @@ class Settlement:
 class CreditStore(Protocol):
     """Where credits live.  All methods may raise ``StoreUnavailable``."""
 
-    async def reserve(
-        self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL
-    ) -> Hold | Insufficient:
+    async def reserve(self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL) -> Hold | Insufficient:
         """Atomically hold ``amount`` if ``available`` covers it, else refuse.
         An unknown account has nothing available."""
         ...

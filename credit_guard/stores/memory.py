@@ -103,9 +103,7 @@ class MemoryStore:
 
     # -- the contract -------------------------------------------------------
 
-    async def reserve(
-        self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL
-    ) -> Hold | Insufficient:
+    async def reserve(self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL) -> Hold | Insufficient:
         units = units_ceil(amount)
         if units < 0:
             raise ValueError("a hold must not be negative")

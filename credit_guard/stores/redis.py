@@ -274,9 +274,7 @@ class RedisStore:
             if self._wait_replicas:
                 acked = await self._client.wait(self._wait_replicas, self._wait_timeout)
                 if acked < self._wait_replicas:
-                    raise StoreUnavailable(
-                        f"only {acked} of {self._wait_replicas} replicas acknowledged the write"
-                    )
+                    raise StoreUnavailable(f"only {acked} of {self._wait_replicas} replicas acknowledged the write")
             return result
         except self._errors as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
@@ -287,9 +285,7 @@ class RedisStore:
 
     # -- the contract ----------------------------------------------------------
 
-    async def reserve(
-        self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL
-    ) -> Hold | Insufficient:
+    async def reserve(self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL) -> Hold | Insufficient:
         units = units_ceil(amount)
         if units < 0:
             raise ValueError("a hold must not be negative")
@@ -323,9 +319,7 @@ class RedisStore:
         if status == "expired":
             return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
         if status == "late":
-            return Settlement(
-                hold.id, "settled", from_units(charged), Decimal(0), from_units(charged), late=True
-            )
+            return Settlement(hold.id, "settled", from_units(charged), Decimal(0), from_units(charged), late=True)
         released = units if status == "released" else max(units - charged, 0)
         return Settlement(
             hold.id,
@@ -414,11 +408,7 @@ class RedisStore:
             direct = self._key_name(key_or_prefix)
             for name in sorted(await self._client.smembers("cg:keys")):
                 info = await self._client.hgetall(name)
-                if (
-                    info
-                    and not info.get("revoked")
-                    and (name == direct or info.get("prefix") == key_or_prefix)
-                ):
+                if info and not info.get("revoked") and (name == direct or info.get("prefix") == key_or_prefix):
                     await self._client.hset(name, "revoked", repr(time.time()))
                     revoked += 1
         except self._errors as exc:
@@ -431,19 +421,20 @@ class RedisStore:
         except self._errors as exc:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         rows = []
-        for seq, fields in reversed(entries):
+        for seq, fields in reversed(list(entries or [])):
+            record: dict[Any, Any] = dict(fields or {})
             rows.append(
                 {
                     "seq": seq,
-                    "at": float(fields["at"]),
-                    "kind": fields["kind"],
-                    "amount": from_units(int(fields["amount"])),
-                    "hold": fields["hold"] or None,
-                    "available": from_units(int(fields["available"])),
-                    "held": from_units(int(fields["held"])),
-                    "spent": from_units(int(fields["spent"])),
-                    "granted": from_units(int(fields["granted"])),
-                    "note": fields["note"] or None,
+                    "at": float(record["at"]),
+                    "kind": record["kind"],
+                    "amount": from_units(int(record["amount"])),
+                    "hold": record["hold"] or None,
+                    "available": from_units(int(record["available"])),
+                    "held": from_units(int(record["held"])),
+                    "spent": from_units(int(record["spent"])),
+                    "granted": from_units(int(record["granted"])),
+                    "note": record["note"] or None,
                 }
             )
         return rows

@@ -145,9 +145,7 @@ class SQLiteStore:
         if self._db is None:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -213,9 +211,7 @@ class SQLiteStore:
 
     # -- the contract ------------------------------------------------------------
 
-    async def reserve(
-        self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL
-    ) -> Hold | Insufficient:
+    async def reserve(self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL) -> Hold | Insufficient:
         units = units_ceil(amount)
         if units < 0:
             raise ValueError("a hold must not be negative")
@@ -226,9 +222,7 @@ class SQLiteStore:
             granted, spent, held = self._figures(db, account)
             available = granted - spent - held
             if units > available:
-                return Insufficient(
-                    account, from_units(units), from_units(max(available, 0)), from_units(held)
-                )
+                return Insufficient(account, from_units(units), from_units(max(available, 0)), from_units(held))
             self._ensure(db, account, now)
             hold_id = "hold_" + uuid.uuid4().hex
             db.execute(
@@ -253,9 +247,7 @@ class SQLiteStore:
     def _finish(self, db: sqlite3.Connection, hold: Hold, charge: int | None) -> Settlement:
         now = self._clock()
         self._expire_account(db, hold.account, now)
-        row = db.execute(
-            "SELECT account, units, status, charged FROM holds WHERE id = ?", (hold.id,)
-        ).fetchone()
+        row = db.execute("SELECT account, units, status, charged FROM holds WHERE id = ?", (hold.id,)).fetchone()
         if row is None:
             return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
         account, units, status, charged_before = row
@@ -279,18 +271,14 @@ class SQLiteStore:
             )
             db.execute("UPDATE accounts SET spent = spent + ? WHERE id = ?", (charge, account))
             self._log(db, now, account, "settle", charge, hold.id, "late")
-            return Settlement(
-                hold.id, "settled", from_units(charge), Decimal(0), from_units(charge), late=True
-            )
+            return Settlement(hold.id, "settled", from_units(charge), Decimal(0), from_units(charge), late=True)
         taken = 0 if charge is None else charge
         new_status = "released" if charge is None else "settled"
         db.execute(
             "UPDATE holds SET status = ?, charged = ?, finished = ? WHERE id = ?",
             (new_status, taken, now, hold.id),
         )
-        db.execute(
-            "UPDATE accounts SET held = held - ?, spent = spent + ? WHERE id = ?", (units, taken, account)
-        )
+        db.execute("UPDATE accounts SET held = held - ?, spent = spent + ? WHERE id = ?", (units, taken, account))
         self._log(
             db,
             now,
@@ -322,9 +310,7 @@ class SQLiteStore:
         def work(db: sqlite3.Connection) -> Balance:
             self._expire_account(db, account, self._clock())
             granted, spent, held = self._figures(db, account)
-            return Balance(
-                from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted)
-            )
+            return Balance(from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted))
 
         return await self._run(work)
 
@@ -341,9 +327,7 @@ class SQLiteStore:
             db.execute("UPDATE accounts SET granted = granted + ? WHERE id = ?", (units, account))
             self._log(db, now, account, "grant", units, None, note)
             granted += units
-            return Balance(
-                from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted)
-            )
+            return Balance(from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted))
 
         return await self._run(work)
 

@@ -1,0 +1,29 @@
+"""The benchmark harness runs and reports every field.  Timings are printed by
+the benchmarks, never asserted here."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import run_all
+
+
+def test_floor_figure_reports_both_sides_for_every_size() -> None:
+    result = run_all.figure_floor(quick=True)
+    assert set(result) == {"1KB", "10KB", "100KB", "1MB"}
+    for row in result.values():
+        assert row["guard_ms"] > 0 and row["encode_ordinary_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["guard_ms"] / row["encode_ordinary_ms"], rel=0.01)
+
+
+def test_peers_figure_counts_the_published_examples() -> None:
+    result = run_all.figure_peers(quick=True)
+    cookbook = result["shapes"]["cookbook"]
+    assert cookbook["gpt-4o"]["credit_guard"]["tokens"] == cookbook["gpt-4o"]["published"] == 124
+    assert cookbook["gpt-4"]["credit_guard"]["tokens"] == cookbook["gpt-4"]["published"] == 129
+
+
+def test_chat_bodies_have_the_asked_size() -> None:
+    body = run_all.chat_body(10_000)
+    assert 10_000 <= len(body) <= 10_200
+    assert b" " not in run_all.text_of(1000, spaces=False).encode()
