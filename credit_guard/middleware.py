@@ -535,6 +535,10 @@ class _Exchange:
             )
             return
         guard.metrics.hold_finished(quote.model, settlement.status, settlement.charged, settlement.overrun)
+        if settlement.late or settlement.status == "expired":
+            # The hold had lapsed before the request ended (a stalled stream, a
+            # store outage longer than the TTL).
+            guard.metrics.holds_expired(1)
         if settlement.overrun > 0:
             logger.warning(
                 "credit_guard.overrun request_id=%s account=%s model=%s held=%s charged=%s",
