@@ -249,4 +249,3 @@ def parse_json(data: bytes) -> Any:
     except (ValueError, RecursionError) as exc:  # orjson accepted it; be safe all the same
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", param="body") from None
     return value
-

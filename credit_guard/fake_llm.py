@@ -99,6 +99,29 @@ def _error(status: int, message: str) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+class _Turn:
+    """What every generating endpoint starts with: the body, the knobs, the
+    reply and the prompt's token count."""
+
+    def __init__(self, body: dict[str, Any], knobs: _Knobs, words: list[str], prompt: int) -> None:
+        self.body = body
+        self.knobs = knobs
+        self.words = words
+        self.prompt = prompt
+        self.output = _output_tokens(words) + knobs.extra
+
+
+async def _begin(request: Request, kind: str, cap_field: str, default_tokens: int) -> _Turn | Response:
+    body = await _read(request)
+    if isinstance(body, Response):
+        return body
+    knobs = _Knobs(request, body, cap_field, default_tokens)
+    if knobs.status != 200:
+        return _error(knobs.status, "the fake upstream was told to fail")
+    prompt = await anyio.to_thread.run_sync(_prompt_tokens, kind, body)
+    return _Turn(body, knobs, _reply(knobs.tokens), prompt)
+
+
 async def _pace(knobs: _Knobs) -> None:
     if knobs.delay:
         await anyio.sleep(knobs.delay)
@@ -115,16 +138,12 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
         return 1_700_000_000 if deterministic else int(time.time())
 
     async def chat(request: Request) -> Response:
-        body = await _read(request)
-        if isinstance(body, Response):
-            return body
-        knobs = _Knobs(request, body, "max_completion_tokens", default_tokens)
-        if knobs.status != 200:
-            return _error(knobs.status, "the fake upstream was told to fail")
+        turn = await _begin(request, "chat", "max_completion_tokens", default_tokens)
+        if isinstance(turn, Response):
+            return turn
+        body, knobs, words, prompt = turn.body, turn.knobs, turn.words, turn.prompt
         model = str(body.get("model", "fake"))
         n: int = body["n"] if isinstance(body.get("n"), int) else 1
-        words = _reply(knobs.tokens)
-        prompt = await anyio.to_thread.run_sync(_prompt_tokens, "chat", body)
         completion = _output_tokens(words) * n + knobs.extra
         usage = {
             "prompt_tokens": prompt,
@@ -185,15 +204,11 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def completions(request: Request) -> Response:
-        body = await _read(request)
-        if isinstance(body, Response):
-            return body
-        knobs = _Knobs(request, body, "max_tokens", default_tokens)
-        if knobs.status != 200:
-            return _error(knobs.status, "the fake upstream was told to fail")
-        words = _reply(knobs.tokens)
-        prompt = await anyio.to_thread.run_sync(_prompt_tokens, "completion", body)
-        completion = _output_tokens(words) + knobs.extra
+        turn = await _begin(request, "completion", "max_tokens", default_tokens)
+        if isinstance(turn, Response):
+            return turn
+        body, knobs, words, prompt = turn.body, turn.knobs, turn.words, turn.prompt
+        completion = turn.output
         reply: dict[str, Any] = {
             "id": new_id("cmpl-"),
             "object": "text_completion",
@@ -225,15 +240,11 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
         return Response(orjson.dumps(reply), media_type="application/json")
 
     async def responses(request: Request) -> Response:
-        body = await _read(request)
-        if isinstance(body, Response):
-            return body
-        knobs = _Knobs(request, body, "max_output_tokens", default_tokens)
-        if knobs.status != 200:
-            return _error(knobs.status, "the fake upstream was told to fail")
-        words = _reply(knobs.tokens)
-        prompt = await anyio.to_thread.run_sync(_prompt_tokens, "responses", body)
-        output = _output_tokens(words) + knobs.extra
+        turn = await _begin(request, "responses", "max_output_tokens", default_tokens)
+        if isinstance(turn, Response):
+            return turn
+        body, knobs, words, prompt = turn.body, turn.knobs, turn.words, turn.prompt
+        output = turn.output
         ident = new_id("resp_")
         text = "".join(words)
         response: dict[str, Any] = {
@@ -283,15 +294,11 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def messages(request: Request) -> Response:
-        body = await _read(request)
-        if isinstance(body, Response):
-            return body
-        knobs = _Knobs(request, body, "max_tokens", default_tokens)
-        if knobs.status != 200:
-            return _error(knobs.status, "the fake upstream was told to fail")
-        words = _reply(knobs.tokens)
-        prompt = await anyio.to_thread.run_sync(_prompt_tokens, "anthropic", body)
-        output = _output_tokens(words) + knobs.extra
+        turn = await _begin(request, "anthropic", "max_tokens", default_tokens)
+        if isinstance(turn, Response):
+            return turn
+        body, knobs, words, prompt = turn.body, turn.knobs, turn.words, turn.prompt
+        output = turn.output
         ident = new_id("msg_")
         message = {
             "id": ident,

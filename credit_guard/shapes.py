@@ -100,6 +100,19 @@ class _Builder:
         self.fixed += _JSON_MARGIN
         self.exact = False
 
+    def ask(self, kind: str, model: str, **fields: Any) -> Ask:
+        """The ``Ask`` with this payload (``fields``: the output cap and the rest)."""
+        return Ask(
+            kind=kind,
+            model=model,
+            texts=tuple(self.texts),
+            fixed_tokens=self.fixed,
+            images=tuple(self.images),
+            parts=self.parts,
+            exact=fields.pop("exact", self.exact),
+            **fields,
+        )
+
 
 def parse(kind: str, body: object) -> Ask:
     """The ``Ask`` of a request body of shape ``kind``.  Raises ``InvalidRequest``
@@ -220,19 +233,14 @@ def _chat(body: dict[str, Any]) -> Ask:
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
     include_usage = bool(options and options.get("include_usage") is True)
-    return Ask(
-        kind="chat",
-        model=model,
+    return out.ask(
+        "chat",
+        model,
         output_tokens=cap,
         output_param=param,
         choices=choices,
         stream=stream,
         include_usage=include_usage,
-        texts=tuple(out.texts),
-        fixed_tokens=out.fixed,
-        images=tuple(out.images),
-        parts=out.parts,
-        exact=out.exact,
     )
 
 
@@ -360,18 +368,15 @@ def _completion(body: dict[str, Any]) -> Ask:
     if best_of is not None and best_of < n:
         raise InvalidRequest("'best_of' must be at least 'n'.", param="best_of")
     _service_tier(body)
-    return Ask(
-        kind="completion",
-        model=model,
+    out.parts = prompts
+    return out.ask(
+        "completion",
+        model,
         output_tokens=cap if cap is not None else COMPLETIONS_DEFAULT_MAX_TOKENS,
         output_param="max_tokens",
         # best_of completions are generated (and billed) per prompt.
         choices=max(n, best_of or 1) * prompts,
         stream=_bool(body, "stream"),
-        texts=tuple(out.texts),
-        fixed_tokens=out.fixed,
-        parts=prompts,
-        exact=out.exact,
     )
 
 
@@ -414,15 +419,8 @@ def _embedding(body: dict[str, Any]) -> Ask:
     dimensions = body.get("dimensions")
     if dimensions is not None:
         _positive_int(body, "dimensions")
-    return Ask(
-        kind="embedding",
-        model=model,
-        output_tokens=0,
-        output_param=None,
-        texts=tuple(out.texts),
-        fixed_tokens=out.fixed,
-        parts=items,
-    )
+    out.parts = items
+    return out.ask("embedding", model, output_tokens=0, output_param=None)
 
 
 # -- Responses API --------------------------------------------------------------
@@ -477,17 +475,13 @@ def _responses(body: dict[str, Any]) -> Ask:
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         out.json(text["format"])
     cap = _positive_int(body, "max_output_tokens")
-    return Ask(
-        kind="responses",
-        model=model,
+    return out.ask(
+        "responses",
+        model,
         output_tokens=cap,
         output_param="max_output_tokens",
         stream=_bool(body, "stream"),
         include_usage=True,
-        texts=tuple(out.texts),
-        fixed_tokens=out.fixed,
-        images=tuple(out.images),
-        parts=out.parts,
         exact=False,
     )
 
@@ -578,17 +572,13 @@ def _anthropic(body: dict[str, Any]) -> Ask:
                     param=f"tools[{index}]",
                 )
             out.json(tool)
-    return Ask(
-        kind="anthropic",
-        model=model,
+    return out.ask(
+        "anthropic",
+        model,
         output_tokens=cap,
         output_param="max_tokens",
         stream=_bool(body, "stream"),
         include_usage=True,
-        texts=tuple(out.texts),
-        fixed_tokens=out.fixed,
-        images=tuple(out.images),
-        parts=out.parts,
         exact=False,
     )
 
