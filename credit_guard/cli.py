@@ -97,7 +97,8 @@ def build_app(
         inner = create_proxy(upstream, api_key=upstream_key)
     else:
         raise UsageError("serve needs --upstream URL or --demo")
-    options: dict[str, Any] = {"billing_url": billing_url, "fail_open": fail_open}
+    # In front of a paid upstream, nothing goes through unpriced or anonymous.
+    options: dict[str, Any] = {"billing_url": billing_url, "fail_open": fail_open, "unpriced": "refuse"}
     if max_body_bytes:
         options["max_body_bytes"] = max_body_bytes
     if hold_ttl:

@@ -48,7 +48,7 @@ from .quote import (
     insufficient_credits,
     make_quote,
 )
-from .routes import DEFAULT_ROUTES, Router
+from .routes import DEFAULT_ROUTES, EndpointNotPriced, Router, has_body
 from .shapes import Ask
 from .stores.base import DEFAULT_HOLD_TTL, CreditStore, Hold, Insufficient, StoreUnavailable
 from .usage import Usage, UsageTap
@@ -106,6 +106,14 @@ class CreditGuard:
     ``inject_usage`` asks a chat stream's upstream for usage when the client did
     not (and hides it from the client).
 
+    Requests to routes that are not priced: ``unpriced="pass"`` (default) hands
+    them to the app untouched, as a library wrapping an app wants (health
+    checks, pages); ``"authenticate"`` requires a valid key for them too;
+    ``"refuse"`` also refuses every one that is not a bodiless read (``GET``,
+    ``HEAD``, ``OPTIONS``), as a gateway in front of a paid upstream wants:
+    an unpriced ``POST /v1/images/generations`` would otherwise be paid by the
+    gateway.
+
     Raises ``ValueError`` here, at construction, for any invalid setting.
     """
 
@@ -130,6 +138,7 @@ class CreditGuard:
         inject_usage: bool = True,
         low_balance_threshold: Decimal | str | int | None = None,
         retry_after: int = 5,
+        unpriced: str = "pass",
         metrics: Metrics | None = None,
     ) -> None:
         from .money import parse_amount
@@ -173,6 +182,9 @@ class CreditGuard:
             None if low_balance_threshold is None else parse_amount(low_balance_threshold, what="threshold")
         )
         self.retry_after = retry_after
+        if unpriced not in ("pass", "authenticate", "refuse"):
+            raise ValueError("unpriced must be 'pass', 'authenticate' or 'refuse'")
+        self.unpriced = unpriced
         self.metrics = metrics or NullMetrics()
         self._warmed = False
 
@@ -192,6 +204,9 @@ class CreditGuard:
             await _Exchange(self, scope, "-").refuse(send, route.refusal)
             return
         if route.kind is None:
+            if self.unpriced != "pass":
+                await _Exchange(self, scope, "-").unpriced(receive, send)
+                return
             await self.app(scope, receive, send)
             return
         await _Exchange(self, scope, route.kind).run(receive, send)
@@ -270,6 +285,22 @@ class _Exchange:
             await guard.app(self.scope, replay(body.raw, receive), send)
             return
         await self._forward(scope, replay(raw, receive), send, hold, quote, ask)
+
+    async def unpriced(self, receive: Receive, send: Send) -> None:
+        """A request to a route that is not priced, under ``unpriced`` =
+        ``"authenticate"`` or ``"refuse"``."""
+        guard = self.guard
+        try:
+            await self._identify()
+            method = str(self.scope.get("method", "GET")).upper()
+            if guard.unpriced == "refuse" and (method not in ("GET", "HEAD", "OPTIONS") or has_body(self.scope)):
+                raise EndpointNotPriced(
+                    f"{method} {self.scope.get('path', '')} is not an endpoint this gateway prices.", param="path"
+                )
+        except CreditGuardError as error:
+            await self.refuse(send, error)
+            return
+        await guard.app(self.scope, receive, send)
 
     # -- before the app -------------------------------------------------------
 

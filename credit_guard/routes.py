@@ -128,7 +128,7 @@ class Router:
         if kind is None:
             if not self._below_route(segments) or self._is_open(segments):
                 return _PASS
-            if method in _BODYLESS and not _has_body(scope):
+            if method in _BODYLESS and not has_body(scope):
                 return _PASS
             return Route(
                 refusal=EndpointNotPriced(
@@ -146,7 +146,7 @@ class Router:
             )
         if method == "POST":
             return Route(kind=kind)
-        if method in _BODYLESS and not _has_body(scope):
+        if method in _BODYLESS and not has_body(scope):
             return _PASS
         return Route(
             refusal=EndpointNotPriced(
@@ -173,7 +173,8 @@ class Router:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self._open)
 
 
-def _has_body(scope: MutableMapping[str, Any]) -> bool:
+def has_body(scope: MutableMapping[str, Any]) -> bool:
+    """Whether the request announces a body (a length above zero, or chunks)."""
     for key, value in scope.get("headers", ()):
         if key == b"transfer-encoding":
             return True

@@ -318,3 +318,34 @@ async def test_402_and_errors_never_carry_the_key_or_other_accounts() -> None:
     assert "1000" not in response.text
     bad = await send(guard, "POST", "/v1/chat/completions", content=b"{", headers=AUTH)
     assert_contract_error(bad)
+
+
+@pytest.mark.parametrize(
+    ("policy", "method", "path", "headers", "status"),
+    [
+        ("pass", "GET", "/v1/other", {}, 200),
+        ("pass", "POST", "/v1/other", {}, 200),
+        ("authenticate", "GET", "/v1/other", {}, 401),
+        ("authenticate", "POST", "/v1/other", AUTH, 200),
+        ("refuse", "GET", "/v1/other", {}, 401),
+        ("refuse", "GET", "/v1/other", AUTH, 200),
+        ("refuse", "POST", "/v1/other", AUTH, 400),
+        ("refuse", "DELETE", "/v1/other", AUTH, 400),
+    ],
+)
+async def test_unpriced_routes_follow_the_policy(
+    policy: str, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    guard, watched, _ = setup(unpriced=policy)
+    response = await send(guard, method, path, headers=headers, content=b"{}" if method == "POST" else None)
+    assert response.status_code == status
+    if status != 200:
+        assert_contract_error(response)
+        assert watched.calls == []
+    else:
+        assert len(watched.calls) == 1
+
+
+def test_unknown_unpriced_policy_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError):
+        setup(unpriced="sometimes")

@@ -206,3 +206,15 @@ def test_serve_in_front_of_an_upstream_process(tmp_path: Path, capsys: pytest.Ca
         stop(gateway)
         upstream.terminate()
         upstream.wait(timeout=10)
+
+
+def test_serve_refuses_anonymous_and_unpriced_calls(demo: tuple[str, str, str]) -> None:
+    import httpx
+
+    base_url, key, _ = demo
+    with httpx.Client(base_url=base_url) as http:
+        assert http.get("/models").status_code == 401  # the upstream's key is never lent to strangers
+        assert http.get("/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        images = http.post("/images/generations", json={"prompt": "a cat"}, headers={"Authorization": f"Bearer {key}"})
+        assert images.status_code == 400
+        assert images.json()["error"]["code"] == "ENDPOINT_NOT_PRICED"
