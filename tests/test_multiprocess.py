@@ -46,6 +46,7 @@ def worst_case(body: dict[str, Any]) -> Decimal:
 @contextmanager
 def guard_processes(store_url: str, count: int = 1, workers: int = 1, hold_ttl: float = 60) -> Iterator[list[int]]:
     ports = [free_port() for _ in range(count)]
+    log = open(os.environ.get("GUARD_LOG", os.devnull), "ab")  # noqa: SIM115
     env = {
         **os.environ,
         "CREDIT_GUARD_DEMO": "1",
@@ -77,7 +78,7 @@ def guard_processes(store_url: str, count: int = 1, workers: int = 1, hold_ttl: 
             ],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log,
             start_new_session=True,
         )
         for port in ports
@@ -96,12 +97,13 @@ def guard_processes(store_url: str, count: int = 1, workers: int = 1, hold_ttl: 
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=15)
+        log.close()
 
 
 async def flood(ports: list[int], count: int, delay_ms: int) -> list[int]:
     """``count`` streamed requests spread over ``ports``; admitted streams last
     ``5 * delay_ms``, long enough for every refusal to come back first."""
-    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     headers = {"Authorization": f"Bearer {KEY}", "x-fake-delay-ms": str(delay_ms)}
     async with httpx.AsyncClient(limits=limits, timeout=120) as http:
 
