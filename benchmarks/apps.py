@@ -1,15 +1,13 @@
 """The apps the HTTP benchmarks serve (``uvicorn --factory benchmarks.apps:NAME``).
 
 ``bare``: a trivial chat-completions app that answers at once with usage.
-``guarded_memory`` / ``guarded_sqlite``: the same app behind ``CreditGuard``
-(the SQLite file, ``BENCH_SQLITE``, is made and granted by the harness).
+``guarded_memory`` / ``guarded_sqlite``: the same app behind ``CreditGuard``.
 ``streaming_guarded``: the guard in front of an app that streams
 ``x-bench-bytes`` bytes of SSE events, for the memory figure.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -80,20 +78,12 @@ def bare() -> Any:
     return _trivial
 
 
-def _extra_accounts() -> dict[str, str]:
-    """``BENCH_ACCOUNTS``: more keys, as JSON {key: balance}; each key is its own
-    account (figure 4 gives its large prompts a balance the byte bounds cannot
-    decide, so that they are counted exactly)."""
-    return dict(json.loads(os.environ.get("BENCH_ACCOUNTS", "{}")))
-
-
 def _guard(inner: Any, store: Any) -> CreditGuard:
-    accounts = {KEY: ACCOUNT, **{key: key for key in _extra_accounts()}}
-    return CreditGuard(inner, store=store, prices=PriceTable.default(), accounts=accounts)
+    return CreditGuard(inner, store=store, prices=PriceTable.default(), accounts={KEY: ACCOUNT})
 
 
 def guarded_memory() -> Any:
-    return _guard(_trivial, MemoryStore({ACCOUNT: BALANCE, **_extra_accounts()}))
+    return _guard(_trivial, MemoryStore({ACCOUNT: BALANCE}))
 
 
 def guarded_sqlite() -> Any:
@@ -102,10 +92,6 @@ def guarded_sqlite() -> Any:
     path = os.environ.get("BENCH_SQLITE", "bench_credits.db")
     store = SQLiteStore(path)
     return _guard(_trivial, store)
-
-
-def streaming_bare() -> Any:
-    return _streamer
 
 
 def streaming_guarded() -> Any:
