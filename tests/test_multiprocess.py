@@ -298,22 +298,36 @@ async def test_a_worker_killed_mid_request_leaves_holds_that_expire(tmp_path: Pa
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(port, timeout=60)
-        headers = {"Authorization": f"Bearer {KEY}", "x-fake-delay-ms": "300", "x-fake-tokens": "100"}
-        async with httpx.AsyncClient(timeout=30) as http:
-            async with http.stream(
-                "POST",
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                json={**BODY, "max_tokens": 100},
-                headers=headers,
-            ) as response:
-                assert response.status_code == 200
-                async for _ in response.aiter_raw():
-                    break
-                held = await store.balance("acct")
-                assert held.held > 0
-                process.send_signal(signal.SIGKILL)
-                process.wait(timeout=10)
+        try:
+            wait_for_port(port, timeout=60)
+            headers = {"Authorization": f"Bearer {KEY}", "x-fake-delay-ms": "300", "x-fake-tokens": "100"}
+            async with httpx.AsyncClient(timeout=30) as http:
+                async with http.stream(
+                    "POST",
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    json={**BODY, "max_tokens": 100},
+                    headers=headers,
+                ) as response:
+                    assert response.status_code == 200
+                    # Keep the iterator referenced: a dropped one is finalized,
+                    # which closes the response, and the server would see the
+                    # client leave (settling the hold) instead of dying with it.
+                    chunks = response.aiter_raw()
+                    await chunks.__anext__()
+                    held = Decimal(0)
+                    for _ in range(100):  # the hold is open while the reply streams
+                        held = (await store.balance("acct")).held
+                        if held > 0:
+                            break
+                        await anyio.sleep(0.05)
+                    assert held > 0
+                    process.send_signal(signal.SIGKILL)
+                    process.wait(timeout=10)
+                    del chunks
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
         await anyio.sleep(2.2)
         balance = await store.balance("acct")
         assert balance.held == 0
