@@ -454,21 +454,24 @@ def test_bounded_counts_are_never_below_the_exact_count(text: str) -> None:
     assert low <= exact.tokens <= high
 
 
+# Single-line text JSON writes as it is: the cases whose TypeScript rendering is
+# known exactly (multi-line descriptions and escaped enum values are counted as
+# bounds; tests/test_tools.py covers those).
+PLAIN = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126, exclude_characters='"\\'), max_size=30)
+
 schemas = st.deferred(
     lambda: st.one_of(
         st.fixed_dictionaries(
             {"type": st.sampled_from(["string", "number", "integer", "boolean"])},
-            optional={"description": st.text(max_size=30)},
+            optional={"description": PLAIN},
         ),
         st.fixed_dictionaries(
             {
                 "type": st.just("string"),
-                "enum": st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=4),
+                "enum": st.lists(PLAIN.filter(bool), min_size=1, max_size=4),
             }
         ),
-        st.fixed_dictionaries(
-            {"type": st.just("array"), "items": schemas}, optional={"description": st.text(max_size=20)}
-        ),
+        st.fixed_dictionaries({"type": st.just("array"), "items": schemas}, optional={"description": PLAIN}),
         st.builds(
             lambda props, req: {"type": "object", "properties": props, "required": [k for k in props if req]},
             st.dictionaries(st.from_regex(r"[a-z_]{1,10}", fullmatch=True), schemas, min_size=1, max_size=4),
@@ -481,7 +484,7 @@ schemas = st.deferred(
 @settings(max_examples=150, deadline=None)
 @given(
     props=st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), schemas, min_size=0, max_size=5),
-    description=st.text(max_size=40),
+    description=PLAIN,
 )
 def test_the_json_bound_for_unknown_constructs_is_never_below_the_rendering(
     props: dict[str, Any], description: str
