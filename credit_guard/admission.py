@@ -1,0 +1,304 @@
+"""The way to the app: ``Exchange`` takes one priced request from its
+headers to an open hold, or to an answer in the error envelope.
+
+    identity ─► body ─► shape ─► count ─► quote ─► reserve ─► (settlement.py)
+      401       413/415   400     (thread      402 / 503
+                                  if large)
+
+All of a request's state lives on its ``Exchange``, never on the guard.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from . import shapes, tokens
+from ._asgi import Receive, Scope, Send
+from .body import ClientDisconnected, parse_json, read_body, replay
+from .errors import (
+    AuthenticationFailed,
+    CreditGuardError,
+    InsufficientCredits,
+    StoreUnavailableError,
+    error_body,
+    error_headers,
+    request_id_from,
+)
+from .prices import ModelPrice
+from .quote import Quote, affordable_max_tokens, insufficient_credits, make_quote
+from .routes import EndpointNotPriced, has_body
+from .settlement import Settlement
+from .shapes import Ask
+from .stores.base import Hold, Insufficient, StoreUnavailable
+
+if TYPE_CHECKING:
+    from .middleware import CreditGuard
+
+__all__ = ["Exchange"]
+
+logger = logging.getLogger("credit_guard")
+
+# Bodies at least this large are parsed and counted in a worker thread, off the
+# event loop.
+_THREAD_COUNT_BYTES = 32 * 1024
+# Bodies at least this large are first priced by their byte bounds: where the
+# bounds already decide, the exact count is skipped.
+_BOUND_FIRST_BYTES = 256 * 1024
+
+
+class Exchange:
+    """One priced request: all its state lives here, never on the guard."""
+
+    def __init__(self, guard: CreditGuard, scope: Scope, kind: str) -> None:
+        self.guard = guard
+        self.scope = scope
+        self.kind = kind
+        headers = scope.get("headers", ())
+        self.request_id = request_id_from(first_header(headers, b"x-request-id"))
+        self.model = "-"
+        state = scope.setdefault("state", {})
+        state["credit_guard_request_id"] = self.request_id
+        # Set on the way to the app, read by the settlement.
+        self.strip_usage = False  # the guard asked a stream for usage the client did not
+        self.fit_header: bytes | None = None  # auto_fit lowered the output cap
+        self.bounded = False  # the quote's input is the byte upper bound, not the exact count
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        guard = self.guard
+        try:
+            account = await self._identify()
+            try:
+                body = await read_body(self.scope, receive, guard.max_body_bytes)
+            except ClientDisconnected:
+                return
+            if not guard._warmed:
+                await guard.warm()
+            if len(body.data) >= _THREAD_COUNT_BYTES:
+                obj, ask, price = await anyio.to_thread.run_sync(self._understand, body.data)
+                quote = await self._quote_large(account, ask, price, len(body.data))
+            else:
+                obj, ask, price = self._understand(body.data)
+                count = tokens.count_input(ask, price)
+                quote = make_quote(ask, price, count.tokens, count.exact)
+            hold, quote, raw, scope = await self._reserve(account, ask, quote, obj, body)
+        except CreditGuardError as error:
+            await self.refuse(send, error)
+            return
+        if hold is None:
+            # Fail-open while the store is down: forwarded unpriced, by choice.
+            await guard.app(self.scope, replay(body.raw, receive), send)
+            return
+        await Settlement(self).run(scope, replay(raw, receive), send, hold, quote, ask)
+
+    async def unpriced(self, receive: Receive, send: Send) -> None:
+        """A request to a route that is not priced, under ``unpriced`` =
+        ``"authenticate"`` or ``"refuse"``."""
+        guard = self.guard
+        try:
+            await self._identify()
+            method = str(self.scope.get("method", "GET")).upper()
+            if guard.unpriced == "refuse" and (method not in ("GET", "HEAD", "OPTIONS") or has_body(self.scope)):
+                raise EndpointNotPriced(
+                    f"{method} {self.scope.get('path', '')} is not an endpoint this gateway prices.", param="path"
+                )
+        except CreditGuardError as error:
+            await self.refuse(send, error)
+            return
+        await guard.app(self.scope, receive, send)
+
+    # -- before the app -------------------------------------------------------
+
+    async def _identify(self) -> str:
+        headers = self.scope.get("headers", ())
+        key = None
+        auth = first_header(headers, b"authorization")
+        if auth is not None:
+            scheme, _, token = auth.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                key = token.strip()
+        if key is None:
+            api_key = first_header(headers, b"x-api-key")
+            if api_key:
+                key = api_key.decode("latin-1").strip() or None
+        if key is None:
+            raise AuthenticationFailed(
+                "No API key: send it as 'Authorization: Bearer <key>' or in 'x-api-key'.", param=None
+            )
+        try:
+            account = await self.guard._lookup(key)
+        except StoreUnavailable:
+            self.guard.metrics.store_error("account_for_key")
+            raise StoreUnavailableError(
+                "The credit store is unavailable; the request was not forwarded. Retry shortly."
+            ) from None
+        if not account:
+            raise AuthenticationFailed("The API key is not valid for this gateway.")
+        return account
+
+    def _understand(self, data: bytes) -> tuple[Any, Ask, ModelPrice]:
+        """Parse, shape and resolve the body (pure CPU: runs in a worker thread
+        for large bodies)."""
+        obj = parse_json(data)
+        ask = shapes.parse(self.kind, obj)
+        self.model = ask.model
+        return obj, ask, self.guard.resolve(ask)
+
+    async def _quote_large(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
+        """A large body's quote: its byte bounds first, where they decide; the
+        exact count, in a worker thread, where they do not."""
+        if size >= _BOUND_FIRST_BYTES:
+            low, high = tokens.input_bounds(ask, price)
+            try:
+                available = (await self.guard.store.balance(account)).available
+            except StoreUnavailable:
+                available = None
+            if available is not None:
+                floor = make_quote(ask, price, low, False)
+                if floor.max_cost > available:
+                    # Even the fewest tokens this body can hold are unaffordable.
+                    return floor
+                ceiling = make_quote(ask, price, high, False)
+                if ceiling.max_cost <= available:
+                    self.bounded = True
+                    return ceiling
+        count = await anyio.to_thread.run_sync(tokens.count_input, ask, price)
+        return make_quote(ask, price, count.tokens, count.exact)
+
+    async def _reserve(
+        self, account: str, ask: Ask, quote: Quote, obj: Any, body: Any
+    ) -> tuple[Hold | None, Quote, bytes, Scope]:
+        guard = self.guard
+        raw: bytes = body.raw
+        scope = self.scope
+        result = await self._reserve_once(account, quote)
+        if result is None:
+            # Fail-open while the store is down: forwarded unpriced, by choice.
+            logger.warning(
+                "credit_guard.fail_open request_id=%s model=%s: store unavailable, forwarded unpriced",
+                self.request_id,
+                quote.model,
+            )
+            return None, quote, raw, scope
+        if isinstance(result, Insufficient) and self.bounded:
+            # The balance moved since it was read: price the request exactly.
+            self.bounded = False
+            count = await anyio.to_thread.run_sync(tokens.count_input, ask, quote.price)
+            quote = make_quote(ask, quote.price, count.tokens, count.exact)
+            result = await self._reserve_once(account, quote)
+        if isinstance(result, Insufficient) and guard.auto_fit:
+            fitted = self._fit(ask, quote, result)
+            if fitted is not None:
+                ask, quote = fitted
+                obj = dict(obj)
+                obj[quote.output_param] = quote.max_output_tokens
+                raw = orjson.dumps(obj)
+                scope = _with_body_headers(scope, raw, decoded=True)
+                result = await self._reserve_once(account, quote)
+        if result is None:
+            raise StoreUnavailableError(
+                "The credit store is unavailable; the request was not forwarded. Retry shortly."
+            )
+        if isinstance(result, Insufficient):
+            error = insufficient_credits(
+                quote,
+                available=result.available,
+                held=result.held,
+                cheaper=guard.cheaper(quote, ask, result.available),
+                billing_url=guard.billing_url,
+                suggestions=guard.suggestions,
+            )
+            reason = error.fields["context"]["reason"]
+            if reason == "in_flight_holds":
+                error.retry_after = guard.retry_after
+            guard.metrics.rejected(quote.model, reason, quote.max_cost - result.available)
+            logger.info(
+                "credit_guard.rejected request_id=%s account=%s model=%s reason=%s required=%s available=%s",
+                self.request_id,
+                account,
+                quote.model,
+                reason,
+                quote.max_cost,
+                result.available,
+            )
+            raise error
+        guard.metrics.hold_opened(quote.model, result.amount)
+        if ask.kind == "chat" and ask.stream and not ask.include_usage and guard.inject_usage:
+            raw, scope = _ask_for_usage(scope, obj, raw, spliceable=raw is body.raw and body.raw == body.data)
+            self.strip_usage = True
+        return result, quote, raw, scope
+
+    async def _reserve_once(self, account: str, quote: Quote) -> Hold | Insufficient | None:
+        """Reserve the quote's worst case.  None when the store is down and the
+        guard fails open; ``StoreUnavailableError`` when it fails closed."""
+        guard = self.guard
+        try:
+            return await guard.store.reserve(account, quote.max_cost, ttl=guard.hold_ttl)
+        except StoreUnavailable:
+            guard.metrics.store_error("reserve")
+            if guard.fail_open:
+                return None
+            raise StoreUnavailableError(
+                "The credit store is unavailable; the request was not forwarded. Retry shortly."
+            ) from None
+
+    def _fit(self, ask: Ask, quote: Quote, short: Insufficient) -> tuple[Ask, Quote] | None:
+        """The request with its output cap lowered to what the balance affords."""
+        fits = affordable_max_tokens(quote, short.available)
+        if fits is None:
+            return None
+        new_ask = replace(ask, output_tokens=fits, output_param=quote.output_param)
+        new_quote = make_quote(new_ask, quote.price, quote.input_tokens, quote.input_exact)
+        self.fit_header = f"{quote.output_param}={fits}".encode()
+        return new_ask, new_quote
+
+    async def refuse(self, send: Send, error: CreditGuardError) -> None:
+        if not isinstance(error, InsufficientCredits):
+            self.guard.metrics.rejected(self.model, error.type, None)
+        body = error_body(error, self.request_id)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": error_headers(error, self.request_id, body),
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def first_header(headers: Any, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _with_body_headers(scope: Scope, raw: bytes, *, decoded: bool) -> Scope:
+    """A copy of ``scope`` whose headers describe ``raw`` (a body the guard
+    rewrote): its length, and no content encoding."""
+    drop = {b"content-length", b"transfer-encoding"}
+    if decoded:
+        drop.add(b"content-encoding")
+    headers = [(k, v) for k, v in scope.get("headers", ()) if k not in drop]
+    headers.append((b"content-length", str(len(raw)).encode()))
+    new = dict(scope)
+    new["headers"] = headers
+    return new
+
+
+def _ask_for_usage(scope: Scope, obj: dict[str, Any], raw: bytes, *, spliceable: bool) -> tuple[bytes, Scope]:
+    """The body with ``stream_options.include_usage`` set, and a scope to match."""
+    if obj.get("stream_options") is None and spliceable and raw[:1] == b"{":
+        # Splice the field in, leaving every byte the client sent as it was.
+        sep = b"," if raw[1:].lstrip()[:1] != b"}" else b""
+        new = b'{"stream_options":{"include_usage":true}' + sep + raw[1:]
+        return new, _with_body_headers(scope, new, decoded=False)
+    edited = dict(obj)
+    edited["stream_options"] = {**(obj.get("stream_options") or {}), "include_usage": True}
+    new = orjson.dumps(edited)
+    return new, _with_body_headers(scope, new, decoded=True)

@@ -1,0 +1,167 @@
+"""Chat completions (``/v1/chat/completions``).
+
+The chat framing is OpenAI's: 3 tokens per message, 1 more per ``name``, 3 to
+prime the reply, and every string field of a message (role, content, name)
+encoded as text.  Renderings OpenAI does not publish (tool calls in the
+history, ``response_format`` schemas) are counted from their JSON text plus a
+margin and make the count inexact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _tools
+from ..errors import InvalidRequest
+from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder
+from .fields import _bool, _image, _model, _positive_int, _refuse_fields, _service_tier
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+_CHAT_REFUSED = {
+    "audio": "audio output is billed per audio token",
+    "prediction": "predicted outputs bill rejected prediction tokens as output beyond the cap",
+    "web_search_options": "web search is billed per call",
+}
+
+
+def _chat(body: dict[str, Any]) -> Ask:
+    model = _model(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty list.", param="messages")
+    _refuse_fields(body, _CHAT_REFUSED)
+    modalities = body.get("modalities")
+    if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
+        raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
+    _service_tier(body)
+    functions = _tools.function_definitions(body)
+    out = _builder_for_chat(messages, pad_system=bool(functions))
+    if functions:
+        _tools.add_to(out, functions, has_system=_has_system(messages), tool_choice=_tool_choice(body))
+    elif _tool_choice(body) not in (None, "none", "auto"):
+        raise InvalidRequest("'tool_choice' names a tool but no tools are defined.", param="tool_choice")
+    _response_format(body, out)
+
+    cap = _positive_int(body, "max_completion_tokens")
+    param = "max_completion_tokens"
+    if cap is None:
+        cap = _positive_int(body, "max_tokens")
+        param = "max_tokens" if cap is not None or "max_completion_tokens" not in body else param
+    choices = _positive_int(body, "n", upper=MAX_CHOICES) or 1
+    stream = _bool(body, "stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
+    include_usage = bool(options and options.get("include_usage") is True)
+    return out.ask(
+        "chat",
+        model,
+        output_tokens=cap,
+        output_param=param,
+        choices=choices,
+        stream=stream,
+        include_usage=include_usage,
+    )
+
+
+def _has_system(messages: list[Any]) -> bool:
+    return any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages)
+
+
+def _tool_choice(body: dict[str, Any]) -> object:
+    if "tool_choice" in body:
+        return body["tool_choice"]
+    return body.get("function_call")
+
+
+def _response_format(body: dict[str, Any], out: _Builder) -> None:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
+        raise InvalidRequest("'response_format' must be an object with a 'type'.", param="response_format")
+    if fmt["type"] == "json_schema":
+        # The schema is shown to the model in a rendering OpenAI does not publish.
+        out.json(fmt.get("json_schema"))
+    elif fmt["type"] not in ("text", "json_object"):
+        raise InvalidRequest(f"Unknown response_format type {fmt['type']!r}.", param="response_format")
+
+
+def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Builder:
+    """Chat framing.  With ``pad_system`` (tool definitions present), the first
+    system message's text gains a trailing newline, as OpenAI renders it."""
+    out = _Builder()
+    out.fixed = _REPLY_PRIMING
+    for index, message in enumerate(messages):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise InvalidRequest("Each message must be an object.", param=param)
+        role = message.get("role")
+        if role not in _ROLES:
+            raise InvalidRequest(f"Unknown message role {role!r}.", param=f"{param}.role")
+        out.parts += 1
+        out.fixed += _PER_MESSAGE
+        out.text(role)
+        content = message.get("content")
+        if pad_system and role in ("system", "developer"):
+            pad_system = False
+            if isinstance(content, str):
+                content += "\n"
+            else:
+                out.exact = False
+        _chat_content(content, out, f"{param}.content")
+        name = message.get("name")
+        if name is not None:
+            if not isinstance(name, str):
+                raise InvalidRequest("'name' must be a string.", param=f"{param}.name")
+            out.text(name)
+            out.fixed += _PER_NAME
+        if message.get("refusal") is not None:
+            if not isinstance(message["refusal"], str):
+                raise InvalidRequest("'refusal' must be a string.", param=f"{param}.refusal")
+            out.text(message["refusal"])
+        for key in ("tool_calls", "function_call", "audio"):
+            if message.get(key) is not None:
+                if key == "audio":
+                    raise InvalidRequest("Audio in the history cannot be priced.", param=f"{param}.audio")
+                out.json(message[key])
+        if message.get("tool_call_id") is not None:
+            if not isinstance(message["tool_call_id"], str):
+                raise InvalidRequest("'tool_call_id' must be a string.", param=f"{param}.tool_call_id")
+            out.text(message["tool_call_id"])
+            out.fixed += _JSON_MARGIN
+            out.exact = False
+    return out
+
+
+def _chat_content(content: object, out: _Builder, param: str) -> None:
+    if content is None:
+        return
+    if isinstance(content, str):
+        out.text(content)
+        return
+    if not isinstance(content, list):
+        raise InvalidRequest("'content' must be a string or a list of content parts.", param=param)
+    for index, part in enumerate(content):
+        where = f"{param}[{index}]"
+        if not isinstance(part, dict):
+            raise InvalidRequest("Each content part must be an object.", param=where)
+        kind = part.get("type")
+        if kind in ("text", "refusal"):
+            text = part.get(kind)
+            if not isinstance(text, str):
+                raise InvalidRequest(f"A {kind} part needs a string '{kind}'.", param=where)
+            out.text(text)
+        elif kind == "image_url":
+            image = part.get("image_url")
+            if isinstance(image, str):
+                image = {"url": image}
+            if not isinstance(image, dict):
+                raise InvalidRequest("An image_url part needs an 'image_url' object.", param=where)
+            out.images.append(_image(image.get("url"), image.get("detail"), where))
+        elif kind in ("input_audio", "file", "audio"):
+            raise InvalidRequest(f"Content parts of type {kind!r} cannot be priced by this gateway.", param=where)
+        else:
+            raise InvalidRequest(f"Unknown content part type {kind!r}.", param=where)

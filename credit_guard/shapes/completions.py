@@ -1,0 +1,84 @@
+"""Completions (``/v1/completions``) and embeddings (``/v1/embeddings``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidRequest
+from .ask import MAX_CHOICES, Ask, _Builder
+from .fields import _bool, _model, _positive_int, _service_tier
+
+#: The output cap of the completions API when the request sets none.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+
+def _completion(body: dict[str, Any]) -> Ask:
+    model = _model(body)
+    if "prompt" not in body:
+        raise InvalidRequest("'prompt' is required.", param="prompt")
+    out = _Builder()
+    prompts = _prompt_list(body["prompt"], out, "prompt")
+    suffix = body.get("suffix")
+    if suffix is not None:
+        if not isinstance(suffix, str):
+            raise InvalidRequest("'suffix' must be a string.", param="suffix")
+        out.text(suffix)
+    cap = _positive_int(body, "max_tokens")
+    n = _positive_int(body, "n", upper=MAX_CHOICES) or 1
+    best_of = _positive_int(body, "best_of", upper=20)
+    if best_of is not None and best_of < n:
+        raise InvalidRequest("'best_of' must be at least 'n'.", param="best_of")
+    _service_tier(body)
+    out.parts = prompts
+    return out.ask(
+        "completion",
+        model,
+        output_tokens=cap if cap is not None else COMPLETIONS_DEFAULT_MAX_TOKENS,
+        output_param="max_tokens",
+        # best_of completions are generated (and billed) per prompt.
+        choices=max(n, best_of or 1) * prompts,
+        stream=_bool(body, "stream"),
+    )
+
+
+def _prompt_list(value: object, out: _Builder, param: str, *, limit: int = 2048) -> int:
+    """Add a prompt (string, strings, token array or token arrays); returns how
+    many prompts it holds."""
+    if isinstance(value, str):
+        out.text(value)
+        return 1
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(f"'{param}' must be a string, a list of strings or token arrays.", param=param)
+    if len(value) > limit:
+        raise InvalidRequest(f"'{param}' may hold at most {limit} items.", param=param)
+    if all(_is_token(t) for t in value):
+        out.fixed += len(value)
+        return 1
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            out.text(item)
+        elif isinstance(item, list) and all(_is_token(t) for t in item):
+            out.fixed += len(item)
+        else:
+            raise InvalidRequest(f"'{param}' items must be strings or token arrays.", param=f"{param}[{index}]")
+    return len(value)
+
+
+def _is_token(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# -- embeddings ----------------------------------------------------------------
+
+
+def _embedding(body: dict[str, Any]) -> Ask:
+    model = _model(body)
+    if "input" not in body:
+        raise InvalidRequest("'input' is required.", param="input")
+    out = _Builder()
+    items = _prompt_list(body["input"], out, "input")
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        _positive_int(body, "dimensions")
+    out.parts = items
+    return out.ask("embedding", model, output_tokens=0, output_param=None)
