@@ -11,6 +11,8 @@ Figures:
  4. p99 of small requests while 1 MB and 10 MB prompts are priced
  5. peak memory while streaming 100 MB through the guard vs 1 MB
  6. store throughput: reserve+settle pairs per second
+ 7. the guard's CPU by stage at 1 KB, a 100 KB prompt priced by its bound, and
+    a conversation resent with one new turn (benchmarks/stages.py)
 
 Everything talks to 127.0.0.1 only.  Results print as a markdown table and are
 saved to benchmarks/results/latest.json.  Peers are optional:
@@ -517,6 +519,14 @@ def figure_stores(quick: bool) -> dict[str, Any]:
     return results
 
 
+def figure_stages(quick: bool) -> dict[str, Any]:
+    import asyncio
+
+    from benchmarks import stages
+
+    return asyncio.run(stages.main_async(quick))
+
+
 FIGURES: dict[int, tuple[str, Callable[[bool], dict[str, Any]]]] = {
     1: ("overhead per request over HTTP", figure_overhead),
     2: ("counting vs peers", figure_peers),
@@ -524,6 +534,7 @@ FIGURES: dict[int, tuple[str, Callable[[bool], dict[str, Any]]]] = {
     4: ("staying responsive under large prompts", figure_responsive),
     5: ("memory while streaming", figure_memory),
     6: ("store throughput", figure_stores),
+    7: ("the guard's CPU by stage, the bound-first path and the count cache", figure_stages),
 }
 
 

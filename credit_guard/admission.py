@@ -47,9 +47,13 @@ logger = logging.getLogger("credit_guard")
 # Bodies at least this large are parsed and counted in a worker thread, off the
 # event loop.
 _THREAD_COUNT_BYTES = 32 * 1024
-# Bodies at least this large are first priced by their byte bounds: where the
-# bounds already decide, the exact count is skipped.
-_BOUND_FIRST_BYTES = 256 * 1024
+# Bodies at least this large are first priced by their byte upper bound, where
+# it fits the balance with the guard's margin (below this, counting costs less
+# than the balance read).
+_BOUND_FIRST_BYTES = 8 * 1024
+# Bodies at least this large from an account that cannot afford even their byte
+# lower bound are refused without being counted.
+_FLOOR_FIRST_BYTES = 256 * 1024
 
 
 class Exchange:
@@ -81,11 +85,9 @@ class Exchange:
                 await guard.warm()
             if len(body.data) >= _THREAD_COUNT_BYTES:
                 obj, ask, price = await anyio.to_thread.run_sync(self._understand, body.data)
-                quote = await self._quote_large(account, ask, price, len(body.data))
             else:
                 obj, ask, price = self._understand(body.data)
-                count = tokens.count_input(ask, price)
-                quote = make_quote(ask, price, count.tokens, count.exact)
+            quote = await self._quote(account, ask, price, len(body.data))
             hold, quote, raw, scope = await self._reserve(account, ask, quote, obj, body)
         except CreditGuardError as error:
             await self.refuse(send, error)
@@ -149,25 +151,35 @@ class Exchange:
         self.model = ask.model
         return obj, ask, self.guard.resolve(ask)
 
-    async def _quote_large(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
-        """A large body's quote: its byte bounds first, where they decide; the
-        exact count, in a worker thread, where they do not."""
+    async def _quote(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
+        """The quote to hold: the exact count, unless the body is large enough
+        for counting to cost more than a balance read and its byte upper bound
+        fits the balance ``bound_margin`` times over.  Then the bound is held
+        and the count skipped: the decision is the one the exact count would
+        make (the bound is never below it), and the hold stays a small share
+        of the balance.  Where even the byte lower bound is unaffordable on a
+        very large body, the 402 is answered from that bound without counting."""
+        guard = self.guard
         if size >= _BOUND_FIRST_BYTES:
             low, high = tokens.input_bounds(ask, price)
             try:
-                available = (await self.guard.store.balance(account)).available
+                available = (await guard.store.balance(account)).available
             except StoreUnavailable:
                 available = None
             if available is not None:
-                floor = make_quote(ask, price, low, False)
-                if floor.max_cost > available:
-                    # Even the fewest tokens this body can hold are unaffordable.
-                    return floor
                 ceiling = make_quote(ask, price, high, False)
-                if ceiling.max_cost <= available:
+                if ceiling.max_cost * guard.bound_margin <= available:
                     self.bounded = True
                     return ceiling
-        count = await anyio.to_thread.run_sync(tokens.count_input, ask, price)
+                if size >= _FLOOR_FIRST_BYTES:
+                    floor = make_quote(ask, price, low, False)
+                    if floor.max_cost > available:
+                        # Even the fewest tokens this body can hold are unaffordable.
+                        return floor
+        if size >= _THREAD_COUNT_BYTES:
+            count = await anyio.to_thread.run_sync(tokens.count_input, ask, price)
+        else:
+            count = tokens.count_input(ask, price)
         return make_quote(ask, price, count.tokens, count.exact)
 
     async def _reserve(

@@ -79,7 +79,11 @@ class CreditGuard:
     store is unreachable (default: refuse with 503).  ``auto_fit`` lowers an
     unaffordable output cap to the affordable one instead of answering 402.
     ``inject_usage`` asks a chat stream's upstream for usage when the client did
-    not (and hides it from the client).
+    not (and hides it from the client).  ``bound_margin``: a body of 8 KiB or
+    more whose byte upper bound fits the caller's balance this many times over
+    is held at that bound without being counted (it admits exactly what the
+    count would; the charge still comes from the usage, or from the exact count
+    where the response reports none); 1 holds the bound whenever it fits.
 
     Requests to routes that are not priced: ``unpriced="pass"`` (default) hands
     them to the app untouched, as a library wrapping an app wants (health
@@ -114,6 +118,7 @@ class CreditGuard:
         low_balance_threshold: Decimal | str | int | None = None,
         retry_after: int = 5,
         unpriced: str = "pass",
+        bound_margin: int = 10,
         metrics: Metrics | None = None,
     ) -> None:
         from .money import parse_amount
@@ -157,6 +162,9 @@ class CreditGuard:
             None if low_balance_threshold is None else parse_amount(low_balance_threshold, what="threshold")
         )
         self.retry_after = retry_after
+        if isinstance(bound_margin, bool) or not isinstance(bound_margin, int) or bound_margin < 1:
+            raise ValueError("bound_margin must be a whole number of at least 1")
+        self.bound_margin = bound_margin
         if unpriced not in ("pass", "authenticate", "refuse"):
             raise ValueError("unpriced must be 'pass', 'authenticate' or 'refuse'")
         self.unpriced = unpriced

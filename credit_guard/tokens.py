@@ -43,6 +43,8 @@ __all__ = [
     "count_input",
     "count_output",
     "count_text",
+    "CountCache",
+    "COUNT_CACHE",
     "encoding_for",
     "get_encoding",
     "image_tokens",
@@ -200,12 +202,73 @@ _SHORT_LEN = 32
 _SHORT_KEPT = 8192
 
 
+class CountCache:
+    """Token counts of longer texts, keyed by a digest of the text and the
+    encoding's name: a system prompt, a tool block or an earlier turn of a
+    conversation is resent with every request and counted once.
+
+    Memory is capped by ``entries`` whatever the texts' sizes (an entry is a
+    16-byte digest and an int, about 150 bytes with the dict's overhead), so a
+    caller who sends a stream of distinct texts only evicts older entries
+    (oldest first): it cannot grow the cache, and it gains nothing, since
+    every text it sends is still counted once.  A 128-bit BLAKE2b digest makes
+    a collision (two texts sharing a count) infeasible to find.  Texts shorter
+    than ``min_chars`` are cheaper to count than to digest and are not kept.
+    Safe to use from several threads (the GIL makes each dict step atomic; a
+    race at worst counts a text twice).
+    """
+
+    def __init__(self, entries: int = 65_536, *, min_chars: int = 32) -> None:
+        if entries < 1:
+            raise ValueError("entries must be positive")
+        self.entries = entries
+        self.min_chars = min_chars
+        self.hits = 0
+        self.misses = 0
+        self._counts: dict[bytes, int] = {}
+
+    def count(self, encoding: tiktoken.Encoding, text: str) -> int:
+        """Tokens of ``text`` under ``encoding``, counted at most once while kept."""
+        if len(text) < self.min_chars:
+            return len(encoding.encode_ordinary(text))
+        hasher = hashlib.blake2b(encoding.name.encode(), digest_size=16)
+        hasher.update(b"\0")
+        hasher.update(text.encode("utf-8", "surrogatepass"))
+        key = hasher.digest()
+        counts = self._counts
+        found = counts.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        found = len(encoding.encode_ordinary(text))
+        if len(counts) >= self.entries:
+            # Oldest first: dicts keep insertion order.
+            try:
+                del counts[next(iter(counts))]
+            except (StopIteration, KeyError, RuntimeError):  # another thread got there first
+                pass
+        counts[key] = found
+        return found
+
+    def clear(self) -> None:
+        self._counts.clear()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+#: The process-wide cache ``count_text`` uses for texts longer than a few words.
+COUNT_CACHE = CountCache()
+
+
 def count_text(encoding: tiktoken.Encoding, text: str) -> int:
     """Tokens of ``text`` as ordinary text (special-token text included)."""
     if not text:
         return 0
     if len(text) > _SHORT_LEN:
-        return len(encoding.encode_ordinary(text))
+        return COUNT_CACHE.count(encoding, text)
     cache = _SHORT.setdefault(encoding.name, {})
     count = cache.get(text)
     if count is None:
