@@ -13,6 +13,8 @@ Figures:
  6. store throughput: reserve+settle pairs per second
  7. the guard's CPU by stage at 1 KB, a 100 KB prompt priced by its bound, and
     a conversation resent with one new turn (benchmarks/stages.py)
+ 8. reserve+settle pairs per second with 1 and 64 concurrent tasks, SQLite with
+    and without group commit (benchmarks/concurrency.py)
 
 Everything talks to 127.0.0.1 only.  Results print as a markdown table and are
 saved to benchmarks/results/latest.json.  Peers are optional:
@@ -527,6 +529,14 @@ def figure_stages(quick: bool) -> dict[str, Any]:
     return asyncio.run(stages.main_async(quick))
 
 
+def figure_concurrency(quick: bool) -> dict[str, Any]:
+    import asyncio
+
+    from benchmarks import concurrency
+
+    return asyncio.run(concurrency.main_async(quick))
+
+
 FIGURES: dict[int, tuple[str, Callable[[bool], dict[str, Any]]]] = {
     1: ("overhead per request over HTTP", figure_overhead),
     2: ("counting vs peers", figure_peers),
@@ -535,6 +545,7 @@ FIGURES: dict[int, tuple[str, Callable[[bool], dict[str, Any]]]] = {
     5: ("memory while streaming", figure_memory),
     6: ("store throughput", figure_stores),
     7: ("the guard's CPU by stage, the bound-first path and the count cache", figure_stages),
+    8: ("store throughput with 1 and 64 concurrent tasks (group commit)", figure_concurrency),
 }
 
 

@@ -40,3 +40,12 @@ def test_stages_figure_reports_every_stage_and_ratio() -> None:
         assert ratio["min"] <= ratio["median"] <= ratio["max"]
     # The conversation figure measures the count, not a refusal.
     assert result["conversation"]["refused"] is False
+
+
+def test_concurrency_figure_compares_group_commit_in_one_run() -> None:
+    result = run_all.figure_concurrency(quick=True)
+    for store in ("memory", "sqlite (group commit)", "sqlite (one transaction per change)"):
+        for label in ("1 task", "64 tasks"):
+            assert result[store][label]["median"] > 0
+    ratio = result["sqlite, 64 tasks: group commit / one transaction per change"]
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
