@@ -72,6 +72,7 @@ class Exchange:
         self.strip_usage = False  # the guard asked a stream for usage the client did not
         self.fit_header: bytes | None = None  # auto_fit lowered the output cap
         self.bounded = False  # the quote's input is the byte upper bound, not the exact count
+        self.size = 0  # the decoded body's bytes
 
     async def run(self, receive: Receive, send: Send) -> None:
         guard = self.guard
@@ -81,10 +82,13 @@ class Exchange:
                 body = await read_body(self.scope, receive, guard.max_body_bytes)
             except ClientDisconnected:
                 return
+            self.size = len(body.data)
             if not guard._warmed:
                 await guard.warm()
             if len(body.data) >= _THREAD_COUNT_BYTES:
-                obj, ask, price = await anyio.to_thread.run_sync(self._understand, body.data)
+                obj, ask, price = await anyio.to_thread.run_sync(
+                    self._understand, body.data, limiter=guard.limiter_for(len(body.data))
+                )
             else:
                 obj, ask, price = self._understand(body.data)
             quote = await self._quote(account, ask, price, len(body.data))
@@ -177,7 +181,7 @@ class Exchange:
                         # Even the fewest tokens this body can hold are unaffordable.
                         return floor
         if size >= _THREAD_COUNT_BYTES:
-            count = await anyio.to_thread.run_sync(tokens.count_input, ask, price)
+            count = await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=guard.limiter_for(size))
         else:
             count = tokens.count_input(ask, price)
         return make_quote(ask, price, count.tokens, count.exact)
@@ -200,7 +204,9 @@ class Exchange:
         if isinstance(result, Insufficient) and self.bounded:
             # The balance moved since it was read: price the request exactly.
             self.bounded = False
-            count = await anyio.to_thread.run_sync(tokens.count_input, ask, quote.price)
+            count = await anyio.to_thread.run_sync(
+                tokens.count_input, ask, quote.price, limiter=self.guard.limiter_for(self.size)
+            )
             quote = make_quote(ask, quote.price, count.tokens, count.exact)
             result = await self._reserve_once(account, quote)
         if isinstance(result, Insufficient) and guard.auto_fit:

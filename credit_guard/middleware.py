@@ -47,6 +47,8 @@ __all__ = ["CreditGuard", "DEFAULT_ROUTES"]
 
 AccountLookup = Callable[[str], Awaitable[str | None]]
 
+#: Bodies at least this large are parsed and counted under ``large_bodies_at_once``.
+LARGE_BODY_BYTES = 1024 * 1024
 # Shapes a model of each table kind can serve.
 _SERVES = {
     "chat": {"chat", "responses", "anthropic", "completion"},
@@ -84,6 +86,9 @@ class CreditGuard:
     is held at that bound without being counted (it admits exactly what the
     count would; the charge still comes from the usage, or from the exact count
     where the response reports none); 1 holds the bound whenever it fits.
+    ``large_bodies_at_once``: how many bodies of a mebibyte or more are parsed
+    and counted at the same time (each costs memory in proportion to its
+    size); the others wait for a turn.
 
     Requests to routes that are not priced: ``unpriced="pass"`` (default) hands
     them to the app untouched, as a library wrapping an app wants (health
@@ -119,6 +124,7 @@ class CreditGuard:
         retry_after: int = 5,
         unpriced: str = "pass",
         bound_margin: int = 10,
+        large_bodies_at_once: int = 2,
         metrics: Metrics | None = None,
     ) -> None:
         from .money import parse_amount
@@ -169,6 +175,11 @@ class CreditGuard:
             raise ValueError("unpriced must be 'pass', 'authenticate' or 'refuse'")
         self.unpriced = unpriced
         self.metrics = metrics or NullMetrics()
+        if large_bodies_at_once < 1:
+            raise ValueError("large_bodies_at_once must be at least 1")
+        # Parsing and counting a large body costs memory in proportion to it:
+        # at most this many at once, the rest wait their turn.
+        self._large_limiter = anyio.CapacityLimiter(large_bodies_at_once)
         self._warmed = False
 
     async def warm(self) -> None:
@@ -193,6 +204,12 @@ class CreditGuard:
             await self.app(scope, receive, send)
             return
         await Exchange(self, scope, route.kind).run(receive, send)
+
+    def limiter_for(self, size: int) -> anyio.CapacityLimiter | None:
+        """The worker-thread limiter for a body of ``size`` bytes: bodies of a
+        mebibyte or more share ``large_bodies_at_once`` threads, smaller ones
+        anyio's default pool."""
+        return self._large_limiter if size >= LARGE_BODY_BYTES else None
 
     # -- used by Exchange ---------------------------------------------------
 

@@ -48,6 +48,7 @@ class Settlement:
         self._fit_header = exchange.fit_header
         # The quote's input is the byte upper bound, not the exact count.
         self._bounded = exchange.bounded
+        self._size = exchange.size
 
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
@@ -114,7 +115,8 @@ class Settlement:
             input_tokens = quote.input_tokens
             if self._bounded:
                 # The hold used the byte bound; the charge uses the exact count.
-                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price)).tokens
+                limiter = guard.limiter_for(self._size)
+                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)).tokens
             usage = Usage(input_tokens=input_tokens, output_tokens=output)
         policy = guard.on_abort if aborted else guard.on_app_error
         charge: Decimal | None = None

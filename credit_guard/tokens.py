@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import threading
 from collections.abc import Iterable
 from importlib import resources
@@ -264,11 +265,38 @@ COUNT_CACHE = CountCache()
 
 
 def count_text(encoding: tiktoken.Encoding, text: str) -> int:
-    """Tokens of ``text`` as ordinary text (special-token text included)."""
+    """Tokens of ``text`` as ordinary text (special-token text included); for a
+    text holding a very long run without whitespace, its UTF-8 bytes, a bound
+    (see ``_count_text``)."""
+    return _count_text(encoding, text)[0]
+
+
+# A run this long without whitespace is one BPE piece, or close to it, and
+# tiktoken's merge is quadratic in a piece's length: a megabyte of one letter
+# takes a second and hundreds of megabytes to encode.  A text holding an
+# aligned window of this many characters with no whitespace (every run of
+# twice the window holds one) is bounded by its UTF-8 bytes instead, since a
+# byte-level BPE token holds at least one byte.
+_RUN_WINDOW = 32 * 1024
+_SPACE = re.compile(r"\s")
+
+
+def _has_long_run(text: str) -> bool:
+    for start in range(0, len(text) - _RUN_WINDOW + 1, _RUN_WINDOW):
+        if _SPACE.search(text, start, start + _RUN_WINDOW) is None:
+            return True
+    return False
+
+
+def _count_text(encoding: tiktoken.Encoding, text: str) -> tuple[int, bool]:
+    """``(tokens, exact)`` of ``text``: exact, or its UTF-8 bytes where a long
+    run without whitespace would make the exact count cost quadratic time."""
     if not text:
-        return 0
+        return 0, True
     if len(text) > _SHORT_LEN:
-        return COUNT_CACHE.count(encoding, text)
+        if len(text) >= _RUN_WINDOW and _has_long_run(text):
+            return len(text.encode("utf-8", "surrogatepass")), False
+        return COUNT_CACHE.count(encoding, text), True
     cache = _SHORT.setdefault(encoding.name, {})
     count = cache.get(text)
     if count is None:
@@ -276,7 +304,7 @@ def count_text(encoding: tiktoken.Encoding, text: str) -> int:
         if len(cache) >= _SHORT_KEPT:
             cache.clear()
         cache[text] = count
-    return count
+    return count, True
 
 
 def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
@@ -300,9 +328,12 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
         margin = bound.margin if bound is not None else 0
         return TokenCount(tokens + ask.fixed_tokens + margin + PART_MARGIN * ask.parts + images, False)
     tokens = ask.fixed_tokens + images
+    exact = ask.exact and images_exact
     for text in ask.texts:
-        tokens += count_text(encoding, text)
-    return TokenCount(tokens, ask.exact and images_exact)
+        count, known = _count_text(encoding, text)
+        tokens += count
+        exact = exact and known
+    return TokenCount(tokens, exact)
 
 
 def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
