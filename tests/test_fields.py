@@ -579,3 +579,13 @@ def test_random_extra_fields_are_refused_or_counted_never_free_by_accident(
     shape: str, top: dict[str, Any], inner: dict[str, Any]
 ) -> None:
     anyio.run(check_extras, shape, top, inner)
+
+
+def test_unknown_keys_of_a_chat_tool_definition_are_counted() -> None:
+    price = TABLE.resolve("gpt-4o")
+    body = {**CHAT, "tools": TOOLS}
+    plain = tokens.count_input(shapes.parse("chat", body), price)
+    note = {"x-notes": "Rendered by templates that dump the whole definition. " * 10}
+    tool = {**TOOLS[0], **note, "function": {**TOOLS[0]["function"], **note}}
+    counted = tokens.count_input(shapes.parse("chat", {**body, "tools": [tool]}), price)
+    assert counted.tokens >= plain.tokens + 2 * len(O200K.encode_ordinary(orjson.dumps(note).decode()))

@@ -8,6 +8,7 @@ from ..errors import InvalidRequest
 from .ask import Ask, ImageRef, _Builder
 from .fields import WEB_SEARCH, Refused, _bool, _image, _model, _positive_int, policy
 
+# tool_choice is not free: it is counted (a forced tool adds prompt tokens).
 BODY = policy(
     priced="model messages max_tokens system tools stream service_tier",
     # thinking tokens bill as output and stay under max_tokens, which is held.

@@ -43,6 +43,10 @@ PARTS = {
     "image_url": policy(priced="type image_url"),
 }
 IMAGE_URL = policy(priced="url detail")
+# Tool definitions: what the rendering does not show is still sent upstream,
+# where a template may render the whole definition.
+TOOL = policy(priced="type function")
+FUNCTION = policy(priced="name description parameters strict")
 # Content part types that bill as audio or as documents.
 _REFUSED_PARTS = {
     "input_audio": "audio is billed per audio token",
@@ -63,6 +67,7 @@ def _chat(body: dict[str, Any]) -> Ask:
         raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
     _service_tier(body)
     functions = _tools.function_definitions(body)
+    _tool_fields(body, out)
     _add_messages(out, messages, pad_system=bool(functions))
     if functions:
         start = len(out.texts)
@@ -92,6 +97,16 @@ def _chat(body: dict[str, Any]) -> Ask:
         stream=stream,
         include_usage=include_usage,
     )
+
+
+def _tool_fields(body: dict[str, Any], out: _Builder) -> None:
+    """Apply the tool policies to definitions ``_tools`` has already checked."""
+    for index, tool in enumerate(body.get("tools") or ()):
+        TOOL.apply(tool, out, f"tools[{index}]")
+        if isinstance(tool.get("function"), dict):
+            FUNCTION.apply(tool["function"], out, f"tools[{index}].function")
+    for index, function in enumerate(body.get("functions") or ()):
+        FUNCTION.apply(function, out, f"functions[{index}]")
 
 
 def _output_cap(body: dict[str, Any]) -> tuple[int | None, str]:
