@@ -266,6 +266,12 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         "chat_template",
     ),
     ("/v1/chat/completions", {**CHAT, "service_tier": "priority"}, "service_tier"),
+    # Fields a gateway (LiteLLM) acts on before the provider sees the request.
+    ("/v1/chat/completions", {**CHAT, "extra_body": {"web_search_options": {}}}, "extra_body"),
+    ("/v1/responses", {**RESP, "extra_body": {"tools": [{"type": "web_search"}]}}, "extra_body"),
+    ("/v1/messages", {**CLAUDE, "extra_headers": {"anthropic-beta": "context-1m-2025-08-07"}}, "extra_headers"),
+    ("/v1/completions", {**SHAPES["completion"][2], "fallbacks": ["gpt-4"]}, "fallbacks"),
+    ("/v1/embeddings", {**SHAPES["embedding"][2], "extra_body": {"input_type": "x"}}, "extra_body"),
 ]
 
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from .ask import Ask, ImageRef, _Builder
-from .fields import WEB_SEARCH, Refused, _bool, _image, _model, _positive_int, policy
+from .fields import WEB_SEARCH, Refused, _bool, _image, _model, _positive_int, body_policy, policy
 
 # tool_choice is not free: it is counted (a forced tool adds prompt tokens).
-BODY = policy(
+BODY = body_policy(
     priced="model messages max_tokens system tools stream service_tier",
     # thinking tokens bill as output and stay under max_tokens, which is held.
     free="temperature top_p top_k stop_sequences metadata thinking",

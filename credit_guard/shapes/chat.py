@@ -14,11 +14,22 @@ from typing import Any
 from .. import _tools
 from ..errors import InvalidRequest
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder, json_text
-from .fields import OPENAI_FREE, WEB_SEARCH, Refused, _bool, _image, _model, _positive_int, _service_tier, policy
+from .fields import (
+    OPENAI_FREE,
+    WEB_SEARCH,
+    Refused,
+    _bool,
+    _image,
+    _model,
+    _positive_int,
+    _service_tier,
+    body_policy,
+    policy,
+)
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
-BODY = policy(
+BODY = body_policy(
     priced="model messages max_tokens max_completion_tokens n stream stream_options tools functions tool_choice "
     "function_call response_format service_tier modalities",
     # reasoning_effort and verbosity change how much is generated, but all of

@@ -6,17 +6,17 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from .ask import MAX_CHOICES, Ask, _Builder
-from .fields import OPENAI_FREE, _bool, _model, _positive_int, _service_tier, policy
+from .fields import OPENAI_FREE, _bool, _model, _positive_int, _service_tier, body_policy
 
 #: The output cap of the completions API when the request sets none.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
-COMPLETION = policy(
+COMPLETION = body_policy(
     priced="model prompt suffix max_tokens n best_of stream service_tier",
     # echo returns the prompt with the completion; it is not billed as output.
     free=OPENAI_FREE + " echo stream_options",
 )
-EMBEDDING = policy(priced="model input dimensions", free="user encoding_format")
+EMBEDDING = body_policy(priced="model input dimensions", free="user encoding_format")
 
 
 def _completion(body: dict[str, Any]) -> Ask:

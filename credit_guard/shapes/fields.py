@@ -72,6 +72,22 @@ def policy(priced: str = "", free: str = "", refused: Mapping[str, Refused] | No
     return FieldPolicy(frozenset(priced.split()), frozenset(free.split()), dict(refused or {}))
 
 
+#: Refused on every body: fields that gateways such as LiteLLM act on before
+#: the provider sees the request.  ``extra_body`` and ``extra_headers`` are
+#: merged into the provider's request, past this guard's reading of it;
+#: ``fallbacks`` sends the request to other models at their prices.
+GATEWAY_REFUSED = {
+    "extra_body": Refused("a gateway merges it into the provider's request unpriced", (None, {})),
+    "extra_headers": Refused("a gateway forwards them, and headers switch on features billed apart", (None, {})),
+    "fallbacks": Refused("a fallback model is billed at its own price", (None, [])),
+}
+
+
+def body_policy(priced: str, free: str = "", refused: Mapping[str, Refused] | None = None) -> FieldPolicy:
+    """The ``FieldPolicy`` of a request body: ``policy`` plus ``GATEWAY_REFUSED``."""
+    return policy(priced, free, {**GATEWAY_REFUSED, **(refused or {})})
+
+
 #: Free on every OpenAI-style body: sampling and decoding settings, caller
 #: tags, storage and caching hints.  None is billed, none is rendered into the
 #: prompt by OpenAI, and each one's output effect stays under the output cap.

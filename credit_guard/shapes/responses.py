@@ -9,11 +9,11 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _REPLY_PRIMING, Ask, _Builder
-from .fields import OPENAI_FREE, Refused, _bool, _image, _model, _positive_int, _service_tier, policy
+from .fields import OPENAI_FREE, Refused, _bool, _image, _model, _positive_int, _service_tier, body_policy, policy
 
 _NOT_HERE = "is billed as input but is not in this request"
 # tool_choice is not free: it is counted (a forced tool adds prompt tokens).
-BODY = policy(
+BODY = body_policy(
     priced="model input instructions max_output_tokens stream tools text service_tier",
     # reasoning (effort, summary) changes how much is generated, but all of it
     # stays under the output cap; include only adds fields to the response;
