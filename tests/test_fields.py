@@ -420,6 +420,28 @@ def test_the_402_over_http_says_the_input_count_is_a_bound() -> None:
     assert context["input_tokens"] > plain.json()["error"]["context"]["input_tokens"] + 400 // 8
 
 
+def test_the_openai_sdk_sees_the_refusal_and_the_bound() -> None:
+    import openai
+
+    store = MemoryStore({"acct": "0.00001"})
+    guard = CreditGuard(Recorder(), prices=TABLE, store=store, accounts={KEY: "acct"})
+    with serve(guard) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        messages: Any = CHAT["messages"]
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=5, web_search_options={})
+        assert refused.value.body["param"] == "web_search_options"  # type: ignore[index]
+        with pytest.raises(openai.APIStatusError) as short:
+            client.chat.completions.create(
+                model="gpt-4o",
+                messages=messages,
+                max_tokens=5,
+                extra_body={"chat_template_kwargs": {"enable_thinking": True}},
+            )
+    assert short.value.status_code == 402
+    assert short.value.body["context"]["input_tokens_exact"] is False  # type: ignore[index]
+
+
 # -- output caps ---------------------------------------------------------------------
 
 
