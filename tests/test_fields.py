@@ -388,6 +388,26 @@ def test_unknown_content_part_types_stay_refused() -> None:
         assert caught.value.param is not None and caught.value.param.endswith("content[0]")
 
 
+@pytest.mark.parametrize("kind_value", [["text"], {"a": 1}, 5, None, True])
+def test_part_types_that_are_not_strings_are_a_400(kind_value: object) -> None:
+    for kind, body in (
+        ("chat", chat_part({"type": kind_value, "text": "x"})),
+        ("responses", resp_part({"type": kind_value, "text": "x"})),
+        ("anthropic", claude_block({"type": kind_value, "text": "x"})),
+        (
+            "anthropic",
+            claude_block({"type": "tool_result", "tool_use_id": "t", "content": [{"type": kind_value}]}),
+        ),
+        (
+            "responses",
+            {**RESP, "input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": kind_value}]}]},
+        ),
+    ):
+        with pytest.raises(InvalidRequest) as caught:
+            shapes.parse(kind, body)
+        assert caught.value.param is not None and caught.value.param.endswith("[0]")
+
+
 def test_an_unknown_field_makes_an_exact_count_a_bound() -> None:
     price = TABLE.resolve("gpt-4o")
     exact = tokens.count_input(shapes.parse("chat", CHAT), price)
@@ -617,3 +637,31 @@ def test_unknown_keys_of_a_chat_tool_definition_are_counted() -> None:
     tool = {**TOOLS[0], **note, "function": {**TOOLS[0]["function"], **note}}
     counted = tokens.count_input(shapes.parse("chat", {**body, "tools": [tool]}), price)
     assert counted.tokens >= plain.tokens + 2 * len(O200K.encode_ordinary(orjson.dumps(note).decode()))
+
+
+PART_TYPES = [
+    "text", "image_url", "input_text", "input_image", "input_file", "input_audio", "file", "document", "image",
+    "tool_result", "tool_use", "refusal", "output_text", "search_result", "thinking", "container_upload",
+]  # fmt: skip
+parts = st.dictionaries(
+    st.one_of(st.sampled_from(["type", "text", "image_url", "source", "content", "refusal"]), st.text(max_size=8)),
+    json_values,
+    max_size=4,
+).flatmap(lambda rest: st.one_of(json_values, st.sampled_from(PART_TYPES)).map(lambda kind: {**rest, "type": kind}))
+
+
+async def check_part(shape: str, part: dict[str, Any]) -> None:
+    route, kind, body = SHAPES[shape]
+    key = "input" if kind == "responses" else "messages"
+    sent = {**body, key: [{**body[key][0], "content": [part]}]}
+    response, app = await post(route, sent)
+    assert app.calls == []
+    assert response.status_code in (400, 402), response.text
+    if response.status_code == 400:
+        assert response.json()["error"]["param"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=st.sampled_from(["chat", "chat-claude", "responses", "anthropic"]), part=parts)
+def test_random_content_parts_are_priced_or_refused_never_a_500(shape: str, part: dict[str, Any]) -> None:
+    anyio.run(check_part, shape, part)

@@ -104,7 +104,7 @@ def _anthropic_block(block: object, out: _Builder, param: str) -> None:
     if not isinstance(block, dict):
         raise InvalidRequest("Each content block must be an object.", param=param)
     kind = block.get("type")
-    if kind in _REFUSED_BLOCKS:
+    if isinstance(kind, str) and kind in _REFUSED_BLOCKS:
         raise InvalidRequest(f"Content blocks of type {kind!r} cannot be priced: {_REFUSED_BLOCKS[kind]}.", param=param)
     known = BLOCKS.get(kind) if isinstance(kind, str) else None
     if known is not None:

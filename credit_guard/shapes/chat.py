@@ -212,7 +212,7 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
         if not isinstance(part, dict):
             raise InvalidRequest("Each content part must be an object.", param=where)
         kind = part.get("type")
-        if kind in _REFUSED_PARTS:
+        if isinstance(kind, str) and kind in _REFUSED_PARTS:
             why = _REFUSED_PARTS[kind]
             raise InvalidRequest(f"Content parts of type {kind!r} cannot be priced: {why}.", param=where)
         known = PARTS.get(kind) if isinstance(kind, str) else None

@@ -121,7 +121,7 @@ def _response_item(item: object, out: _Builder, param: str) -> None:
             if not isinstance(part, dict):
                 raise InvalidRequest("Each content part must be an object.", param=where)
             ptype = part.get("type")
-            if ptype in _REFUSED_PARTS:
+            if isinstance(ptype, str) and ptype in _REFUSED_PARTS:
                 raise InvalidRequest(
                     f"Content parts of type {ptype!r} cannot be priced: {_REFUSED_PARTS[ptype]}.", param=where
                 )
