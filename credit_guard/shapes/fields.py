@@ -6,7 +6,7 @@ four classes of that object's ``FieldPolicy``:
 
 - *priced*: read by the shape's parser, which validates and counts it;
 - *free*: known from the provider's API reference not to change the bill
-  (sampling settings, ``user``, ``metadata``, ``stream``...);
+  (sampling settings, ``user``, ``metadata``, ``store``...);
 - *refused*: it bills in a way the price table cannot express (web search,
   audio, files, MCP servers, containers...): a 400 naming the field, whatever
   its value but the few that mean "off";
@@ -37,7 +37,7 @@ class Refused:
     off: tuple[object, ...] = (None,)
 
     def allows(self, value: object) -> bool:
-        # By type as well: 0 is not False, and 0.0 is not an empty list.
+        # By type as well: 0 == False in Python, but 0 is not "off".
         return any(type(value) is type(off) and value == off for off in self.off)
 
 
