@@ -215,6 +215,11 @@ class Exchange:
                 ask, quote = fitted
                 obj = dict(obj)
                 obj[quote.output_param] = quote.max_output_tokens
+                if ask.kind == "chat":
+                    # Both caps set: the larger one was held, so lower both.
+                    for name in ("max_tokens", "max_completion_tokens"):
+                        if obj.get(name) is not None:
+                            obj[name] = quote.max_output_tokens
                 raw = orjson.dumps(obj)
                 scope = _with_body_headers(scope, raw, decoded=True)
                 result = await self._reserve_once(account, quote)

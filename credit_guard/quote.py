@@ -90,6 +90,9 @@ def make_quote(ask: Ask, price: ModelPrice, input_tokens: int, input_exact: bool
     """
     output_param = ask.output_param or _default_output_param(ask.kind)
     requested = ask.output_tokens
+    if requested is None and price.kind == ask.kind:
+        # The endpoint's own default cap binds only its own kind of model.
+        requested = ask.default_output_tokens
     model_max = price.max_output_tokens
     if ask.kind == "embedding":
         max_out, source = 0, "request"

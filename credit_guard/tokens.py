@@ -319,12 +319,13 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
     encoding = encoding_for(price)
     if encoding is None:
         bound = price.token_bound
+        texts = _bounded_texts(ask)
         if bound is not None and bound.o200k_ratio is not None:
             o200k = get_encoding("o200k_base")
-            o200k_tokens = sum(count_text(o200k, t) for t in ask.texts)
+            o200k_tokens = sum(count_text(o200k, t) for t in texts)
             tokens = math.ceil(o200k_tokens * bound.o200k_ratio)
         else:
-            tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.texts)
+            tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         margin = bound.margin if bound is not None else 0
         return TokenCount(tokens + ask.fixed_tokens + margin + PART_MARGIN * ask.parts + images, False)
     tokens = ask.fixed_tokens + images
@@ -341,8 +342,8 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     (no encoding).  ``low`` uses the longest token of the encoding (a token holds
     at most that many bytes); ``high`` that a token holds at least one byte."""
     images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images)
-    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.texts)
     name = encoding_name(price)
+    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in (ask.texts if name else _bounded_texts(ask)))
     if name is None:
         exact = count_input(ask, price) if price.token_bound and price.token_bound.o200k_ratio else None
         if exact is not None:
@@ -359,6 +360,12 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
         for image in ask.images
     )
     return low + ask.fixed_tokens + known_images, total + ask.fixed_tokens + images
+
+
+def _bounded_texts(ask: Ask) -> tuple[str, ...]:
+    # What a model without a public tokenizer receives (tool definitions as
+    # JSON, not as the rendering OpenAI's models see).
+    return ask.texts if ask.bound_texts is None else ask.bound_texts
 
 
 def count_output(texts: Iterable[str], price: ModelPrice) -> int:

@@ -265,8 +265,11 @@ def test_output_cap_fields() -> None:
         "max_completion_tokens": 7,
         "max_tokens": 9,
     }
+    # Both set: the larger is held, since upstreams differ on which one wins.
     ask = shapes.parse("chat", both)
-    assert (ask.output_tokens, ask.output_param) == (7, "max_completion_tokens")
+    assert (ask.output_tokens, ask.output_param) == (9, "max_tokens")
+    ask = shapes.parse("chat", {**both, "max_completion_tokens": 11})
+    assert (ask.output_tokens, ask.output_param) == (11, "max_completion_tokens")
     ask = shapes.parse("chat", {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "n": 3})
     assert (ask.output_tokens, ask.output_param, ask.choices) == (None, "max_tokens", 3)
 
@@ -277,7 +280,7 @@ def test_completions_shapes() -> None:
     assert one == (len(enc.encode("Say hi")), True)
     many = shapes.parse("completion", {"model": "gpt-3.5-turbo-instruct", "prompt": ["a", "b c"], "n": 2, "best_of": 3})
     assert many.choices == 3 * 2  # best_of completions for each of the two prompts
-    assert many.output_tokens == 16  # the API's default cap
+    assert (many.output_tokens, many.default_output_tokens) == (None, 16)  # the API's default cap
     arrays = count("completion", {"model": "gpt-3.5-turbo-instruct", "prompt": [[1, 2, 3], [4, 5]]})
     assert arrays == (5, True)
     with pytest.raises(InvalidRequest):

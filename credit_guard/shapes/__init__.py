@@ -4,7 +4,9 @@
 body to what ``tokens.count_input`` counts: the texts the model reads, the
 fixed framing tokens around them, the images, and the output cap.  Everything
 that can change the bill is either priced or refused with ``InvalidRequest``
-naming the field; nothing is priced at zero because it was not understood.
+naming the field; nothing is priced at zero because it was not understood:
+each shape's ``FieldPolicy`` tables (``fields``) name the fields known to be
+free and the ones refused, and every other field's JSON text is counted.
 
 One module per API: ``chat``, ``completions`` (and embeddings), ``responses``,
 ``anthropic``; ``ask`` holds the ``Ask`` and its builder, ``fields`` the checks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,26 @@ class Ask:
     images: tuple[ImageRef, ...] = ()
     parts: int = 0
     exact: bool = True
+    #: ``texts`` as a model without a public tokenizer is bounded: where a
+    #: rendering the shape computed (chat tool definitions) is not what such a
+    #: model's upstream receives, the JSON text it does receive stands in.
+    #: None where the two are the same.
+    bound_texts: tuple[str, ...] | None = None
+    #: The API's own output cap where the request sets none, which applies only
+    #: on a model of the shape's own kind (16 on a completions model); a model
+    #: of another kind behind the endpoint generates up to its maximum.
+    default_output_tokens: int | None = None
+
+
+def json_text(value: Any) -> str:
+    """``value``'s compact JSON text (what an upstream that renders a field
+    into the prompt receives).  Never raises for a parsed JSON value: integers
+    beyond 64 bits and non-finite floats (a lenient parser's) are written by
+    the standard library instead."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=False, default=str)
 
 
 class _Builder:
@@ -69,6 +90,9 @@ class _Builder:
         self.images: list[ImageRef] = []
         self.parts = 0
         self.exact = True
+        # (start, end, text): texts[start:end] is a rendering that a model
+        # without a public tokenizer does not receive; ``text`` is what it does.
+        self.swaps: list[tuple[int, int, str]] = []
 
     def text(self, value: str) -> None:
         if value:
@@ -76,9 +100,26 @@ class _Builder:
 
     def json(self, value: Any) -> None:
         """A piece whose rendering is unknown: its JSON text plus a margin."""
-        self.texts.append(orjson.dumps(value).decode())
+        self.texts.append(json_text(value))
         self.fixed += _JSON_MARGIN
         self.exact = False
+
+    def swap_when_bounded(self, start: int, text: str) -> None:
+        """The texts added since index ``start`` are a rendering; a model
+        without a public tokenizer is bounded on ``text`` in their place."""
+        self.swaps.append((start, len(self.texts), text))
+
+    def _bound_texts(self) -> tuple[str, ...] | None:
+        if not self.swaps:
+            return None
+        texts: list[str] = []
+        at = 0
+        for start, end, text in sorted(self.swaps):
+            texts.extend(self.texts[at:start])
+            texts.append(text)
+            at = end
+        texts.extend(self.texts[at:])
+        return tuple(texts)
 
     def ask(self, kind: str, model: str, **fields: Any) -> Ask:
         """The ``Ask`` with this payload (``fields``: the output cap and the rest)."""
@@ -90,5 +131,6 @@ class _Builder:
             images=tuple(self.images),
             parts=self.parts,
             exact=fields.pop("exact", self.exact),
+            bound_texts=self._bound_texts(),
             **fields,
         )

@@ -13,16 +13,56 @@ from typing import Any
 
 from .. import _tools
 from ..errors import InvalidRequest
-from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder
-from .fields import _bool, _image, _model, _positive_int, _refuse_fields, _service_tier
+from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder, json_text
+from .fields import (
+    OPENAI_FREE,
+    WEB_SEARCH,
+    Refused,
+    _bool,
+    _image,
+    _model,
+    _positive_int,
+    _service_tier,
+    body_policy,
+    policy,
+)
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
-
-_CHAT_REFUSED = {
-    "audio": "audio output is billed per audio token",
-    "prediction": "predicted outputs bill rejected prediction tokens as output beyond the cap",
-    "web_search_options": "web search is billed per call",
+BODY = body_policy(
+    priced="model messages max_tokens max_completion_tokens n stream stream_options tools functions tool_choice "
+    "function_call response_format service_tier modalities",
+    # reasoning_effort and verbosity change how much is generated, but all of
+    # it (reasoning included) stays under the output cap that is held.
+    free=OPENAI_FREE + " reasoning_effort verbosity",
+    refused={
+        "web_search_options": WEB_SEARCH,
+        "audio": Refused("audio output is billed per audio token"),
+        "prediction": Refused("predicted outputs bill rejected prediction tokens as output beyond the cap"),
+        # vLLM renders the prompt with a template the request supplies: it can
+        # repeat the messages any number of times.
+        "chat_template": Refused("a template sent with the request can render the prompt any number of times"),
+    },
+)
+MESSAGE = policy(
+    priced="role content name refusal tool_calls function_call tool_call_id",
+    refused={"audio": Refused("audio in the history is billed per audio token")},
+)
+PARTS = {
+    "text": policy(priced="type text"),
+    "refusal": policy(priced="type refusal"),
+    "image_url": policy(priced="type image_url"),
+}
+IMAGE_URL = policy(priced="url detail")
+# Tool definitions: what the rendering does not show is still sent upstream,
+# where a template may render the whole definition.
+TOOL = policy(priced="type function")
+FUNCTION = policy(priced="name description parameters strict")
+# Content part types that bill as audio or as documents.
+_REFUSED_PARTS = {
+    "input_audio": "audio is billed per audio token",
+    "audio": "audio is billed per audio token",
+    "file": "files are billed per page as text and images",
 }
 
 
@@ -31,24 +71,28 @@ def _chat(body: dict[str, Any]) -> Ask:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list.", param="messages")
-    _refuse_fields(body, _CHAT_REFUSED)
+    out = _Builder()
+    BODY.apply(body, out)
     modalities = body.get("modalities")
     if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
         raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
     _service_tier(body)
     functions = _tools.function_definitions(body)
-    out = _builder_for_chat(messages, pad_system=bool(functions))
+    _tool_fields(body, out)
+    _add_messages(out, messages, pad_system=bool(functions))
     if functions:
+        start = len(out.texts)
         _tools.add_to(out, functions, has_system=_has_system(messages), tool_choice=_tool_choice(body))
+        # A model without a public tokenizer (Claude, Gemini behind an
+        # OpenAI-compatible upstream) receives the definitions as JSON, with
+        # every field the rendering leaves out.
+        sent = {name: body[name] for name in ("tools", "functions", "tool_choice", "function_call") if name in body}
+        out.swap_when_bounded(start, json_text(sent))
     elif _tool_choice(body) not in (None, "none", "auto"):
         raise InvalidRequest("'tool_choice' names a tool but no tools are defined.", param="tool_choice")
     _response_format(body, out)
 
-    cap = _positive_int(body, "max_completion_tokens")
-    param = "max_completion_tokens"
-    if cap is None:
-        cap = _positive_int(body, "max_tokens")
-        param = "max_tokens" if cap is not None or "max_completion_tokens" not in body else param
+    cap, param = _output_cap(body)
     choices = _positive_int(body, "n", upper=MAX_CHOICES) or 1
     stream = _bool(body, "stream")
     options = body.get("stream_options")
@@ -64,6 +108,28 @@ def _chat(body: dict[str, Any]) -> Ask:
         stream=stream,
         include_usage=include_usage,
     )
+
+
+def _tool_fields(body: dict[str, Any], out: _Builder) -> None:
+    """Apply the tool policies to definitions ``_tools`` has already checked."""
+    for index, tool in enumerate(body.get("tools") or ()):
+        TOOL.apply(tool, out, f"tools[{index}]")
+        if isinstance(tool.get("function"), dict):
+            FUNCTION.apply(tool["function"], out, f"tools[{index}].function")
+    for index, function in enumerate(body.get("functions") or ()):
+        FUNCTION.apply(function, out, f"functions[{index}]")
+
+
+def _output_cap(body: dict[str, Any]) -> tuple[int | None, str]:
+    """The output cap and the field that sets it.  With both fields set, the
+    larger one is held: upstreams differ on which one wins."""
+    newer = _positive_int(body, "max_completion_tokens")
+    legacy = _positive_int(body, "max_tokens")
+    if legacy is not None and (newer is None or legacy > newer):
+        return legacy, "max_tokens"
+    if newer is not None or "max_completion_tokens" in body:
+        return newer, "max_completion_tokens"
+    return None, "max_tokens"
 
 
 def _has_system(messages: list[Any]) -> bool:
@@ -89,11 +155,10 @@ def _response_format(body: dict[str, Any], out: _Builder) -> None:
         raise InvalidRequest(f"Unknown response_format type {fmt['type']!r}.", param="response_format")
 
 
-def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Builder:
+def _add_messages(out: _Builder, messages: list[Any], *, pad_system: bool = False) -> None:
     """Chat framing.  With ``pad_system`` (tool definitions present), the first
     system message's text gains a trailing newline, as OpenAI renders it."""
-    out = _Builder()
-    out.fixed = _REPLY_PRIMING
+    out.fixed += _REPLY_PRIMING
     for index, message in enumerate(messages):
         param = f"messages[{index}]"
         if not isinstance(message, dict):
@@ -101,6 +166,7 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
         role = message.get("role")
         if role not in _ROLES:
             raise InvalidRequest(f"Unknown message role {role!r}.", param=f"{param}.role")
+        MESSAGE.apply(message, out, param)
         out.parts += 1
         out.fixed += _PER_MESSAGE
         out.text(role)
@@ -122,10 +188,8 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
             if not isinstance(message["refusal"], str):
                 raise InvalidRequest("'refusal' must be a string.", param=f"{param}.refusal")
             out.text(message["refusal"])
-        for key in ("tool_calls", "function_call", "audio"):
+        for key in ("tool_calls", "function_call"):
             if message.get(key) is not None:
-                if key == "audio":
-                    raise InvalidRequest("Audio in the history cannot be priced.", param=f"{param}.audio")
                 out.json(message[key])
         if message.get("tool_call_id") is not None:
             if not isinstance(message["tool_call_id"], str):
@@ -133,7 +197,6 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
             out.text(message["tool_call_id"])
             out.fixed += _JSON_MARGIN
             out.exact = False
-    return out
 
 
 def _chat_content(content: object, out: _Builder, param: str) -> None:
@@ -149,6 +212,13 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
         if not isinstance(part, dict):
             raise InvalidRequest("Each content part must be an object.", param=where)
         kind = part.get("type")
+        if isinstance(kind, str) and kind in _REFUSED_PARTS:
+            why = _REFUSED_PARTS[kind]
+            raise InvalidRequest(f"Content parts of type {kind!r} cannot be priced: {why}.", param=where)
+        known = PARTS.get(kind) if isinstance(kind, str) else None
+        if known is None:
+            raise InvalidRequest(f"Unknown content part type {kind!r}.", param=where)
+        known.apply(part, out, where)
         if kind in ("text", "refusal"):
             text = part.get(kind)
             if not isinstance(text, str):
@@ -160,8 +230,5 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
                 image = {"url": image}
             if not isinstance(image, dict):
                 raise InvalidRequest("An image_url part needs an 'image_url' object.", param=where)
+            IMAGE_URL.apply(image, out, f"{where}.image_url")
             out.images.append(_image(image.get("url"), image.get("detail"), where))
-        elif kind in ("input_audio", "file", "audio"):
-            raise InvalidRequest(f"Content parts of type {kind!r} cannot be priced by this gateway.", param=where)
-        else:
-            raise InvalidRequest(f"Unknown content part type {kind!r}.", param=where)
