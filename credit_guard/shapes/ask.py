@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -43,7 +43,11 @@ class Ask:
     The rest is what ``tokens.count_input`` counts: ``texts`` (encoded),
     ``fixed_tokens`` (framing), ``images``, ``parts`` (messages or items, for
     the per-part margin of bounded models), and ``exact`` (False where a
-    rendering is bounded rather than known).
+    rendering is bounded rather than known).  ``tool_choice`` is set by shapes
+    whose provider adds a tool-use system prompt of its own (Anthropic): the
+    ``tool_choice`` type when tools are given, "" when none is set; ``source``
+    keeps the parsed chat body for a provider tokenizer that renders the
+    messages itself (Mistral's).
     """
 
     kind: str
@@ -58,6 +62,8 @@ class Ask:
     images: tuple[ImageRef, ...] = ()
     parts: int = 0
     exact: bool = True
+    tool_choice: str | None = None
+    source: Any = field(default=None, compare=False, repr=False)
 
 
 class _Builder:
