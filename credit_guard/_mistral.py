@@ -35,7 +35,7 @@ import json
 import threading
 from typing import Any, NamedTuple
 
-__all__ = ["MistralCount", "available", "count_chat", "tokenizer_key", "tools_json_bytes", "warm"]
+__all__ = ["MistralCount", "available", "check", "count_chat", "tokenizer_key", "tools_json_bytes", "warm"]
 
 # Families whose counts were checked against published usage figures.
 _VERIFIED = ("mistral-large", "mistral-small", "magistral", "pixtral-12b")
@@ -151,6 +151,19 @@ def warm(models: tuple[str, ...] = ("mistral-large-latest",)) -> bool:
     return ok
 
 
+def check(body: dict[str, Any]) -> None:
+    """Refuse what makes Mistral add a prompt of its own: ``prompt_mode``
+    ("reasoning" adds Mistral's reasoning system prompt, whose size is not
+    published).  Raises ``InvalidRequest``."""
+    if body.get("prompt_mode") is not None:
+        from .errors import InvalidRequest
+
+        raise InvalidRequest(
+            "'prompt_mode' adds a system prompt of Mistral's own whose size is not published; it cannot be priced.",
+            param="prompt_mode",
+        )
+
+
 def count_chat(body: dict[str, Any], model: str, *, wait: bool = False) -> MistralCount | None:
     """The input tokens of a chat completions ``body`` on Mistral's ``model``,
     or None where Mistral's tokenizer cannot count it (see the module doc).
@@ -173,11 +186,9 @@ def count_chat(body: dict[str, Any], model: str, *, wait: bool = False) -> Mistr
         tokens = len(tokenizer.encode_chat_completion(request).tokens)
     except Exception:  # a body Mistral's renderer refuses: the caller's byte bound
         return None
-    extra = 0
+    # The checked template with one difference: the system messages' wrapping.
     systems = sum(1 for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer"))
-    if systems:
-        verified = False
-        extra += SYSTEM_MARGIN * systems
+    extra = SYSTEM_MARGIN * systems
     names = [m["name"] for m in messages if isinstance(m, dict) and m.get("name") is not None]
     unmodelled: list[object] = [names] if names else []
     fmt = body.get("response_format")
@@ -185,12 +196,12 @@ def count_chat(body: dict[str, Any], model: str, *, wait: bool = False) -> Mistr
         unmodelled.append(fmt)
     if body.get("tool_choice") not in (None, "auto", "none"):
         unmodelled.append(body.get("tool_choice"))
-    if unmodelled:
-        verified = False
-        extra += sum(len(json.dumps(piece).encode()) for piece in unmodelled)
+    extra += sum(len(json.dumps(piece).encode()) for piece in unmodelled)
     if not verified:
+        # A tokenizer mistral-common names for the model, on a template no
+        # recorded figure checked: a margin per message.
         extra += MESSAGE_MARGIN * (len(messages) + 1)
-    return MistralCount(tokens + extra, verified)
+    return MistralCount(tokens + extra, verified and not systems and not unmodelled)
 
 
 def tools_json_bytes(body: dict[str, Any]) -> int:

@@ -236,6 +236,8 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
     encoding = encoding_for(price)
     if encoding is None:
         mistral = _is_mistral(ask, price)
+        if mistral:
+            _mistral.check(ask.source)
         if mistral and not ask.images:
             counted = _mistral.count_chat(ask.source, price.name)
             if counted is not None:
