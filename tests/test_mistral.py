@@ -342,7 +342,8 @@ def test_a_tokenizer_loads_in_the_background_and_then_counts_exactly() -> None:
     code = (
         "import threading, time\n"
         "from credit_guard import PriceTable, shapes, tokens\n"
-        "ask = shapes.parse('chat', {'model': 'mistral-small-latest', 'messages': [{'role': 'user', 'content': 'hello'}]})\n"
+        "body = {'model': 'mistral-small-latest', 'messages': [{'role': 'user', 'content': 'hello'}]}\n"
+        "ask = shapes.parse('chat', body)\n"
         "price = PriceTable.default().resolve('mistral-small-latest')\n"
         "first = tokens.count_input(ask, price)\n"
         "for thread in threading.enumerate():\n"
