@@ -218,7 +218,8 @@ def test_tool_prompt_follows_the_published_table(model: str, auto: int, forced: 
 
 
 @pytest.mark.parametrize(
-    "model", ["claude-fable-5", "claude-mythos-5-1", "claude-haiku-5-5", "claude-3.5-sonnet", "claude-instant-1.2"]
+    "model",
+    ["claude-fable-5", "claude-mythos-5-1", "claude-haiku-5-5", "claude-3.5-sonnet", "claude-instant-1.2", "gpt-4o"],
 )
 def test_a_model_outside_the_table_gets_its_largest_figure(model: str) -> None:
     assert model_family(model) is None
@@ -245,6 +246,30 @@ def test_tool_prompt_is_priced_on_the_resolved_model_and_the_choice() -> None:
     ask = shapes.parse("anthropic", base)
     low, high = tokens.input_bounds(ask, TABLE.resolve("claude-sonnet-4-5"))
     assert low == high == unset
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        {"type": "bash_20250124", "name": "bash"},  # 245 input tokens (tool use docs)
+        {"type": "text_editor_20250429", "name": "str_replace_based_edit_tool"},  # 700 tokens
+        {"type": "computer_20250124", "name": "computer", "display_width_px": 1024, "display_height_px": 768},
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},  # billed per search
+    ],
+)
+def test_anthropic_defined_tools_are_refused_not_guessed(tool: dict[str, Any]) -> None:
+    """Anthropic-defined tools add their own definitions and system prompts
+    (bash 245 tokens, text editor 700, computer use 735 plus 466-499) or bill
+    per use: they are refused with the tool named."""
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "tools": [WEATHER_TOOL, tool],
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    with pytest.raises(InvalidRequest) as caught:
+        shapes.parse("anthropic", body)
+    assert caught.value.param == "tools[1]"
 
 
 @pytest.mark.parametrize("choice", [{"type": "required"}, "auto", {"name": "x"}, 3])
