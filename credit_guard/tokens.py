@@ -382,17 +382,18 @@ def _crop_tiles(rule: VisionRule, width: int | None, height: int | None) -> int:
     ``short_side`` costs one tile; a larger one is first fitted within
     ``max_side`` square, then cut into square tiles whose side is its shorter
     side / 1.5, kept between ``tile_size / 3`` and ``tile_size``; each tile
-    costs ``tile_tokens``.  Sides are rounded up and tile sides down, so the
-    count is never below the provider's."""
+    costs ``tile_tokens``.  A scaled image keeps its fractional sides and the
+    tile side is rounded down, so however the provider rounds, the count is
+    never below its own."""
     assert width is not None and height is not None
     if width <= rule.short_side and height <= rule.short_side:
         return rule.tile_tokens
-    w, h = width, height
+    w, h = float(width), float(height)
     if max(w, h) > rule.max_side:
         scale = rule.max_side / max(w, h)
-        w, h = min(rule.max_side, math.ceil(w * scale)), min(rule.max_side, math.ceil(h * scale))
-    tile = max(rule.tile_size // 3, min(rule.tile_size, int(min(w, h) / 1.5)))
-    return rule.tile_tokens * math.ceil(w / tile) * math.ceil(h / tile)
+        w, h = w * scale, h * scale
+    tile = max(rule.tile_size // 3, min(rule.tile_size, math.floor(min(w, h) / 1.5)))
+    return rule.tile_tokens * math.ceil(w / tile - 1e-9) * math.ceil(h / tile - 1e-9)
 
 
 def _crop_tiles_worst(rule: VisionRule) -> int:

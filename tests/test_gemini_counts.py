@@ -16,6 +16,8 @@ import zlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from credit_guard import PriceTable, shapes, tokens
 from credit_guard.shapes import ImageRef
@@ -103,6 +105,14 @@ def test_the_worst_case_is_the_most_any_image_can_cost() -> None:
     assert tokens.image_tokens(rule, ImageRef()) == most
     for width, height, _ in TILES:
         assert tokens.image_tokens(rule, ImageRef(width=width, height=height)) <= most
+
+
+@given(st.integers(1, 1 << 16), st.integers(1, 1 << 16))
+def test_no_image_costs_more_than_the_worst_case(width: int, height: int) -> None:
+    rule = GEMINI.vision
+    assert rule is not None
+    cost = tokens.image_tokens(rule, ImageRef(width=width, height=height))
+    assert 258 <= cost <= tokens.image_tokens(rule, ImageRef())
 
 
 def test_inline_images_are_counted_from_their_header() -> None:
