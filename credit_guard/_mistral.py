@@ -15,8 +15,9 @@ recorded figure covered:
 
 - system messages: later templates wrap them in two control tokens where v3
   joins them with a blank line, so 2 tokens per system message are added;
-- ``name`` fields, a ``response_format`` schema, a forcing ``tool_choice``:
-  their JSON text in UTF-8 bytes is added.
+- ``name`` fields, a ``response_format`` schema, a forcing ``tool_choice``,
+  tool definition fields other than name, description and parameters
+  (``strict``...): their JSON text in UTF-8 bytes is added.
 
 Dated model names that ``mistral-common`` maps to an older tokenizer
 (``mistral-large-2407``, ``codestral-2405``...) are counted with that tokenizer
@@ -196,12 +197,27 @@ def count_chat(body: dict[str, Any], model: str, *, wait: bool = False) -> Mistr
         unmodelled.append(fmt)
     if body.get("tool_choice") not in (None, "auto", "none"):
         unmodelled.append(body.get("tool_choice"))
+    unmodelled += _tool_extras(body.get("tools"))
     extra += sum(len(json.dumps(piece).encode()) for piece in unmodelled)
     if not verified:
         # A tokenizer mistral-common names for the model, on a template no
         # recorded figure checked: a margin per message.
         extra += MESSAGE_MARGIN * (len(messages) + 1)
     return MistralCount(tokens + extra, verified and not systems and not unmodelled)
+
+
+def _tool_extras(tools: object) -> list[object]:
+    """Fields of tool definitions the checked template does not write
+    (``strict``...): counted as their JSON text, in case the API does."""
+    extras: list[object] = []
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict):
+            continue
+        extras += [{k: v} for k, v in tool.items() if k not in ("type", "function")]
+        function = tool.get("function")
+        if isinstance(function, dict):
+            extras += [{k: v} for k, v in function.items() if k not in ("name", "description", "parameters")]
+    return extras
 
 
 def tools_json_bytes(body: dict[str, Any]) -> int:

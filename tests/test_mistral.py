@@ -185,6 +185,9 @@ def test_names_response_formats_and_forced_tools_are_added_as_json() -> None:
     assert shaped.exact is False and shaped.tokens >= 4 + len(json.dumps(schema))
     forced = count({**PIXTRAL_TOOLS, "tool_choice": "required"}, PIXTRAL)
     assert forced.exact is False and forced.tokens > 65
+    strict = [{**GET_IMAGE[0], "function": {**GET_IMAGE[0]["function"], "strict": True}}]
+    stricter = count({**PIXTRAL_TOOLS, "tools": strict}, PIXTRAL)
+    assert stricter == tokens.TokenCount(65 + len(b'{"strict": true}'), False)
 
 
 def test_prompt_mode_is_refused() -> None:
