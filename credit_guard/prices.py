@@ -56,7 +56,12 @@ class VisionRule:
         ``base_tokens``.
       - ``"patches"`` (gpt-4.1-mini family): ``patch_size`` patches capped at
         ``max_patches``, times ``multiplier``.
-      - ``"area"`` (Claude): ``width * height / area_divisor``, capped by ``max_tokens``.
+      - ``"crop-tiles"`` (Gemini): one tile when both sides are at most
+        ``short_side``; otherwise fit within ``max_side`` square and cut into
+        square tiles of the shorter side / 1.5 (between ``tile_size / 3`` and
+        ``tile_size``); tokens = ``tile_tokens * tiles``.
+      - ``"area"`` (Claude): the larger of ``width * height / area_divisor`` and
+        the ``patch_size`` patches, capped by ``max_tokens``.
       - ``"fixed"``: every image costs ``max_tokens``.
     ``max_tokens`` is the worst case for an image of unknown size where the
     method alone has no bound.
@@ -152,8 +157,8 @@ def _count(value: object, where: str) -> int | None:
 
 
 def _vision_rule(name: str, spec: Mapping[str, Any]) -> VisionRule:
-    if not isinstance(spec, Mapping) or spec.get("method") not in ("tiles", "patches", "area", "fixed"):
-        raise ValueError(f"vision rule {name!r}: 'method' must be tiles, patches, area or fixed")
+    if not isinstance(spec, Mapping) or spec.get("method") not in ("tiles", "crop-tiles", "patches", "area", "fixed"):
+        raise ValueError(f"vision rule {name!r}: 'method' must be tiles, crop-tiles, patches, area or fixed")
     values: dict[str, Any] = {}
     for key in (
         "base_tokens",

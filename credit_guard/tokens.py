@@ -20,6 +20,13 @@ completions, embeddings) and otherwise an upper bound the bill cannot exceed
   plus ``margin`` and ``PART_MARGIN`` tokens per message for framing;
 - images of unknown size: the worst case of the model family's rule;
 - renderings the provider does not publish: whatever ``shapes`` marked inexact.
+
+Two providers add to that: Anthropic bills a tool-use system prompt whenever
+``tools`` is non-empty (``_anthropic``, by the resolved model and
+``tool_choice``); Mistral models are counted with Mistral's own tokenizer where
+the optional ``mistral-common`` is installed (``_mistral``: exact where checked
+against the API's figures), and otherwise by the byte bound with the tool
+definitions added as the JSON text Mistral's template writes.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import NamedTuple
 
 import tiktoken
 
+from . import _anthropic, _mistral
 from .prices import ModelPrice, VisionRule
 from .shapes import Ask, ImageRef
 
@@ -318,6 +326,16 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
     images_exact = all(image.width is not None or image.detail == "low" for image in ask.images)
     encoding = encoding_for(price)
     if encoding is None:
+        mistral = _is_mistral(ask, price)
+        if mistral:
+            _mistral.check(ask.source)
+        if mistral and not ask.images:
+            counted = _mistral.count_chat(ask.source, price.name)
+            if counted is not None:
+                # Fields Mistral's renderer does not know, as the JSON text an
+                # upstream that renders them receives.
+                unknown = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.unknown)
+                return TokenCount(counted.tokens + unknown, counted.exact and not ask.unknown)
         bound = price.token_bound
         texts = _bounded_texts(ask)
         if bound is not None and bound.o200k_ratio is not None:
@@ -327,14 +345,29 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
         else:
             tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         margin = bound.margin if bound is not None else 0
+        margin += _mistral.tools_json_bytes(ask.source) if mistral else 0
+        margin += _provider_prompt(ask, price)
         return TokenCount(tokens + ask.fixed_tokens + margin + PART_MARGIN * ask.parts + images, False)
-    tokens = ask.fixed_tokens + images
+    tokens = ask.fixed_tokens + images + _provider_prompt(ask, price)
     exact = ask.exact and images_exact
     for text in ask.texts:
         count, known = _count_text(encoding, text)
         tokens += count
         exact = exact and known
     return TokenCount(tokens, exact)
+
+
+def _provider_prompt(ask: Ask, price: ModelPrice) -> int:
+    """Tokens the provider adds to the prompt on its own: Anthropic's tool-use
+    system prompt (``ask.tool_choice`` is set only where tools are given)."""
+    if ask.tool_choice is None:
+        return 0
+    return _anthropic.tool_prompt_tokens(price.name, ask.tool_choice)
+
+
+def _is_mistral(ask: Ask, price: ModelPrice) -> bool:
+    """A chat body for a model Mistral bills (``provider`` "mistral")."""
+    return ask.source is not None and isinstance(ask.source, dict) and price.provider == "mistral"
 
 
 def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
@@ -348,8 +381,11 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
         exact = count_input(ask, price) if price.token_bound and price.token_bound.o200k_ratio else None
         if exact is not None:
             return exact.tokens, exact.tokens
-        high = total + ask.fixed_tokens + PART_MARGIN * ask.parts + images
+        high = total + ask.fixed_tokens + PART_MARGIN * ask.parts + images + _provider_prompt(ask, price)
         high += price.token_bound.margin if price.token_bound else 0
+        if _is_mistral(ask, price):
+            # Mistral's tokenizer may count fewer: no floor but the images.
+            return images, high + _mistral.tools_json_bytes(ask.source)
         return high, high
     get_encoding(name)
     longest = _longest[name]
@@ -359,7 +395,8 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
         image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
         for image in ask.images
     )
-    return low + ask.fixed_tokens + known_images, total + ask.fixed_tokens + images
+    prompt = _provider_prompt(ask, price)
+    return low + ask.fixed_tokens + known_images + prompt, total + ask.fixed_tokens + images + prompt
 
 
 def _bounded_texts(ask: Ask) -> tuple[str, ...]:
@@ -432,6 +469,43 @@ def image_tokens(rule: VisionRule | None, image: ImageRef, model: str = "") -> i
                 raise InvalidRequest(f"The image rule for {model!r} has no worst case.", param="messages")
             return cap
         assert width is not None and height is not None
-        tokens = math.ceil(width * height / rule.area_divisor)
+        # Anthropic states both width * height / 750 and one token per 28 px
+        # patch (rounded up per side, so more for small images): the larger.
+        # The image is not scaled down first, which only counts more; the cap
+        # is the most a scaled image costs.
+        patches = math.ceil(width / rule.patch_size) * math.ceil(height / rule.patch_size)
+        tokens = max(math.ceil(width * height / rule.area_divisor), patches)
         return min(tokens, cap) if cap is not None else tokens
+    if rule.method == "crop-tiles":
+        return _crop_tiles(rule, width, height) if known else _crop_tiles_worst(rule)
     raise InvalidRequest(f"Unknown image rule {rule.method!r} for {model!r}.", param="messages")
+
+
+def _crop_tiles(rule: VisionRule, width: int | None, height: int | None) -> int:
+    """Gemini's rule (Google's docs): an image with both sides at most
+    ``short_side`` costs one tile; a larger one is first fitted within
+    ``max_side`` square, then cut into square tiles whose side is its shorter
+    side / 1.5, kept between ``tile_size / 3`` and ``tile_size``; each tile
+    costs ``tile_tokens``.  A scaled image keeps its fractional sides and the
+    tile side is rounded down, so however the provider rounds, the count is
+    never below its own."""
+    assert width is not None and height is not None
+    if width <= rule.short_side and height <= rule.short_side:
+        return rule.tile_tokens
+    w, h = float(width), float(height)
+    if max(w, h) > rule.max_side:
+        scale = rule.max_side / max(w, h)
+        w, h = w * scale, h * scale
+    tile = max(rule.tile_size // 3, min(rule.tile_size, math.floor(min(w, h) / 1.5)))
+    return rule.tile_tokens * math.ceil(w / tile - 1e-9) * math.ceil(h / tile - 1e-9)
+
+
+def _crop_tiles_worst(rule: VisionRule) -> int:
+    """The most tiles any image can cost under ``_crop_tiles``: the shorter side
+    just above ``short_side`` (the smallest tiles) and the longer at ``max_side``."""
+    short = rule.short_side + 1
+    return max(
+        _crop_tiles(rule, short, rule.max_side),
+        _crop_tiles(rule, rule.max_side, rule.max_side),
+        _crop_tiles(rule, math.ceil(rule.tile_size * 1.5), rule.max_side),
+    )

@@ -16,6 +16,7 @@ they share.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..errors import InvalidRequest
@@ -36,7 +37,11 @@ def parse(kind: str, body: object) -> Ask:
     parser = _PARSERS.get(kind)
     if parser is None:
         raise ValueError(f"unknown request shape {kind!r}")
-    return parser(body)
+    ask = parser(body)
+    if kind == "chat":
+        # A provider tokenizer renders the messages itself (tokens.count_input).
+        ask = replace(ask, source=body)
+    return ask
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], Ask]] = {

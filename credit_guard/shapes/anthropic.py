@@ -1,16 +1,25 @@
-"""Anthropic Messages (``/v1/messages``): no public tokenizer, always a bound."""
+"""Anthropic Messages (``/v1/messages``): no public tokenizer, always a bound.
+
+Texts are counted as their UTF-8 bytes (``tokens.count_input``); system blocks,
+tool definitions and tool_use / tool_result blocks as the full JSON text the
+provider receives (every field, ``cache_control`` included).  With tools, the
+``tool_choice`` type goes into the ``Ask`` so that the tool-use system prompt
+Anthropic adds is priced for the resolved model (``credit_guard._anthropic``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .._anthropic import TOOL_CHOICES
 from ..errors import InvalidRequest
 from .ask import Ask, ImageRef, _Builder
 from .fields import WEB_SEARCH, Refused, _bool, _image, _model, _positive_int, body_policy, policy
 
-# tool_choice is not free: it is counted (a forced tool adds prompt tokens).
+# tool_choice is priced: it picks the size of the tool-use system prompt
+# Anthropic adds (``_anthropic.tool_prompt_tokens``).
 BODY = body_policy(
-    priced="model messages max_tokens system tools stream service_tier",
+    priced="model messages max_tokens system tools tool_choice stream service_tier",
     # thinking tokens bill as output and stay under max_tokens, which is held.
     free="temperature top_p top_k stop_sequences metadata thinking",
     refused={
@@ -61,7 +70,9 @@ def _anthropic(body: dict[str, Any]) -> Ask:
     elif isinstance(system, list):
         out.parts += 1
         for index, block in enumerate(system):
-            _anthropic_block(block, out, f"system[{index}]")
+            if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+                raise InvalidRequest("Each system block must be a text block.", param=f"system[{index}]")
+            out.json(block)
     elif system is not None:
         raise InvalidRequest("'system' must be a string or a list of text blocks.", param="system")
     for index, message in enumerate(messages):
@@ -79,6 +90,7 @@ def _anthropic(body: dict[str, Any]) -> Ask:
         else:
             raise InvalidRequest("'content' must be a string or a list of blocks.", param=f"{param}.content")
     tools = body.get("tools")
+    tool_choice = _tool_choice(body.get("tool_choice")) if tools else None
     if tools is not None:
         if not isinstance(tools, list):
             raise InvalidRequest("'tools' must be a list.", param="tools")
@@ -97,7 +109,21 @@ def _anthropic(body: dict[str, Any]) -> Ask:
         stream=_bool(body, "stream"),
         include_usage=True,
         exact=False,
+        tool_choice=tool_choice,
     )
+
+
+def _tool_choice(value: object) -> str:
+    """The ``tool_choice`` type ("" when absent): it decides the size of the
+    tool-use system prompt."""
+    if value is None:
+        return ""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in TOOL_CHOICES:
+        raise InvalidRequest(
+            f"'tool_choice' must be an object with a 'type' of {', '.join(TOOL_CHOICES)}.", param="tool_choice"
+        )
+    return str(kind)
 
 
 def _anthropic_block(block: object, out: _Builder, param: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -44,7 +44,11 @@ class Ask:
     The rest is what ``tokens.count_input`` counts: ``texts`` (encoded),
     ``fixed_tokens`` (framing), ``images``, ``parts`` (messages or items, for
     the per-part margin of bounded models), and ``exact`` (False where a
-    rendering is bounded rather than known).
+    rendering is bounded rather than known).  ``tool_choice`` is set by shapes
+    whose provider adds a tool-use system prompt of its own (Anthropic): the
+    ``tool_choice`` type when tools are given, "" when none is set; ``source``
+    keeps the parsed chat body for a provider tokenizer that renders the
+    messages itself (Mistral's).
     """
 
     kind: str
@@ -68,6 +72,14 @@ class Ask:
     #: on a model of the shape's own kind (16 on a completions model); a model
     #: of another kind behind the endpoint generates up to its maximum.
     default_output_tokens: int | None = None
+    #: Anthropic's ``tool_choice`` type where tools are given ("" when none is
+    #: named): it decides the size of the tool-use system prompt.
+    tool_choice: str | None = None
+    #: The JSON text of every field the shape does not know, also in ``texts``:
+    #: a provider tokenizer that renders the body itself (Mistral) adds them.
+    unknown: tuple[str, ...] = ()
+    #: The parsed body, for a provider tokenizer that renders it itself.
+    source: Any = field(default=None, compare=False, repr=False)
 
 
 def json_text(value: Any) -> str:
@@ -93,6 +105,7 @@ class _Builder:
         # (start, end, text): texts[start:end] is a rendering that a model
         # without a public tokenizer does not receive; ``text`` is what it does.
         self.swaps: list[tuple[int, int, str]] = []
+        self.unknown: list[str] = []
 
     def text(self, value: str) -> None:
         if value:
@@ -103,6 +116,11 @@ class _Builder:
         self.texts.append(json_text(value))
         self.fixed += _JSON_MARGIN
         self.exact = False
+
+    def unknown_field(self, value: Any) -> None:
+        """A field the shape does not know: counted as its JSON text."""
+        self.json(value)
+        self.unknown.append(self.texts[-1])
 
     def swap_when_bounded(self, start: int, text: str) -> None:
         """The texts added since index ``start`` are a rendering; a model
@@ -132,5 +150,6 @@ class _Builder:
             parts=self.parts,
             exact=fields.pop("exact", self.exact),
             bound_texts=self._bound_texts(),
+            unknown=tuple(self.unknown),
             **fields,
         )

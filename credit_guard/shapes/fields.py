@@ -64,7 +64,7 @@ class FieldPolicy:
                 if refusal.allows(value):
                     continue
                 raise InvalidRequest(f"'{name}' cannot be priced by this gateway: {refusal.why}.", param=param)
-            out.json({name: value})
+            out.unknown_field({name: value})
 
 
 def policy(priced: str = "", free: str = "", refused: Mapping[str, Refused] | None = None) -> FieldPolicy:
