@@ -35,13 +35,17 @@ class Usage:
     """Tokens a response reports (or that were counted).  ``cached_tokens`` is the
     part of ``input_tokens`` read from a prompt cache; ``reasoning_tokens`` the
     part of ``output_tokens`` spent on reasoning; ``cache_write_tokens`` input
-    written to a cache (Anthropic)."""
+    written to a cache (Anthropic), of which ``cache_write_5m_tokens`` and
+    ``cache_write_1h_tokens`` as the response splits them by TTL (both 0
+    where it does not)."""
 
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
 
 def _int(value: object) -> int:
@@ -67,6 +71,12 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
         input_tokens = _int(usage.get("input_tokens"))
         cache_read = _int(usage.get("cache_read_input_tokens"))
         cache_write = _int(usage.get("cache_creation_input_tokens"))
+        split = usage.get("cache_creation")
+        split = split if isinstance(split, dict) else {}
+        write_5m = _int(split.get("ephemeral_5m_input_tokens"))
+        write_1h = _int(split.get("ephemeral_1h_input_tokens"))
+        # A split larger than the total is believed over the total.
+        cache_write = max(cache_write, write_5m + write_1h)
         if kind == "anthropic":
             # Anthropic reports cache reads and writes beside input_tokens.
             return Usage(
@@ -74,6 +84,8 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
                 output_tokens=_int(usage.get("output_tokens")),
                 cached_tokens=cache_read,
                 cache_write_tokens=cache_write,
+                cache_write_5m_tokens=write_5m,
+                cache_write_1h_tokens=write_1h,
             )
         return Usage(
             input_tokens=input_tokens,
@@ -86,6 +98,8 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
     return Usage(
         input_tokens=_int(usage.get("prompt_tokens")),
         output_tokens=_int(usage.get("completion_tokens")),
+        # Gateways in front of Anthropic report its cache writes here.
+        cache_write_tokens=_int(usage.get("cache_creation_input_tokens")),
         cached_tokens=_int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
         reasoning_tokens=(
             _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
@@ -301,6 +315,8 @@ class UsageTap:
                     output_tokens=out,
                     cached_tokens=base.cached_tokens,
                     cache_write_tokens=base.cache_write_tokens,
+                    cache_write_5m_tokens=base.cache_write_5m_tokens,
+                    cache_write_1h_tokens=base.cache_write_1h_tokens,
                 )
             return None
         if self.kind == "responses":

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from .ask import Ask, _Builder
-from .fields import _bool, _image, _model, _positive_int
+from .fields import _bool, _cache_control, _image, _model, _positive_int
 
 
 def _anthropic(body: dict[str, Any]) -> Ask:
@@ -19,6 +19,7 @@ def _anthropic(body: dict[str, Any]) -> Ask:
         raise InvalidRequest("'messages' must be a non-empty list.", param="messages")
     out = _Builder()
     out.exact = False  # no public tokenizer for Claude: always a bound
+    _cache_control(body, out, "")  # automatic caching marks the whole prompt
     system = body.get("system")
     if isinstance(system, str):
         out.text(system)
@@ -52,6 +53,7 @@ def _anthropic(body: dict[str, Any]) -> Ask:
                     "Only client tools (with an 'input_schema') can be priced; server tools bill per use.",
                     param=f"tools[{index}]",
                 )
+            _cache_control(tool, out, f"tools[{index}]")
             out.json(tool)
     return out.ask(
         "anthropic",
@@ -67,6 +69,7 @@ def _anthropic(body: dict[str, Any]) -> Ask:
 def _anthropic_block(block: object, out: _Builder, param: str) -> None:
     if not isinstance(block, dict):
         raise InvalidRequest("Each content block must be an object.", param=param)
+    _cache_control(block, out, param)
     kind = block.get("type")
     if kind == "text":
         if not isinstance(block.get("text"), str):

@@ -43,7 +43,10 @@ class Ask:
     The rest is what ``tokens.count_input`` counts: ``texts`` (encoded),
     ``fixed_tokens`` (framing), ``images``, ``parts`` (messages or items, for
     the per-part margin of bounded models), and ``exact`` (False where a
-    rendering is bounded rather than known).
+    rendering is bounded rather than known).  ``service_tier`` is the
+    request's, as sent (``quote`` prices or refuses it); ``cache_ttl`` the
+    longest prompt-cache write its ``cache_control`` marks ask for
+    (``"5m"``, ``"1h"``, or None for none).
     """
 
     kind: str
@@ -58,6 +61,8 @@ class Ask:
     images: tuple[ImageRef, ...] = ()
     parts: int = 0
     exact: bool = True
+    service_tier: str | None = None
+    cache_ttl: str | None = None
 
 
 class _Builder:
@@ -69,6 +74,7 @@ class _Builder:
         self.images: list[ImageRef] = []
         self.parts = 0
         self.exact = True
+        self.cache_ttl: str | None = None
 
     def text(self, value: str) -> None:
         if value:
@@ -90,5 +96,6 @@ class _Builder:
             images=tuple(self.images),
             parts=self.parts,
             exact=fields.pop("exact", self.exact),
+            cache_ttl=self.cache_ttl,
             **fields,
         )

@@ -14,7 +14,7 @@ from typing import Any
 from .. import _tools
 from ..errors import InvalidRequest
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder
-from .fields import _bool, _image, _model, _positive_int, _refuse_fields, _service_tier
+from .fields import _bool, _cache_control, _image, _model, _positive_int, _refuse_fields, _service_tier
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -35,7 +35,7 @@ def _chat(body: dict[str, Any]) -> Ask:
     modalities = body.get("modalities")
     if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
         raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
-    _service_tier(body)
+    service_tier = _service_tier(body)
     functions = _tools.function_definitions(body)
     out = _builder_for_chat(messages, pad_system=bool(functions))
     if functions:
@@ -63,6 +63,7 @@ def _chat(body: dict[str, Any]) -> Ask:
         choices=choices,
         stream=stream,
         include_usage=include_usage,
+        service_tier=service_tier,
     )
 
 
@@ -103,6 +104,7 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
             raise InvalidRequest(f"Unknown message role {role!r}.", param=f"{param}.role")
         out.parts += 1
         out.fixed += _PER_MESSAGE
+        _cache_control(message, out, param)
         out.text(role)
         content = message.get("content")
         if pad_system and role in ("system", "developer"):
@@ -148,6 +150,7 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
         where = f"{param}[{index}]"
         if not isinstance(part, dict):
             raise InvalidRequest("Each content part must be an object.", param=where)
+        _cache_control(part, out, where)  # gateways pass it on to Anthropic
         kind = part.get("type")
         if kind in ("text", "refusal"):
             text = part.get(kind)

@@ -22,7 +22,7 @@ _RESPONSES_REFUSED = {
 def _responses(body: dict[str, Any]) -> Ask:
     model = _model(body)
     _refuse_fields(body, _RESPONSES_REFUSED)
-    _service_tier(body)
+    service_tier = _service_tier(body)
     out = _Builder()
     # OpenAI does not publish how items are framed: chat framing plus a margin
     # per item, so the count is a bound.
@@ -69,6 +69,7 @@ def _responses(body: dict[str, Any]) -> Ask:
         stream=_bool(body, "stream"),
         include_usage=True,
         exact=False,
+        service_tier=service_tier,
     )
 
 
