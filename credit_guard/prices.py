@@ -592,7 +592,7 @@ class PriceTable:
                     self._cache.clear()
                 self._cache[model] = cached
         if isinstance(cached, ModelNotPriced):
-            raise ModelNotPriced(cached.model, cached.reason)
+            raise ModelNotPriced(cached.model, cached.reason, cached.alternatives)
         return cached
 
     def _resolve(self, model: str) -> ModelPrice | ModelNotPriced:
