@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import InsufficientCredits, InvalidRequest
 from .money import display
-from .prices import ModelPrice, Rates, TierNotPriced
+from .prices import STANDARD_TIERS, ModelPrice, Rates, TierNotPriced
 from .shapes import Ask
 from .usage import Usage
 
@@ -157,15 +157,28 @@ def make_quote(ask: Ask, price: ModelPrice, input_tokens: int, input_exact: bool
 
 
 def actual_cost(quote: Quote, usage: Usage) -> Decimal:
-    """The cost of reported usage, exact: at the quote's service tier and the
-    context tier the reported input reached; cached reads at the cached price,
+    """The cost of reported usage, exact: at the service tier the response
+    says it was served at where the table prices it (the requested one
+    otherwise) and the context tier the reported input reached; cached reads at the cached price,
     cache writes at the 5-minute or 1-hour write price (all at the 1-hour one
     where the request asked for it and the usage does not split them),
-    reasoning output at the reasoning price.  Counts that overlap impossibly
+    reasoning output at the reasoning price.  Where the request asked for
+    caching and the usage does not say what was written (or the guard counted
+    the usage itself), all uncached input is charged as written.  Counts that overlap impossibly
     are clipped so that no token is billed twice or below another's price."""
-    rates = quote.price.rates(quote.service_tier, usage.input_tokens, strict=False)
+    price = quote.price
+    tier = quote.service_tier
+    served = usage.service_tier
+    if served is not None and (served in STANDARD_TIERS or served in price.service_tiers()):
+        # The tier the provider says it served (and bills) the request at.
+        tier = served
+    rates = price.rates(tier, usage.input_tokens, strict=False)
     cached = min(usage.cached_tokens, usage.input_tokens)
     writes = min(usage.cache_write_tokens, usage.input_tokens - cached)
+    if quote.cache_ttl is not None and not usage.cache_reported:
+        # Caching was asked for and the response does not say what it wrote:
+        # all the input not read from the cache may have been.
+        writes = usage.input_tokens - cached
     if usage.cache_write_1h_tokens or usage.cache_write_5m_tokens:
         long_writes = min(usage.cache_write_1h_tokens, writes)
     else:

@@ -37,7 +37,9 @@ class Usage:
     part of ``output_tokens`` spent on reasoning; ``cache_write_tokens`` input
     written to a cache (Anthropic), of which ``cache_write_5m_tokens`` and
     ``cache_write_1h_tokens`` as the response splits them by TTL (both 0
-    where it does not)."""
+    where it does not).  ``cache_reported`` is True where the response said
+    how much it wrote to the cache (even none); ``service_tier`` the tier the
+    response says it was served at."""
 
     input_tokens: int
     output_tokens: int
@@ -46,6 +48,8 @@ class Usage:
     cache_write_tokens: int = 0
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    cache_reported: bool = False
+    service_tier: str | None = None
 
 
 def _int(value: object) -> int:
@@ -65,6 +69,10 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
         usage = obj["message"].get("usage")
     if not isinstance(usage, dict):
         return None
+    tier = usage.get("service_tier", obj.get("service_tier"))
+    if kind == "responses" and isinstance(obj.get("response"), dict):
+        tier = obj["response"].get("service_tier", tier)
+    tier = tier if isinstance(tier, str) else None
     if kind in ("responses", "anthropic") or "input_tokens" in usage:
         cached = usage.get("input_tokens_details") or {}
         out_details = usage.get("output_tokens_details") or {}
@@ -86,12 +94,15 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
                 cache_write_tokens=cache_write,
                 cache_write_5m_tokens=write_5m,
                 cache_write_1h_tokens=write_1h,
+                cache_reported="cache_creation_input_tokens" in usage or bool(split),
+                service_tier=tier,
             )
         return Usage(
             input_tokens=input_tokens,
             output_tokens=_int(usage.get("output_tokens")),
             cached_tokens=_int(cached.get("cached_tokens")) if isinstance(cached, dict) else 0,
             reasoning_tokens=_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0,
+            service_tier=tier,
         )
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
@@ -100,6 +111,8 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
         output_tokens=_int(usage.get("completion_tokens")),
         # Gateways in front of Anthropic report its cache writes here.
         cache_write_tokens=_int(usage.get("cache_creation_input_tokens")),
+        cache_reported="cache_creation_input_tokens" in usage,
+        service_tier=tier,
         cached_tokens=_int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
         reasoning_tokens=(
             _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
@@ -317,6 +330,8 @@ class UsageTap:
                     cache_write_tokens=base.cache_write_tokens,
                     cache_write_5m_tokens=base.cache_write_5m_tokens,
                     cache_write_1h_tokens=base.cache_write_1h_tokens,
+                    cache_reported=base.cache_reported,
+                    service_tier=base.service_tier,
                 )
             return None
         if self.kind == "responses":

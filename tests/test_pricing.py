@@ -495,3 +495,35 @@ def test_every_openai_snapshot_of_the_map_is_bundled_at_the_maps_price() -> None
                 assert tier not in price.service_tiers(), name
         checked += 1
     assert checked > 40
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("asked", "served", "prices"),
+    [
+        ("auto", "priority", ("2.50", "20")),  # a project whose default tier is priority
+        ("priority", "default", ("1.25", "10")),  # served below the tier asked: billed as served
+        ("flex", "flex", ("0.625", "5")),
+        ("flex", "scale", ("0.625", "5")),  # a tier the table does not price: the one asked
+    ],
+)
+async def test_the_tier_the_response_reports_is_the_one_charged(
+    asked: str, served: str, prices: tuple[str, str]
+) -> None:
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100}
+    reply = chat_reply(usage, service_tier=served)
+    spent = await settle("/v1/chat/completions", chat("gpt-5", service_tier=asked), reply)
+    assert spent == per_m(prices[0]) * 1000 + per_m(prices[1]) * 100
+
+
+@pytest.mark.anyio
+async def test_caching_asked_and_not_reported_is_charged_as_written() -> None:
+    # A gateway that drops Anthropic's cache fields: every uncached input
+    # token may have been written, at the TTL asked.
+    usage = {"input_tokens": 1200, "output_tokens": 30}
+    hour = claude([{"type": "ephemeral", "ttl": "1h"}])
+    spent = await settle("/v1/messages", hour, anthropic_message(usage))
+    assert spent == per_m("6") * 1200 + per_m("15") * 30
+    # Reported as none written: none charged as written.
+    none_written = {**usage, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    assert await settle("/v1/messages", hour, anthropic_message(none_written)) == (per_m("3") * 1200 + per_m("15") * 30)
