@@ -265,7 +265,7 @@ def _dearer(a: Tier, b: Tier) -> Tier:
         max(a.above, b.above),
         max(a.input, b.input),
         max(a.output, b.output),
-        most(a.cached_input, b.cached_input) if a.cached_input is not None else None,
+        most(a.cached_input, b.cached_input),
         most(a.cache_write, b.cache_write),
         most(a.cache_write_1h, b.cache_write_1h),
     )
@@ -285,7 +285,6 @@ _LITELLM_MODES = {
     "responses": "responses",
 }
 _DATE_SUFFIX = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})|-latest)$")
-_PROVIDER_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+/")
 _CACHE_LIMIT = 4096
 
 

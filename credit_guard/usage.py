@@ -106,14 +106,20 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
         )
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
+    prompt = _int(usage.get("prompt_tokens"))
+    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    # Gateways in front of Anthropic report its cache writes here, within
+    # prompt_tokens; writes that cannot fit in it were reported beside it.
+    writes = _int(usage.get("cache_creation_input_tokens"))
+    if writes > prompt - min(cached, prompt):
+        prompt += writes
     return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
+        input_tokens=prompt,
         output_tokens=_int(usage.get("completion_tokens")),
-        # Gateways in front of Anthropic report its cache writes here.
-        cache_write_tokens=_int(usage.get("cache_creation_input_tokens")),
+        cache_write_tokens=writes,
         cache_reported="cache_creation_input_tokens" in usage,
         service_tier=tier,
-        cached_tokens=_int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
+        cached_tokens=cached,
         reasoning_tokens=(
             _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
         ),

@@ -527,3 +527,40 @@ async def test_caching_asked_and_not_reported_is_charged_as_written() -> None:
     # Reported as none written: none charged as written.
     none_written = {**usage, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     assert await settle("/v1/messages", hour, anthropic_message(none_written)) == (per_m("3") * 1200 + per_m("15") * 30)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        # prompt_tokens holds the writes and reads (LiteLLM's and most gateways' convention).
+        (
+            {
+                "prompt_tokens": 3100,
+                "completion_tokens": 10,
+                "cache_creation_input_tokens": 2000,
+                "prompt_tokens_details": {"cached_tokens": 1000},
+            },
+            per_m("3") * 100 + per_m("6") * 2000 + per_m("0.30") * 1000 + per_m("15") * 10,
+        ),
+        # Writes that cannot fit in prompt_tokens were reported beside it.
+        (
+            {"prompt_tokens": 100, "completion_tokens": 10, "cache_creation_input_tokens": 2000},
+            per_m("3") * 100 + per_m("6") * 2000 + per_m("15") * 10,
+        ),
+    ],
+)
+async def test_claude_behind_a_chat_gateway_settles_its_cache_writes(usage: dict[str, Any], expected: Decimal) -> None:
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Long context.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+                ],
+            }
+        ],
+    }
+    assert await settle("/v1/chat/completions", body, chat_reply(usage)) == expected
