@@ -265,3 +265,21 @@ def test_the_bundled_table_has_date_source_and_complete_entries() -> None:
             assert model.encoding in ("o200k_base", "cl100k_base"), model.name
     # An entry without a maximum output is priced only with the request's own cap.
     assert table.resolve("gpt-4o").max_output_tokens
+
+
+@needs_litellm
+def test_the_bundled_table_is_what_the_import_script_writes() -> None:
+    """No hand edit drifts from the map: the script regenerates the table byte for byte."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "import_litellm_prices.py"
+    spec = importlib.util.spec_from_file_location("import_litellm_prices", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bundled_path = Path(__file__).resolve().parents[1] / "credit_guard" / "data" / "prices.json"
+    bundled = json.loads(bundled_path.read_text())
+    litellm = json.loads(LITELLM.read_text(), parse_float=Decimal)
+    supplement = json.loads(module.SUPPLEMENT.read_text())
+    rebuilt = module.build(litellm, bundled, supplement, bundled["as_of"])
+    assert rebuilt == bundled
