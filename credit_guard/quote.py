@@ -345,7 +345,20 @@ def _basis(quote: Quote) -> str:
         basis = f"{param}={quote.max_output_tokens}"
     if quote.choices > 1:
         basis += f" and n={quote.choices}"
-    return "based on " + basis
+    return "based on " + basis + "".join(f", {note}" for note in _price_notes(quote))
+
+
+def _price_notes(quote: Quote) -> list[str]:
+    """What the prices of this quote are, where they are not the base ones."""
+    notes = []
+    if quote.service_tier is not None and quote.service_tier not in STANDARD_TIERS:
+        notes.append(f"at the {quote.service_tier} service tier's prices")
+    reached = [t.above for t in quote.price.tiers if 0 < t.above < quote.input_tokens]
+    if reached:
+        notes.append(f"at the prices of input above {max(reached)} tokens")
+    if quote.cache_ttl is not None:
+        notes.append(f"with all input priced as a {quote.cache_ttl} prompt-cache write (cache_control)")
+    return notes
 
 
 def cheapest_alternative(

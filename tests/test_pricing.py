@@ -150,6 +150,7 @@ async def test_claude_cache_writes_are_held_at_the_write_price_of_the_longest_tt
     assert required(plain) == per_m("3") * tokens + output
     assert required(five) == required(explicit_five) == per_m("3.75") * tokens + output
     assert required(hour) == per_m("6") * tokens + output
+    assert "1h prompt-cache write" in hour["detail"] and "cache" not in plain["detail"]
 
 
 @pytest.mark.anyio
@@ -200,6 +201,7 @@ async def test_a_long_gemini_prompt_is_held_at_the_context_tier_it_reaches(
     assert tokens > threshold and long["context"]["input_tokens_exact"] is False
     assert required(long) == per_m(high[0]) * tokens + per_m(high[1]) * 1000
     assert Decimal(str(long["context"]["max_output_cost"])) == per_m(high[1]) * 1000
+    assert f"input above {threshold} tokens" in long["detail"] and "above" not in short["detail"]
 
 
 @pytest.mark.anyio
@@ -208,6 +210,7 @@ async def test_a_service_tier_is_held_at_its_own_price(tier: str, prices: tuple[
     error = await refused("/v1/chat/completions", chat("gpt-5", service_tier=tier))
     tokens = error["context"]["input_tokens"]
     assert required(error) == per_m(prices[0]) * tokens + per_m(prices[1]) * 1000
+    assert f"{tier} service tier" in error["detail"]
     standard = await refused("/v1/chat/completions", chat("gpt-5", service_tier="default"))
     assert required(standard) == per_m("1.25") * tokens + per_m("10") * 1000
 
