@@ -169,6 +169,25 @@ async def test_cache_control_on_tools_messages_and_the_request_counts_too() -> N
     tool["tools"] = [{"name": "f", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}]
     error = await refused("/v1/messages", tool)
     assert required(error) == per_m("3.75") * error["context"]["input_tokens"] + per_m("15") * 2000
+    nested = claude([None])
+    nested["messages"] = [
+        {"role": "user", "content": "Look it up."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "content": [
+                        {"type": "text", "text": "result", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+                    ],
+                }
+            ],
+        },
+    ]
+    error = await refused("/v1/messages", nested)
+    assert required(error) == per_m("6") * error["context"]["input_tokens"] + per_m("15") * 2000
 
 
 @pytest.mark.anyio

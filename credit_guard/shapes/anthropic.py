@@ -89,6 +89,10 @@ def _anthropic_block(block: object, out: _Builder, param: str) -> None:
         else:
             raise InvalidRequest("Only base64 and url image sources can be priced.", param=param)
     elif kind in ("tool_use", "tool_result"):
+        nested = block.get("content")
+        for index, item in enumerate(nested if isinstance(nested, list) else ()):
+            if isinstance(item, dict):
+                _cache_control(item, out, f"{param}.content[{index}]")
         out.json(block)
     else:
         raise InvalidRequest(f"Content blocks of type {kind!r} cannot be priced here.", param=param)
