@@ -446,18 +446,34 @@ def test_the_bundled_table_prices_the_models_still_called(name: str, entry: str,
         assert price.cache_write_1h_price == price.input_price * 2
 
 
-@pytest.mark.parametrize("name", ["gpt-4o-2024-05-14", "claude-3-5-sonnet-20990101", "gemini-1.5-pro-999", "o1-mini-x"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gpt-4o-2024-05-14",
+        "claude-3-5-sonnet-20990101",
+        "gemini-1.5-pro-999",
+        "o1-mini-x",
+        "openai/azure/gpt-4o",
+        "anthropic/gpt-4o",
+        "gpt-4o\x00",
+        "gpt-4o ",
+        "azure/../gpt-4o-mini",
+        "openai/GPT-4O-2024-05-14",
+    ],
+)
 def test_no_unlisted_name_borrows_a_price(name: str) -> None:
     with pytest.raises(ModelNotPriced) as caught:
         BUNDLED.resolve(name)
-    assert caught.value.alternatives and all(alt in BUNDLED for alt in caught.value.alternatives)
+    assert all(alt in BUNDLED for alt in caught.value.alternatives)
+    if "/" not in name:
+        assert caught.value.alternatives, name
 
 
 @needs_litellm
 def test_every_litellm_entry_resolves_to_its_own_prices() -> None:
     raw = json.loads(LITELLM.read_text(), parse_float=Decimal)
     table = PriceTable.from_dict(raw)
-    checked = 0
+    checked = tiers = 0
     for name, entry in raw.items():
         price = table.get(name)
         if price is None:
@@ -467,8 +483,23 @@ def test_every_litellm_entry_resolves_to_its_own_prices() -> None:
         assert resolved.input_price == _clean(entry["input_cost_per_token"], name), name
         if entry.get("output_cost_per_token") is not None:
             assert resolved.output_price == _clean(entry["output_cost_per_token"], name), name
+        # Its tiers are its own too: each service tier, and each context tier
+        # from the first token above its threshold.
+        for key in entry:
+            match = re.fullmatch(r"input_cost_per_token(?:_above_(\d+)k_tokens)?(?:_(flex|priority))?", key)
+            if match is None or (match[1] is None and match[2] is None):
+                continue
+            if entry.get(key.replace("input_", "output_", 1)) is None:
+                continue  # a tier without an output price is not loaded (and refused)
+            above = int(match[1]) * 1000 if match[1] else 0
+            if match[2] and entry.get(f"input_cost_per_token_{match[2]}") is None:
+                continue
+            rates = resolved.rates(match[2], above + 1)
+            assert rates.input == _clean(entry[key], key), (name, key)
+            assert rates.output == _clean(entry[key.replace("input_", "output_", 1)], key), (name, key)
+            tiers += 1
         checked += 1
-    assert checked > 3000
+    assert checked > 3000 and tiers > 500
 
 
 @needs_litellm
