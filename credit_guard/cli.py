@@ -347,6 +347,12 @@ def _price_json(price: Any) -> dict[str, Any]:
         "cached_input_per_1m": None
         if price.cached_input_price is None
         else json_text(price.cached_input_price * million),
+        "cache_write_per_1m": None if price.cache_write_price is None else json_text(price.cache_write_price * million),
+        "cache_write_1h_per_1m": None
+        if price.cache_write_1h_price is None
+        else json_text(price.cache_write_1h_price * million),
+        "context_tiers_above": sorted({t.above for t in price.tiers if t.above}),
+        "service_tiers": price.service_tiers(),
         "max_output_tokens": price.max_output_tokens,
         "max_input_tokens": price.max_input_tokens,
         "encoding": price.encoding,

@@ -218,7 +218,9 @@ class CreditGuard:
             price = self.prices.resolve(ask.model)
         except ModelNotPriced as exc:
             raise ModelNotPricedError(
-                f"The model {ask.model!r} is not priced by this gateway ({exc.reason}).", param="model"
+                f"The model {ask.model!r} is not priced by this gateway ({exc.reason}).",
+                param="model",
+                alternatives=list(exc.alternatives),
             ) from None
         if ask.kind not in _SERVES.get(price.kind, {price.kind}):
             raise InvalidRequest(

@@ -296,8 +296,14 @@ def test_every_field_of_tools_and_system_blocks_is_counted() -> None:
         "messages": [{"role": "user", "content": "Hi"}],
     }
     plain = {**body, "system": [{"type": "text", "text": "Be brief."}], "tools": [WEATHER_TOOL]}
-    extra = len(b',"cache_control":{"type":"ephemeral","ttl":"1h"}') + len(b',"cache_control":{"type":"ephemeral"}')
-    assert count(body).tokens - count(plain).tokens == extra
+    # A cache_control mark is not read by the model: it is priced as a cache
+    # write of the prompt (at the longest TTL asked), not counted as text.
+    assert count(body).tokens == count(plain).tokens
+    assert shapes.parse("anthropic", body).cache_ttl == "1h"
+    assert shapes.parse("anthropic", plain).cache_ttl is None
+    # Every other field of a tool or a system block is counted as JSON text.
+    extra = {**WEATHER_TOOL, "x-note": "n" * 200}
+    assert count({**plain, "tools": [extra]}).tokens - count(plain).tokens >= 200
     with pytest.raises(InvalidRequest) as caught:
         shapes.parse("anthropic", {**body, "system": [{"type": "image", "source": {}}]})
     assert caught.value.param == "system[0]"

@@ -237,8 +237,8 @@ def test_tool_choice_adds_its_tokens(choice: object, extra: int | None) -> None:
             "audio",
         ),
         (
-            {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "service_tier": "priority"},
-            None,
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "service_tier": 5},
+            "service_tier",
         ),
         (
             {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web"}]},

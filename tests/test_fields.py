@@ -265,7 +265,8 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         {**CHAT, "chat_template": "{% for m in messages %}{{ m.content * 999 }}{% endfor %}"},
         "chat_template",
     ),
-    ("/v1/chat/completions", {**CHAT, "service_tier": "priority"}, "service_tier"),
+    # A tier the price table has no price for (priority and flex are priced where it has them).
+    ("/v1/chat/completions", {**CHAT, "service_tier": "scale"}, "service_tier"),
     # Fields a gateway (LiteLLM) acts on before the provider sees the request.
     ("/v1/chat/completions", {**CHAT, "extra_body": {"web_search_options": {}}}, "extra_body"),
     ("/v1/responses", {**RESP, "extra_body": {"tools": [{"type": "web_search"}]}}, "extra_body"),

@@ -14,12 +14,12 @@ from typing import Any
 from .._anthropic import TOOL_CHOICES
 from ..errors import InvalidRequest
 from .ask import Ask, ImageRef, _Builder
-from .fields import WEB_SEARCH, Refused, _bool, _image, _model, _positive_int, body_policy, policy
+from .fields import WEB_SEARCH, Refused, _bool, _cache_control, _image, _model, _positive_int, body_policy, policy
 
 # tool_choice is priced: it picks the size of the tool-use system prompt
 # Anthropic adds (``_anthropic.tool_prompt_tokens``).
 BODY = body_policy(
-    priced="model messages max_tokens system tools tool_choice stream service_tier",
+    priced="model messages max_tokens system tools tool_choice stream service_tier cache_control",
     # thinking tokens bill as output and stay under max_tokens, which is held.
     free="temperature top_p top_k stop_sequences metadata thinking",
     refused={
@@ -29,8 +29,8 @@ BODY = body_policy(
 )
 MESSAGE = policy(priced="role content")
 BLOCKS = {
-    "text": policy(priced="type text"),
-    "image": policy(priced="type source"),
+    "text": policy(priced="type text cache_control"),
+    "image": policy(priced="type source cache_control"),
     "thinking": policy(priced="type thinking signature"),
     "redacted_thinking": policy(priced="type data"),
 }
@@ -63,6 +63,7 @@ def _anthropic(body: dict[str, Any]) -> Ask:
     if body.get("service_tier") not in _TIERS:
         raise InvalidRequest(f"'service_tier' {body['service_tier']!r} cannot be priced here.", param="service_tier")
     out.exact = False  # no public tokenizer for Claude: always a bound
+    _cache_control(body, out, "")  # automatic caching marks the whole prompt
     system = body.get("system")
     if isinstance(system, str):
         out.text(system)
@@ -72,7 +73,8 @@ def _anthropic(body: dict[str, Any]) -> Ask:
         for index, block in enumerate(system):
             if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
                 raise InvalidRequest("Each system block must be a text block.", param=f"system[{index}]")
-            out.json(block)
+            _cache_control(block, out, f"system[{index}]")
+            out.json(_unmarked(block))
     elif system is not None:
         raise InvalidRequest("'system' must be a string or a list of text blocks.", param="system")
     for index, message in enumerate(messages):
@@ -100,7 +102,8 @@ def _anthropic(body: dict[str, Any]) -> Ask:
                     "Only client tools (with an 'input_schema') can be priced; server tools bill per use.",
                     param=f"tools[{index}]",
                 )
-            out.json(tool)
+            _cache_control(tool, out, f"tools[{index}]")
+            out.json(_unmarked(tool))
     return out.ask(
         "anthropic",
         model,
@@ -111,6 +114,14 @@ def _anthropic(body: dict[str, Any]) -> Ask:
         exact=False,
         tool_choice=tool_choice,
     )
+
+
+def _unmarked(block: dict[str, Any]) -> dict[str, Any]:
+    """``block`` as counted: its ``cache_control`` mark is priced as a cache
+    write (``_cache_control``), not read by the model."""
+    if "cache_control" not in block:
+        return block
+    return {key: value for key, value in block.items() if key != "cache_control"}
 
 
 def _tool_choice(value: object) -> str:
@@ -129,6 +140,7 @@ def _tool_choice(value: object) -> str:
 def _anthropic_block(block: object, out: _Builder, param: str) -> None:
     if not isinstance(block, dict):
         raise InvalidRequest("Each content block must be an object.", param=param)
+    _cache_control(block, out, param)
     kind = block.get("type")
     if isinstance(kind, str) and kind in _REFUSED_BLOCKS:
         raise InvalidRequest(f"Content blocks of type {kind!r} cannot be priced: {_REFUSED_BLOCKS[kind]}.", param=param)
@@ -146,7 +158,11 @@ def _anthropic_block(block: object, out: _Builder, param: str) -> None:
     elif kind in ("tool_use", "tool_result"):
         if kind == "tool_result":
             _tool_result(block.get("content"), out, param)
-        out.json(block)
+        nested = block.get("content")
+        for index, item in enumerate(nested if isinstance(nested, list) else ()):
+            if isinstance(item, dict):
+                _cache_control(item, out, f"{param}.content[{index}]")
+        out.json(_unmarked(block))
     else:
         raise InvalidRequest(f"Content blocks of type {kind!r} cannot be priced here.", param=param)
 

@@ -48,7 +48,9 @@ class Ask:
     whose provider adds a tool-use system prompt of its own (Anthropic): the
     ``tool_choice`` type when tools are given, "" when none is set; ``source``
     keeps the parsed chat body for a provider tokenizer that renders the
-    messages itself (Mistral's).
+    messages itself (Mistral's).  ``service_tier`` is the request's, as sent
+    (``quote`` prices or refuses it); ``cache_ttl`` the longest prompt-cache
+    write its ``cache_control`` marks ask for (``"5m"``, ``"1h"``, or None).
     """
 
     kind: str
@@ -80,6 +82,8 @@ class Ask:
     unknown: tuple[str, ...] = ()
     #: The parsed body, for a provider tokenizer that renders it itself.
     source: Any = field(default=None, compare=False, repr=False)
+    service_tier: str | None = None
+    cache_ttl: str | None = None
 
 
 def json_text(value: Any) -> str:
@@ -106,6 +110,7 @@ class _Builder:
         # without a public tokenizer does not receive; ``text`` is what it does.
         self.swaps: list[tuple[int, int, str]] = []
         self.unknown: list[str] = []
+        self.cache_ttl: str | None = None
 
     def text(self, value: str) -> None:
         if value:
@@ -151,5 +156,6 @@ class _Builder:
             exact=fields.pop("exact", self.exact),
             bound_texts=self._bound_texts(),
             unknown=tuple(self.unknown),
+            cache_ttl=self.cache_ttl,
             **fields,
         )

@@ -19,6 +19,7 @@ from .fields import (
     WEB_SEARCH,
     Refused,
     _bool,
+    _cache_control,
     _image,
     _model,
     _positive_int,
@@ -76,7 +77,7 @@ def _chat(body: dict[str, Any]) -> Ask:
     modalities = body.get("modalities")
     if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
         raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
-    _service_tier(body)
+    service_tier = _service_tier(body)
     functions = _tools.function_definitions(body)
     _tool_fields(body, out)
     _add_messages(out, messages, pad_system=bool(functions))
@@ -107,6 +108,7 @@ def _chat(body: dict[str, Any]) -> Ask:
         choices=choices,
         stream=stream,
         include_usage=include_usage,
+        service_tier=service_tier,
     )
 
 
@@ -169,6 +171,7 @@ def _add_messages(out: _Builder, messages: list[Any], *, pad_system: bool = Fals
         MESSAGE.apply(message, out, param)
         out.parts += 1
         out.fixed += _PER_MESSAGE
+        _cache_control(message, out, param)
         out.text(role)
         content = message.get("content")
         if pad_system and role in ("system", "developer"):
@@ -211,6 +214,7 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
         where = f"{param}[{index}]"
         if not isinstance(part, dict):
             raise InvalidRequest("Each content part must be an object.", param=where)
+        _cache_control(part, out, where)  # gateways pass it on to Anthropic
         kind = part.get("type")
         if isinstance(kind, str) and kind in _REFUSED_PARTS:
             why = _REFUSED_PARTS[kind]

@@ -36,7 +36,7 @@ def _completion(body: dict[str, Any]) -> Ask:
     best_of = _positive_int(body, "best_of", upper=20)
     if best_of is not None and best_of < n:
         raise InvalidRequest("'best_of' must be at least 'n'.", param="best_of")
-    _service_tier(body)
+    service_tier = _service_tier(body)
     out.parts = prompts
     return out.ask(
         "completion",
@@ -49,6 +49,7 @@ def _completion(body: dict[str, Any]) -> Ask:
         # best_of completions are generated (and billed) per prompt.
         choices=max(n, best_of or 1) * prompts,
         stream=_bool(body, "stream"),
+        service_tier=service_tier,
     )
 
 

@@ -139,13 +139,29 @@ def _bool(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _service_tier(body: dict[str, Any]) -> None:
+def _service_tier(body: dict[str, Any]) -> str | None:
+    """The request's ``service_tier``, as sent: the quote prices it at the
+    table's price for that tier or refuses it."""
     tier = body.get("service_tier")
-    if tier not in (None, "auto", "default", "flex"):
+    if tier is not None and not isinstance(tier, str):
+        raise InvalidRequest("'service_tier' must be a string.", param="service_tier")
+    return tier
+
+
+def _cache_control(block: dict[str, Any], out: _Builder, param: str) -> None:
+    """Note a ``cache_control`` mark: the prefix it ends may be written to the
+    prompt cache, billed above the input price."""
+    mark = block.get("cache_control")
+    if mark is None:
+        return
+    ttl = mark.get("ttl", "5m") if isinstance(mark, dict) else None
+    if not isinstance(mark, dict) or mark.get("type") != "ephemeral" or ttl not in ("5m", "1h"):
         raise InvalidRequest(
-            f"'service_tier' {tier!r} is billed above the listed prices and cannot be priced here.",
-            param="service_tier",
+            "'cache_control' must be {\"type\": \"ephemeral\"} with an optional 'ttl' of '5m' or '1h'.",
+            param=f"{param}.cache_control" if param else "cache_control",
         )
+    if out.cache_ttl != "1h":
+        out.cache_ttl = ttl
 
 
 def _image(url: object, detail: object, param: str) -> ImageRef:

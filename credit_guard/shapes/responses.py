@@ -47,7 +47,7 @@ def _responses(body: dict[str, Any]) -> Ask:
     model = _model(body)
     out = _Builder()
     BODY.apply(body, out)
-    _service_tier(body)
+    service_tier = _service_tier(body)
     # OpenAI does not publish how items are framed: chat framing plus a margin
     # per item, so the count is a bound.
     out.fixed += _REPLY_PRIMING
@@ -95,6 +95,7 @@ def _responses(body: dict[str, Any]) -> Ask:
         stream=_bool(body, "stream"),
         include_usage=True,
         exact=False,
+        service_tier=service_tier,
     )
 
 
