@@ -628,3 +628,129 @@ def test_the_upstream_credit_date_and_server_headers_are_not_passed_on(tmp_path:
     assert "Thu, 01 Jan 1970 00:00:00 GMT" not in answer.header("date")
     assert len(answer.header("date")) == 1 and len(answer.header("server")) <= 1
     assert answer.header("x-ratelimit-remaining-requests") == ["42"]
+
+
+# -- 4. generated targets ----------------------------------------------------------------------
+
+
+def target_strategy(attacker_port: int) -> Any:
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(
+        [
+            b"/",
+            b"//",
+            b"v1",
+            b"V1",
+            b"chat",
+            b"completions",
+            b"embeddings",
+            b"models",
+            b"files",
+            b"..",
+            b".",
+            b"%2e%2e",
+            b"%2E",
+            b"%2F",
+            b"%252F",
+            b"%5C",
+            b"\\",
+            b"#",
+            b"%23",
+            b"?",
+            b"?x=1",
+            b"@",
+            b"127.0.0.1:" + str(attacker_port).encode(),
+            b"http:",
+            b"*",
+            b";a=b",
+            b"deployments",
+            b"engines",
+            b"gpt-4o",
+            b"%00",
+            b"%",
+            b":",
+            b"%40",
+        ]
+    )
+    free = st.lists(pieces, min_size=1, max_size=10).map(b"".join)
+    attacker = b"127.0.0.1:" + str(attacker_port).encode()
+    segment = st.sampled_from(
+        [b"v1", b"V1", b"chat", b"completions", b"embeddings", b"..", b".", b"", b"%2e%2e", b"%2E", b"x", b"%2F"]
+        + [b"%252e%252e", attacker, b"@" + attacker, b"deployments", b"engines", b"gpt-4o", b"c%68at", b";p=1"]
+    )
+    # Mostly plain paths, so that many reach the upstream and the checks below bite.
+    prefix = st.sampled_from(
+        [b"/"] * 6 + [b"//", b"", b"@", b"http://" + attacker + b"/", b"/../", b"\\", b"*", b"%2F"]
+    )
+    suffix = st.sampled_from(
+        [b"/chat/completions"] * 4
+        + [b"/v1/chat/completions", b"/chat/completions?x=1", b"", b"#/../../embeddings", b"#", b"/", b"?#"]
+    )
+    built = st.tuples(prefix, st.lists(segment, max_size=6), suffix).map(lambda t: t[0] + b"/".join(t[1]) + t[2])
+    return st.one_of(
+        built,
+        built,
+        built,
+        free,
+        free.map(lambda tail: b"/v1/chat/completions" + tail),
+        free.map(lambda head: head + b"/v1/chat/completions"),
+    )
+
+
+def canonical(path: str) -> bool:
+    """A path with nothing left for an upstream to resolve: no empty or dot
+    segments, no fragment, no backslash."""
+    segments = path.split("/")
+    return (
+        path.startswith("/")
+        and all(segment not in ("", ".", "..") for segment in segments[1:])
+        and "#" not in path
+        and "\\" not in path
+    )
+
+
+def test_generated_targets_reach_the_upstream_only_as_priced(tmp_path: Path) -> None:
+    from urllib.parse import unquote
+
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+
+    with gateway(tmp_path) as gw:
+        attacker = f"127.0.0.1:{gw.attacker_port}".encode()
+        served: list[bytes] = []
+
+        @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(target=target_strategy(gw.attacker_port), method=st.sampled_from(["POST", "POST", "POST", "GET"]))
+        @example(target=b"/v1/chat/completions", method="POST")
+        @example(target=b"/v1/x/../chat/completions?x=1", method="POST")
+        @example(target=b"@" + attacker + b"/v1/chat/completions", method="POST")
+        @example(target=b"/v1/chat/completions#/../../embeddings", method="POST")
+        @example(target=b"/v1/models", method="GET")
+        def one(target: bytes, method: str) -> None:
+            before = len(gw.upstream.calls)
+            answer = raw(gw.port, method, target, orjson.dumps(CHAT) if method == "POST" else b"")
+            assert answer.status < 500, (target, answer.status, answer.body)
+            if answer.status >= 400 and answer.header("content-type") == ["application/json"]:
+                answer.error()
+            new = gw.upstream.calls[before:]
+            assert len(new) <= 1
+            for call in new:
+                path = unquote(call.raw_path.decode("ascii"))
+                assert canonical(path), (target, call.raw_path)
+                if call.method == "POST":
+                    # The exact path priced: a chat completion, with its worst case held.
+                    assert path.lower().endswith("/chat/completions"), (target, call.raw_path)
+                    assert call.held is not None and call.held > 0
+                    assert answer.status == 200
+                    served.append(target)
+                else:
+                    assert path.lower() in ("/v1/models", "/models") or path.lower().startswith("/v1/models/")
+            assert gw.attacker.calls == []
+
+        one()
+        figures = gw.settled()
+    assert figures.held == 0
+    assert figures.available + figures.held + figures.spent == figures.granted == GRANT
+    assert len(served) >= 2
+    assert figures.spent == len(served) * cost("gpt-4o-mini")
