@@ -123,54 +123,56 @@ def target_segments(scope: MutableMapping[str, Any]) -> tuple[str, ...]:
     on) must both start with one ``/`` and hold no ``#`` or ``\\``, nothing
     outside the bytes a URL path may hold, and must say the same thing.
     """
+    return _judged(scope)[0]
+
+
+def _judged(scope: MutableMapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``target_segments`` and the same in lower case (what routes match)."""
     path = scope.get("path", "")
     raw = scope.get("raw_path")
-    root_path = scope.get("root_path", "")
-    if not isinstance(path, str):
+    query = scope.get("query_string", b"")
+    if not isinstance(path, str) or not (raw is None or isinstance(raw, bytes)) or not isinstance(query, bytes):
         raise BadTarget("The request target is not a path.", param="path")
+    if query and not _QUERY_BYTES.issuperset(query):
+        raise BadTarget("The query holds a character a URL may not ('#', spaces...).", param="path")
+    key = (raw, path, scope.get("root_path", ""))
+    judged = _JUDGED.get(key)
+    if judged is None:
+        judged = _judge(*key)
+        if len(_JUDGED) >= _JUDGED_KEPT:
+            _JUDGED.clear()
+        _JUDGED[key] = judged
+    if isinstance(judged, str):
+        raise BadTarget(judged, param="path")
+    return judged
+
+
+# Targets repeat: each is judged once (a refusal is kept as its message).
+_JUDGED: dict[tuple[bytes | None, str, str], tuple[tuple[str, ...], tuple[str, ...]] | str] = {}
+_JUDGED_KEPT = 4096
+
+
+def _judge(raw: bytes | None, path: str, root_path: str) -> tuple[tuple[str, ...], tuple[str, ...]] | str:
     if raw is None:
         raw = quote(path, safe="/:@!$&'()*+,;=~").encode("ascii")
-    elif not isinstance(raw, bytes):
-        raise BadTarget("The request target is not a path.", param="path")
-    _check_target(raw, scope.get("query_string", b""))
-    decoded = unquote(raw.decode("ascii"))
+    if not raw.startswith(b"/") or raw.startswith(b"//"):
+        return "The request target must be a path starting with a single '/' (no absolute or authority form)."
+    if not _TARGET_BYTES.issuperset(raw):
+        return "The request target holds a character a URL path may not ('#', '\\', spaces...)."
     # uvicorn and httpx give path == unquote(raw_path); a server that parsed
     # the target another way (an absolute form it cut down) must not be judged
     # on one and forwarded by the other.
-    if decoded != path or not path.startswith("/") or path.startswith("//") or "#" in path or "\\" in path:
-        raise BadTarget("The request target must be a plain path such as /v1/chat/completions.", param="path")
-    return _segments(path, root_path)
-
-
-def _check_target(raw: bytes, query: object) -> None:
-    if not raw.startswith(b"/") or raw.startswith(b"//"):
-        raise BadTarget(
-            "The request target must be a path starting with a single '/' (no absolute or authority form).",
-            param="path",
-        )
-    if not isinstance(query, bytes) or not _TARGET_BYTES.issuperset(raw) or not _QUERY_BYTES.issuperset(query):
-        raise BadTarget("The request target holds a character a URL path may not ('#', '\\', spaces...).", param="path")
-
-
-_SEGMENTS: dict[tuple[str, str], tuple[str, ...]] = {}
-_SEGMENTS_KEPT = 4096
-
-
-def _segments(path: str, root_path: str) -> tuple[str, ...]:
-    key = (path, root_path)
-    cached = _SEGMENTS.get(key)
-    if cached is None:
-        cached = _split(path, root_path)
-        if len(_SEGMENTS) >= _SEGMENTS_KEPT:
-            _SEGMENTS.clear()
-        _SEGMENTS[key] = cached
-    return cached
+    decoded = unquote(raw.decode("ascii"))
+    if decoded != path or path.startswith("//") or "#" in path or "\\" in path:
+        return "The request target must be a plain path such as /v1/chat/completions."
+    segments = _split(path, root_path)
+    return segments, tuple(segment.lower() for segment in segments)
 
 
 def normalize(path: str, root_path: str = "") -> tuple[str, ...]:
-    """The path's segments as the guard matches them: those of
-    ``target_segments``, in lower case."""
-    return tuple(segment.lower() for segment in _segments(path, root_path))
+    """A path's segments as routes match them: decoded, resolved, in lower
+    case (see ``target_segments``)."""
+    return tuple(segment.lower() for segment in _split(path, root_path))
 
 
 def _split(path: str, root_path: str) -> tuple[str, ...]:
@@ -227,13 +229,13 @@ class Router:
     def classify(self, scope: MutableMapping[str, Any]) -> Route:
         method = str(scope.get("method", "GET")).upper()
         try:
-            target_segments(scope)
+            original, segments = _judged(scope)
         except BadTarget as error:
             if method == "OPTIONS" and scope.get("path") == "*" and not has_body(scope):
                 return _PASS  # the server-wide OPTIONS, never priced
             return Route(refusal=error)
-        segments = normalize(scope.get("path", "/"), scope.get("root_path", ""))
-        route = self._match_model_route(segments, scope)
+        names_a_model = not _MODEL_WORDS.isdisjoint(segments)
+        route = self._match_model_route(original, segments) if names_a_model else None
         if route is None:
             kind = self._match(segments)
         elif route.refusal is not None:
@@ -251,7 +253,7 @@ class Router:
                     param="path",
                 )
             )
-        if route is None and self._names_a_model(segments):
+        if route is None and names_a_model:
             return Route(
                 refusal=EndpointNotPriced(
                     f"/{'/'.join(segments)} names a model or deployment in its path in a form this gateway does not"
@@ -284,28 +286,28 @@ class Router:
         if method not in _READS or has_body(scope):
             return False
         try:
-            segments = target_segments(scope)
+            segments = _judged(scope)[1]
         except BadTarget:
             return False
-        path = "/" + "/".join(segment.lower() for segment in segments)
+        path = "/" + "/".join(segments)
         return any(pattern.fullmatch(path) for pattern in self._reads)
 
     def open_socket(self, scope: MutableMapping[str, Any]) -> bool:
         """Whether a WebSocket connection's path matches ``open_paths``."""
         try:
-            segments = target_segments(scope)
+            segments = _judged(scope)[1]
         except BadTarget:
             return False
-        return self._is_open(tuple(segment.lower() for segment in segments))
+        return self._is_open(segments)
 
-    def _match_model_route(self, segments: tuple[str, ...], scope: MutableMapping[str, Any]) -> Route | None:
+    def _match_model_route(self, original: tuple[str, ...], segments: tuple[str, ...]) -> Route | None:
         for pattern, kind in self._model_routes:
             if len(segments) < len(pattern):
                 continue
             tail = segments[-len(pattern) :]
             if all(want == "{name}" or want == got for want, got in zip(pattern, tail, strict=True)):
                 # The name as sent (letter case kept): model names are looked up as written.
-                name = target_segments(scope)[len(segments) - len(pattern) + 1]
+                name = original[len(segments) - len(pattern) + 1]
                 if pattern[0] == "engines":
                     return Route(kind=kind, model=name)
                 model = self._deployments.get(name.lower())
@@ -317,9 +319,6 @@ class Router:
                     )
                 return Route(kind=kind, model=model)
         return None
-
-    def _names_a_model(self, segments: tuple[str, ...]) -> bool:
-        return any(segment in _MODEL_WORDS for segment in segments)
 
     def _match(self, segments: tuple[str, ...]) -> str | None:
         for length in self._lengths:
