@@ -32,7 +32,7 @@ from .errors import (
 )
 from .prices import ModelPrice
 from .quote import Quote, affordable_max_tokens, insufficient_credits, make_quote
-from .routes import EndpointNotPriced, has_body
+from .routes import EndpointNotPriced
 from .settlement import Settlement
 from .shapes import Ask
 from .stores.base import Hold, Insufficient, StoreUnavailable
@@ -59,10 +59,13 @@ _FLOOR_FIRST_BYTES = 256 * 1024
 class Exchange:
     """One priced request: all its state lives here, never on the guard."""
 
-    def __init__(self, guard: CreditGuard, scope: Scope, kind: str) -> None:
+    def __init__(self, guard: CreditGuard, scope: Scope, kind: str, *, model: str | None = None) -> None:
         self.guard = guard
         self.scope = scope
         self.kind = kind
+        # The model the path names (Azure deployments, legacy engines): the one
+        # the upstream runs, whatever the body says.
+        self.path_model = model
         headers = scope.get("headers", ())
         self.request_id = request_id_from(first_header(headers, b"x-request-id"))
         self.model = "-"
@@ -109,12 +112,41 @@ class Exchange:
         try:
             await self._identify()
             method = str(self.scope.get("method", "GET")).upper()
-            if guard.unpriced == "refuse" and (method not in ("GET", "HEAD", "OPTIONS") or has_body(self.scope)):
+            if guard.unpriced == "refuse" and not guard.router.readable(self.scope):
                 raise EndpointNotPriced(
-                    f"{method} {self.scope.get('path', '')} is not an endpoint this gateway prices.", param="path"
+                    f"{method} {self.scope.get('path', '')} is not an endpoint this gateway prices or opens.",
+                    param="path",
                 )
         except CreditGuardError as error:
             await self.refuse(send, error)
+            return
+        await guard.app(self.scope, receive, send)
+
+    async def websocket(self, receive: Receive, send: Send) -> None:
+        """A WebSocket connection under ``unpriced`` = ``"authenticate"`` or
+        ``"refuse"``: without a valid key, or under ``"refuse"`` on a path
+        ``open_paths`` does not match, it is denied before the app sees it."""
+        guard = self.guard
+        try:
+            await self._identify()
+            if guard.unpriced == "refuse" and not guard.router.open_socket(self.scope):
+                raise EndpointNotPriced(
+                    f"WebSocket {self.scope.get('path', '')} is not an endpoint this gateway prices or opens.",
+                    param="path",
+                )
+        except CreditGuardError as error:
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return  # the client left first
+            if "websocket.http.response" in self.scope.get("extensions", {}):
+                # Deny with the error envelope, as for any HTTP request.
+                body = error_body(error, self.request_id)
+                start = {"type": "websocket.http.response.start", "status": error.status}
+                await send({**start, "headers": error_headers(error, self.request_id, body)})
+                await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+            else:
+                # 1008: policy violation; the server answers the handshake with 403.
+                await send({"type": "websocket.close", "code": 1008})
             return
         await guard.app(self.scope, receive, send)
 
@@ -151,7 +183,10 @@ class Exchange:
         """Parse, shape and resolve the body (pure CPU: runs in a worker thread
         for large bodies)."""
         obj = parse_json(data)
-        ask = shapes.parse(self.kind, obj)
+        priced = obj
+        if self.path_model is not None and isinstance(obj, dict):
+            priced = {**obj, "model": self.path_model}
+        ask = shapes.parse(self.kind, priced)
         self.model = ask.model
         return obj, ask, self.guard.resolve(ask)
 

@@ -84,12 +84,15 @@ def build_app(
     max_body_bytes: int | None = None,
     fail_open: bool = False,
     hold_ttl: float | None = None,
+    allow_read: Sequence[str] = (),
 ) -> Any:
     """The guarded app ``serve`` runs: the guard in front of the proxy (or of
-    the fake model with ``demo``)."""
+    the fake model with ``demo``), with ``proxy.gateway_policy``: nothing
+    anonymous or unpriced is forwarded, and of bodiless reads only the model
+    list and ``allow_read`` (glob patterns)."""
     from .fake_llm import create_app
     from .middleware import CreditGuard
-    from .proxy import create_proxy
+    from .proxy import create_proxy, gateway_policy
 
     if demo:
         inner: Any = create_app()
@@ -98,7 +101,7 @@ def build_app(
     else:
         raise UsageError("serve needs --upstream URL or --demo")
     # In front of a paid upstream, nothing goes through unpriced or anonymous.
-    options: dict[str, Any] = {"billing_url": billing_url, "fail_open": fail_open, "unpriced": "refuse"}
+    options: dict[str, Any] = {"billing_url": billing_url, "fail_open": fail_open, **gateway_policy(allow_read)}
     if max_body_bytes:
         options["max_body_bytes"] = max_body_bytes
     if hold_ttl:
@@ -119,6 +122,7 @@ def app_from_env() -> Any:
         max_body_bytes=int(_env("max_body_bytes") or 0) or None,
         fail_open=_env("fail_open") == "1",
         hold_ttl=float(_env("hold_ttl") or 0) or None,
+        allow_read=(_env("allow_read") or "").split(),
     )
 
 
@@ -182,6 +186,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--demo and --upstream exclude each other")
     prices = args.prices or _env("prices")
     _prices(prices)  # fail now, not in a worker
+    for pattern in args.allow_read or (_env("allow_read") or "").split():
+        if not pattern.startswith("/"):
+            raise UsageError(f"--allow-read {pattern!r}: a path pattern must start with '/'")
     config = {
         "CREDIT_GUARD_UPSTREAM": upstream or "",
         "CREDIT_GUARD_DEMO": "1" if args.demo else "0",
@@ -192,6 +199,7 @@ def _serve(args: argparse.Namespace) -> int:
         "CREDIT_GUARD_MAX_BODY_BYTES": str(args.max_body_bytes or _env("max_body_bytes") or ""),
         "CREDIT_GUARD_FAIL_OPEN": "1" if args.fail_open or _env("fail_open") == "1" else "0",
         "CREDIT_GUARD_HOLD_TTL": str(args.hold_ttl or _env("hold_ttl") or ""),
+        "CREDIT_GUARD_ALLOW_READ": " ".join(args.allow_read or []) or _env("allow_read") or "",
     }
     os.environ.update(config)
     if args.demo:
@@ -414,6 +422,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--billing-url", help="named in the 402's suggestions")
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 16 MiB)")
     serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300)")
+    serve.add_argument(
+        "--allow-read",
+        action="append",
+        metavar="PATTERN",
+        help="also forward bodiless reads (GET/HEAD/OPTIONS) of paths matching this glob (* in a segment,"
+        " ** across); repeatable; the model list is always open (CREDIT_GUARD_ALLOW_READ, space-separated)",
+    )
     serve.add_argument("--fail-open", action="store_true", help="forward unpriced while the store is down (risky)")
     serve.add_argument("--demo-balance", default=DEMO_BALANCE, help=f"demo balance in dollars (default {DEMO_BALANCE})")
     serve.add_argument("--log-level", default=_env("log_level", "info"), help="uvicorn's log level")

@@ -69,6 +69,12 @@ class CreditGuard:
     ``"responses"``, ``"anthropic"``), priced for POST and matched at the end of
     the normalised path (see ``routes.py`` for what fails closed);
     ``open_paths``: glob patterns below priced routes to pass unpriced.
+    ``deployments``: Azure deployment name -> the model it runs, for the routes
+    that name a deployment in the path (``/openai/deployments/{name}/...``);
+    those are priced with that model, and an unmapped deployment is refused.
+    The legacy ``/engines/{name}/...`` routes are priced with ``name``.  A
+    request target that is not a plain path (``#``, ``http://host/...``,
+    ``//host/...``, ``*``) is refused (see ``routes.py``).
 
     How a hold ends: usage the response reports is charged; a successful
     response without usage is charged for its input and the output the guard
@@ -94,9 +100,15 @@ class CreditGuard:
     them to the app untouched, as a library wrapping an app wants (health
     checks, pages); ``"authenticate"`` requires a valid key for them too;
     ``"refuse"`` also refuses every one that is not a bodiless read (``GET``,
-    ``HEAD``, ``OPTIONS``), as a gateway in front of a paid upstream wants:
-    an unpriced ``POST /v1/images/generations`` would otherwise be paid by the
-    gateway.
+    ``HEAD``, ``OPTIONS``) of a path matching ``open_reads`` (glob patterns,
+    ``*`` within a segment, ``**`` across; default: every path), as a gateway
+    in front of a paid upstream wants: an unpriced ``POST
+    /v1/images/generations`` would otherwise be paid by the gateway, and a
+    ``GET /v1/files`` would show what other callers stored under its key.
+    The policy holds for WebSocket connections too: under ``"authenticate"``
+    one without a valid key is closed before the app sees it; under
+    ``"refuse"`` every one is, unless its path matches ``open_paths``.
+    Lifespan passes through.
 
     Raises ``ValueError`` here, at construction, for any invalid setting.
     """
@@ -125,6 +137,8 @@ class CreditGuard:
         unpriced: str = "pass",
         bound_margin: int = 10,
         large_bodies_at_once: int = 2,
+        open_reads: tuple[str, ...] = ("/**",),
+        deployments: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         from .money import parse_amount
@@ -146,7 +160,13 @@ class CreditGuard:
         else:
             raise ValueError("accounts must be a mapping, an async callable, or None")
         self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
-        self.router = Router(self.routes, open_paths=open_paths)
+        self.deployments = dict(deployments or {})
+        for name, model in self.deployments.items():
+            try:
+                self.prices.resolve(model)
+            except ModelNotPriced as exc:
+                raise ValueError(f"deployment {name!r}: {exc}") from None
+        self.router = Router(self.routes, open_paths=open_paths, deployments=self.deployments, open_reads=open_reads)
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         if hold_ttl <= 0:
@@ -191,6 +211,9 @@ class CreditGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.unpriced != "pass":
+                await Exchange(self, scope, "-").websocket(receive, send)
+                return
             await self.app(scope, receive, send)
             return
         route = self.router.classify(scope)
@@ -203,7 +226,7 @@ class CreditGuard:
                 return
             await self.app(scope, receive, send)
             return
-        await Exchange(self, scope, route.kind).run(receive, send)
+        await Exchange(self, scope, route.kind, model=route.model).run(receive, send)
 
     def limiter_for(self, size: int) -> anyio.CapacityLimiter | None:
         """The worker-thread limiter for a body of ``size`` bytes: bodies of a

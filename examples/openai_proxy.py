@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from credit_guard import CreditGuard, PriceTable
-from credit_guard.proxy import create_proxy
+from credit_guard.proxy import create_proxy, gateway_policy
 from credit_guard.stores import open_store
 
 upstream = os.environ.get("UPSTREAM", "http://127.0.0.1:9000/v1")
@@ -22,6 +22,7 @@ app = CreditGuard(
     prices=PriceTable.default(),
     store=open_store(os.environ.get("CREDIT_STORE", "sqlite:///proxy_credits.db")),
     billing_url=os.environ.get("BILLING_URL"),
+    **gateway_policy(),
 )
 
 if __name__ == "__main__":
