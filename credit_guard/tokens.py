@@ -236,10 +236,11 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
             tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.texts)
         margin = bound.margin if bound is not None else 0
         return TokenCount(tokens + ask.fixed_tokens + margin + PART_MARGIN * ask.parts + images, False)
-    tokens = ask.fixed_tokens + images
+    tokens = ask.fixed_tokens + images - dict(ask.savings).get(encoding.name, 0)
     for text in ask.texts:
         tokens += count_text(encoding, text)
-    return TokenCount(tokens, ask.exact and images_exact)
+    verified = ask.exact_on is None or encoding.name in ask.exact_on
+    return TokenCount(tokens, ask.exact and images_exact and verified)
 
 
 def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
@@ -264,7 +265,8 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
         image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
         for image in ask.images
     )
-    return low + ask.fixed_tokens + known_images, total + ask.fixed_tokens + images
+    saved = max((n for _, n in ask.savings), default=0)
+    return low + ask.fixed_tokens - saved + known_images, total + ask.fixed_tokens + images
 
 
 def count_output(texts: Iterable[str], price: ModelPrice) -> int:

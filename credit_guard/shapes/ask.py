@@ -43,7 +43,9 @@ class Ask:
     The rest is what ``tokens.count_input`` counts: ``texts`` (encoded),
     ``fixed_tokens`` (framing), ``images``, ``parts`` (messages or items, for
     the per-part margin of bounded models), and ``exact`` (False where a
-    rendering is bounded rather than known).
+    rendering is bounded rather than known), narrowed to the encodings in
+    ``exact_on`` where a rendering is verified on some encodings only;
+    ``savings`` takes tokens off ``fixed_tokens`` on one encoding.
     """
 
     kind: str
@@ -58,6 +60,11 @@ class Ask:
     images: tuple[ImageRef, ...] = ()
     parts: int = 0
     exact: bool = True
+    #: Encodings on which ``exact`` holds; None for every encoding.
+    exact_on: frozenset[str] | None = None
+    #: Tokens fewer than ``fixed_tokens`` on an encoding whose rendering is
+    #: known to be smaller (``fixed_tokens`` is the largest over encodings).
+    savings: tuple[tuple[str, int], ...] = ()
 
 
 class _Builder:
@@ -69,6 +76,8 @@ class _Builder:
         self.images: list[ImageRef] = []
         self.parts = 0
         self.exact = True
+        self.exact_on: set[str] | None = None
+        self.savings: dict[str, int] = {}
 
     def text(self, value: str) -> None:
         if value:
@@ -80,6 +89,14 @@ class _Builder:
         self.fixed += _JSON_MARGIN
         self.exact = False
 
+    def exact_only_on(self, *encodings: str) -> None:
+        """What was just added is verified on ``encodings`` only."""
+        self.exact_on = set(encodings) if self.exact_on is None else self.exact_on & set(encodings)
+
+    def save(self, encoding: str, tokens: int) -> None:
+        """``tokens`` of ``fixed`` are not billed on ``encoding``."""
+        self.savings[encoding] = self.savings.get(encoding, 0) + tokens
+
     def ask(self, kind: str, model: str, **fields: Any) -> Ask:
         """The ``Ask`` with this payload (``fields``: the output cap and the rest)."""
         return Ask(
@@ -90,5 +107,7 @@ class _Builder:
             images=tuple(self.images),
             parts=self.parts,
             exact=fields.pop("exact", self.exact),
+            exact_on=None if self.exact_on is None else frozenset(self.exact_on),
+            savings=tuple(sorted((name, n) for name, n in self.savings.items() if n)),
             **fields,
         )

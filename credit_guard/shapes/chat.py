@@ -2,9 +2,13 @@
 
 The chat framing is OpenAI's: 3 tokens per message, 1 more per ``name``, 3 to
 prime the reply, and every string field of a message (role, content, name)
-encoded as text.  Renderings OpenAI does not publish (tool calls in the
-history, ``response_format`` schemas) are counted from their JSON text plus a
-margin and make the count inexact.
+encoded as text.  It is exact only on the families published counts verify
+(``preamble.chat_verified``); other OpenAI families get an allowance for
+hidden input.  Renderings OpenAI does not publish (tool calls in the history,
+``response_format`` schemas) are counted from their JSON text plus a margin
+and make the count inexact; constructs verified on cl100k_base only (function
+results, a legacy ``function_call`` in the history, some tool framings) are
+exact there and bounded elsewhere.
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ from typing import Any
 
 from .. import _tools
 from ..errors import InvalidRequest
+from . import preamble
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder
 from .fields import _bool, _image, _model, _positive_int, _refuse_fields, _service_tier
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# hmarr's API counts on gpt-3.5-turbo (openai-chat-tokens, tests/token-counts.test.ts):
+# a function-role message bills 2 fewer than the plain framing, and an
+# assistant's function_call 3 more than its name and arguments.
+_FUNCTION_RESULT_SAVING = 2
+_FUNCTION_CALL = 3
 
 
 _CHAT_REFUSED = {
@@ -38,6 +48,10 @@ def _chat(body: dict[str, Any]) -> Ask:
     _service_tier(body)
     functions = _tools.function_definitions(body)
     out = _builder_for_chat(messages, pad_system=bool(functions))
+    allowance = preamble.chat_allowance(model)
+    if allowance:
+        out.fixed += allowance
+        out.exact = False
     if functions:
         _tools.add_to(out, functions, has_system=_has_system(messages), tool_choice=_tool_choice(body))
     elif _tool_choice(body) not in (None, "none", "auto"):
@@ -104,6 +118,12 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
         out.parts += 1
         out.fixed += _PER_MESSAGE
         out.text(role)
+        if role == "function":
+            # A function result bills 2 fewer than other messages on
+            # gpt-3.5-turbo (hmarr's API counts); on o200k_base nothing is
+            # published, so it is counted as a plain message there.
+            out.save("cl100k_base", _FUNCTION_RESULT_SAVING)
+            out.exact_only_on("cl100k_base")
         content = message.get("content")
         if pad_system and role in ("system", "developer"):
             pad_system = False
@@ -122,11 +142,15 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
             if not isinstance(message["refusal"], str):
                 raise InvalidRequest("'refusal' must be a string.", param=f"{param}.refusal")
             out.text(message["refusal"])
-        for key in ("tool_calls", "function_call", "audio"):
-            if message.get(key) is not None:
-                if key == "audio":
-                    raise InvalidRequest("Audio in the history cannot be priced.", param=f"{param}.audio")
-                out.json(message[key])
+        if message.get("audio") is not None:
+            raise InvalidRequest("Audio in the history cannot be priced.", param=f"{param}.audio")
+        call = message.get("function_call")
+        if isinstance(call, dict) and set(call) <= {"name", "arguments"}:
+            _function_call(call, out, f"{param}.function_call")
+        elif call is not None:
+            out.json(call)
+        if message.get("tool_calls") is not None:
+            out.json(message["tool_calls"])
         if message.get("tool_call_id") is not None:
             if not isinstance(message["tool_call_id"], str):
                 raise InvalidRequest("'tool_call_id' must be a string.", param=f"{param}.tool_call_id")
@@ -134,6 +158,20 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
             out.fixed += _JSON_MARGIN
             out.exact = False
     return out
+
+
+def _function_call(call: dict[str, Any], out: _Builder, param: str) -> None:
+    """A legacy ``function_call`` in the history: its name and arguments as
+    text plus 3 tokens on gpt-3.5-turbo (hmarr's API counts); elsewhere not
+    published, so a margin is added there."""
+    for key in ("name", "arguments"):
+        value = call.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"'{key}' must be a string.", param=f"{param}.{key}")
+        out.text(value or "")
+    out.fixed += _FUNCTION_CALL + _JSON_MARGIN
+    out.save("cl100k_base", _JSON_MARGIN)
+    out.exact_only_on("cl100k_base")
 
 
 def _chat_content(content: object, out: _Builder, param: str) -> None:
@@ -161,6 +199,11 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
             if not isinstance(image, dict):
                 raise InvalidRequest("An image_url part needs an 'image_url' object.", param=where)
             out.images.append(_image(image.get("url"), image.get("detail"), where))
+            # The tile rule is verified image by image (the vision guide), but
+            # the API reference's "Image input" example bills 1117 where the
+            # rule and the chat framing count 1118: the framing of a message
+            # holding an image is not known exactly.
+            out.exact = False
         elif kind in ("input_audio", "file", "audio"):
             raise InvalidRequest(f"Content parts of type {kind!r} cannot be priced by this gateway.", param=where)
         else:
