@@ -27,8 +27,9 @@ larger way with ``exact`` False: descriptions of nested properties (hmarr's
 counts show gpt-3.5-turbo dropping them; the renderers of hmarr and of
 gpt-tokenizer drop them; nothing shows what later models do, and OpenAI's
 own TypeScript-style renderer for gpt-oss, openai-harmony, shows them as
-indented ``//`` lines and repeats an object's description after its key:
-``where: // Place``, counted too), and the closing brace of an object nested two deep or more (hmarr
+indented ``//`` lines, repeats an object's description after its key
+(``where: // Place``) and shows the parameters' own description
+(``(_: // text``): all counted), and the closing brace of an object nested two deep or more (hmarr
 writes it unindented, gpt-tokenizer indented; we write it indented).
 
 Around the block sits a fixed framing (``Framing``, per encoding in
@@ -142,6 +143,9 @@ _KNOWN_TYPES = frozenset({"string", "number", "integer", "boolean", "null", "obj
 # "*=*=\n" 3).  Two is the most seen over random punctuation-heavy texts on
 # both encodings (tests/test_tools.py); pass the text to count it exactly.
 _NEWLINE_BOUND = 2
+# Tokens per nested object on encodings where its layout is not verified
+# (``_nested_margin``).
+_NESTED_MARGIN = 2
 # Inlining local ``$ref``s can grow a schema exponentially; past this many
 # inlined schema nodes in one request it is refused rather than priced.
 _MAX_REF_EXPANSIONS = 20_000
@@ -214,13 +218,32 @@ def render(functions: list[dict[str, Any]], *, bound: bool = False) -> tuple[str
     property type is written as JSON text: the bound for unknown constructs,
     applied everywhere.  Raises ``InvalidRequest`` for a schema whose local
     ``$ref``s expand too far to price."""
+    text, exact, _ = _render(functions, bound)
+    return text, exact
+
+
+def _render(functions: list[dict[str, Any]], bound: bool = False) -> tuple[str, bool, int]:
+    """``render``'s text and exactness, and how many object-typed properties
+    (nested objects) it holds."""
     renderer = _Renderer(bound)
     lines = ["namespace functions {", ""]
     for function in functions:
         lines.extend(renderer.function(function))
         lines.append("")
     lines.append("} // namespace functions")
-    return "\n".join(lines), renderer.exact
+    return "\n".join(lines), renderer.exact, renderer.nested
+
+
+def _nested_margin(encoding: str, nested: int) -> tuple[int, bool]:
+    """Tokens added for ``nested`` objects on ``encoding``, and whether their
+    layout is verified there.  hmarr's counts verify it on cl100k_base; on
+    any other encoding nothing published shows a nested object, and
+    openai-harmony lays them out wider (4-space indents, the closing brace
+    indented, spaces before a repeated description), which costs up to 2
+    tokens more per nested object (tests/test_tools.py)."""
+    if not nested or encoding == "cl100k_base":
+        return 0, True
+    return _NESTED_MARGIN * nested, False
 
 
 class _Renderer:
@@ -230,6 +253,7 @@ class _Renderer:
         self.expansions = 0
         self.root: dict[str, Any] = {}
         self.strict = False
+        self.nested = 0
 
     def function(self, function: dict[str, Any]) -> list[str]:
         lines: list[str] = []
@@ -247,7 +271,15 @@ class _Renderer:
             self.exact = False
             lines.append(f"// {self.json(unknown)}")
         if parameters.get("properties"):
-            lines.append(f"type {function['name']} = (_: {{")
+            top = parameters.get("description")
+            if isinstance(top, str) and top:
+                # Dropped by gpt-3.5-turbo (hmarr's counts), shown by
+                # openai-harmony before the brace: counted.
+                self.exact = False
+                lines.append(f"type {function['name']} = (_: {self.comment(top)}")
+                lines.append("{")
+            else:
+                lines.append(f"type {function['name']} = (_: {{")
             lines.append(self.properties(parameters, 0))
             lines.append("}) => any;")
         else:
@@ -270,14 +302,7 @@ class _Renderer:
                     self.exact = False
                 lines.append(self.comment(prop["description"]))
             mark = "" if name in required else "?"
-            rendered = self.type(prop, indent)
-            if isinstance(prop, dict) and prop.get("type") == "object" and prop.get("description"):
-                # OpenAI's gpt-oss renderer (openai-harmony) repeats an object's
-                # description after its key; hmarr's counts show gpt-3.5-turbo
-                # not doing so.  The larger is counted.
-                self.exact = False
-                rendered = f"{self.comment(prop['description'])}\n{rendered}"
-            lines.append(f"{name}{mark}: {rendered},")
+            lines.append(f"{name}{mark}: {self.type(prop, indent)},")
         return "\n".join(" " * indent + line for line in lines)
 
     def type(self, prop: object, indent: int) -> str:
@@ -296,11 +321,19 @@ class _Renderer:
         if kind in ("boolean", "null"):
             return str(kind)
         if kind == "object":
+            self.nested += 1
             if indent:
                 # Where the closing brace of an object nested this deep goes
                 # (its own indent, or none) no published count shows.
                 self.exact = False
-            return "\n".join(["{", self.properties(prop, indent + 2), " " * indent + "}"])
+            opening = "{"
+            if prop.get("description"):
+                # OpenAI's gpt-oss renderer (openai-harmony) writes an object's
+                # description after its key (an array's items' too); hmarr's
+                # counts show gpt-3.5-turbo not doing so.  The larger is counted.
+                self.exact = False
+                opening = f"{self.comment(prop['description'])}\n{{"
+            return "\n".join([opening, self.properties(prop, indent + 2), " " * indent + "}"])
         if "items" in prop:
             return f"{self.type(prop['items'], indent)}[]"
         return "any[]"
@@ -480,9 +513,11 @@ def tools_tokens(
     if not functions:
         # "none" with no tools is what no tools means: nothing is rendered.
         return 0, True
-    text, rendered_exact = render(functions)
+    text, rendered_exact, nested = _render(functions)
     fixed, exact = framing_tokens(encoding.name, kind, has_system=has_system)
-    count = len(encoding.encode_ordinary(text)) + fixed
+    margin, layout_exact = _nested_margin(encoding.name, nested)
+    count = len(encoding.encode_ordinary(text)) + fixed + margin
+    exact = exact and layout_exact
     count += sum(len(encoding.encode_ordinary(t)) for t in texts)
     if has_system:
         if system_content is None:
@@ -503,10 +538,10 @@ def bound_tokens(functions: list[dict[str, Any]], *, tool_choice: object = None)
     kind, texts = choice_tokens(functions, tool_choice)
     if not functions:
         return 0
-    text, _ = render(functions)
+    text, _, nested = _render(functions)
     size = sum(len(t.encode("utf-8", "surrogatepass")) for t in (text, *texts))
     fixed, _ = framing_tokens("", kind, has_system=False)
-    return size + fixed + _NEWLINE_BOUND
+    return size + fixed + _NEWLINE_BOUND + _nested_margin("", nested)[0]
 
 
 def add_to(builder: Any, functions: list[dict[str, Any]], *, has_system: bool, tool_choice: object) -> None:
@@ -514,17 +549,18 @@ def add_to(builder: Any, functions: list[dict[str, Any]], *, has_system: bool, t
     (which pads the system message itself): the largest framing over
     encodings, the difference saved on each encoding that bills less, and
     exactness narrowed to the encodings where the framing is verified."""
-    text, exact = render(functions)
+    text, exact, nested = _render(functions)
     kind, texts = choice_tokens(functions, tool_choice)
     builder.texts.append(text)
     builder.texts.extend(texts)
-    largest, _ = framing_tokens("", kind, has_system=has_system)
+    largest = framing_tokens("", kind, has_system=has_system)[0] + _nested_margin("", nested)[0]
     builder.fixed += largest
     verified = []
     for encoding in FRAMINGS:
-        value, encoding_exact = framing_tokens(encoding, kind, has_system=has_system)
-        builder.save(encoding, largest - value)
-        if encoding_exact:
+        value, framing_exact = framing_tokens(encoding, kind, has_system=has_system)
+        margin, layout_exact = _nested_margin(encoding, nested)
+        builder.save(encoding, largest - value - margin)
+        if framing_exact and layout_exact:
             verified.append(encoding)
     builder.exact_only_on(*verified)
     builder.exact = builder.exact and exact

@@ -764,6 +764,118 @@ def reference(functions: list[dict[str, Any]], *, nested: bool, brace_indent: bo
     return "\n".join(lines)
 
 
+def harmony(functions: list[dict[str, Any]]) -> str:
+    """The namespace block laid out as openai-harmony 0.0.8 (OpenAI's renderer
+    for gpt-oss) writes it, as its output for HARMONY_FIXTURES shows: nested
+    properties indented by four per level, every description shown, an
+    object's description repeated after its key (indented to the next level),
+    closing braces at the inner level, the parameters' description after
+    ``(_: ``."""
+
+    def properties(schema: dict[str, Any], level: int) -> list[str]:
+        lines = []
+        for key, prop in (schema.get("properties") or {}).items():
+            pad = " " * (4 * level)
+            if prop.get("description"):
+                lines.append(pad + f"// {prop['description']}")
+            mark = "" if key in (schema.get("required") or []) else "?"
+            lines.append(pad + f"{key}{mark}: {kind(prop, level)},")
+        return lines
+
+    def kind(prop: dict[str, Any], level: int) -> str:
+        if prop["type"] == "string" and "enum" in prop:
+            return " | ".join(f'"{value}"' for value in prop["enum"])
+        if prop["type"] in ("number", "integer"):
+            return " | ".join(str(value) for value in prop["enum"]) if "enum" in prop else "number"
+        if prop["type"] == "object":
+            inner = " " * (4 * (level + 1))
+            head = f"{inner}// {prop['description']}\n{{" if prop.get("description") else "{"
+            return "\n".join([head, *properties(prop, level + 1), inner + "}"])
+        if prop["type"] == "array":
+            return f"{kind(prop['items'], level)}[]" if "items" in prop else "any[]"
+        return str(prop["type"])
+
+    lines = ["namespace functions {", ""]
+    for function in functions:
+        if function.get("description"):
+            lines.append(f"// {function['description']}")
+        parameters = function["parameters"]
+        if parameters.get("properties"):
+            head = f"(_: // {parameters['description']}\n{{" if parameters.get("description") else "(_: {"
+            lines += [f"type {function['name']} = {head}", *properties(parameters, 0), "}) => any;"]
+        else:
+            lines.append(f"type {function['name']} = () => any;")
+        lines.append("")
+    lines.append("} // namespace functions")
+    return "\n".join(lines)
+
+
+# openai-harmony 0.0.8's own output (render_conversation of a developer message
+# with these function tools, HARMONY_GPT_OSS; the namespace block cut out).
+HARMONY_FIXTURES: list[tuple[dict[str, Any], str]] = [
+    (
+        DEEP_DESCRIPTIONS,
+        "namespace functions {\n\n// desctiption1\ntype function = (_: // desctiption2\n{\n// description3\n"
+        "mainField?: string,\n// description4\nfield number one?:     // description4\n{\n    // description5\n"
+        '    yesNoField?: "Yes" | "No",\n    // description6\n    howIsInteresting?: string,\n'
+        "    // description7\n    scoreInteresting?: number,\n    // description8\n"
+        '    isInteresting?: "Yes" | "No",\n    },\n}) => any;\n\n} // namespace functions',
+    ),
+    (
+        {
+            "name": "f",
+            "description": "F",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "a": {
+                        "type": "object",
+                        "description": "A",
+                        "properties": {
+                            "b": {
+                                "type": "object",
+                                "description": "B",
+                                "properties": {
+                                    "c": {
+                                        "type": "object",
+                                        "properties": {"d": {"type": "string", "description": "D"}},
+                                    },
+                                    "e": {
+                                        "type": "array",
+                                        "items": {"type": "object", "properties": {"f": {"type": "number"}}},
+                                    },
+                                },
+                                "required": ["c"],
+                            }
+                        },
+                    },
+                    "g": {
+                        "type": "array",
+                        "description": "G",
+                        "items": {"type": "object", "description": "GI", "properties": {"h": {"type": "boolean"}}},
+                    },
+                },
+                "required": ["a"],
+            },
+        },
+        "namespace functions {\n\n// F\ntype f = (_: {\n// A\na:     // A\n{\n    // B\n    b?:         // B\n{\n"
+        "        c: {\n            // D\n            d?: string,\n            },\n        e?: {\n"
+        "            f?: number,\n            }[],\n        },\n    },\n// G\ng?:     // GI\n{\n"
+        "    h?: boolean,\n    }[],\n}) => any;\n\n} // namespace functions",
+    ),
+]
+
+
+@pytest.mark.parametrize(("function", "text"), HARMONY_FIXTURES, ids=["deep descriptions", "three levels"])
+def test_counts_are_never_below_openai_harmonys_rendering(function: dict[str, Any], text: str) -> None:
+    assert harmony([function]) == text
+    enc = encoding("o200k_base")
+    count, exact = tools_tokens(enc, [function], has_system=False)
+    assert exact is False
+    fixed, _ = framing_tokens("o200k_base", "absent", has_system=False)
+    assert count >= len(enc.encode_ordinary(text)) + fixed
+
+
 def test_the_reference_renderer_is_ours_where_ours_is_exact() -> None:
     for body in (case[1] for case in HMARR_CASES):
         functions = function_definitions(body)
@@ -796,6 +908,12 @@ def test_bounds_are_never_below_any_known_rendering(functions: list[dict[str, An
         assert len(enc.encode_ordinary(bound_text)) >= count
         for text in references:
             assert count >= len(enc.encode_ordinary(text))
+    # As counted on o200k_base (with the nested-object margin): at or above
+    # openai-harmony's layout too.
+    enc = encoding("o200k_base")
+    fixed, _ = framing_tokens("o200k_base", "absent", has_system=False)
+    counted, _ = tools_tokens(enc, functions, has_system=False)
+    assert counted - fixed >= len(enc.encode_ordinary(harmony(functions)))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
