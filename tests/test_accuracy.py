@@ -4,6 +4,9 @@ equals it where the count says it is exact."""
 
 from __future__ import annotations
 
+import fnmatch
+import re
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -1327,3 +1330,14 @@ def test_gpt_tokenizer_count(index: int) -> None:
     ):
         # Plain messages: the cookbook's framing, exact on both sides.
         assert result == (published, True)
+
+
+def test_docs_accuracy_names_every_figure() -> None:
+    """docs/accuracy.md cites each figure here and the test that reproduces it."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "accuracy.md").read_text()
+    cited = re.findall(r"`figure\[([^\]]+)\]`", text)
+    for name, figure in FIGURES.items():
+        assert any(fnmatch.fnmatchcase(name, pattern) for pattern in cited), name
+        assert str(figure.published) in text, name
+    for _, published in HMARR_CASES:
+        assert str(published) in text
