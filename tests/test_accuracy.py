@@ -15,12 +15,15 @@ from credit_guard import PriceTable, shapes, tokens
 from credit_guard.errors import InvalidRequest
 from credit_guard.shapes import preamble
 
+from .test_counting import png
+
 TABLE = PriceTable.default()
 
 COOKBOOK = "OpenAI cookbook, examples/How_to_count_tokens_with_tiktoken.ipynb"
 API_REFERENCE = "OpenAI API reference: openai/openai-openapi openapi.yaml @f85dbe2, x-oaiMeta example"
 HMARR = "openai-chat-tokens 0.2.8 (hmarr/openai-chat-tokens @b8e3b11) tests/token-counts.test.ts, API on gpt-3.5-turbo"
 GPT_TOKENIZER = "gpt-tokenizer 4.0.0 (npm) src/fixtures/functionCallingTestCases.ts, gpt-4o, its own renderer"
+OMTH = "openai-messages-token-helper 0.1.13 (PyPI) tests/messages.py, functions.py, image_messages.py: API counts"
 VISION_GUIDE = "OpenAI vision guide, 'Calculating costs' (platform.openai.com/docs/guides/images-vision)"
 
 
@@ -419,7 +422,9 @@ def test_vision_guide_image_costs(size: tuple[int, int], detail: str, published:
 
 # hmarr's cases verbatim ({messages, functions?, function_call?}, prompt_tokens),
 # checked against the API on gpt-3.5-turbo.  Exact but for anyOf schemas (written
-# as JSON) and nested descriptions (shown, though gpt-3.5-turbo drops them).
+# as JSON), nested descriptions (shown, though gpt-3.5-turbo drops them) and a
+# first property without a description (exact here, one token over in
+# openai-messages-token-helper's later counts: the larger is kept).
 HMARR_CASES: list[tuple[dict[str, Any], int]] = [
     (
         {
@@ -929,7 +934,7 @@ HMARR_CASES: list[tuple[dict[str, Any], int]] = [
         96,
     ),
 ]
-HMARR_BOUNDS = {24, 25, 26, 27, 34, 35}
+HMARR_BOUNDS = {16, 17, 18, 24, 25, 26, 27, 33, 34, 35}
 
 
 @pytest.mark.parametrize("index", range(len(HMARR_CASES)))
@@ -1341,3 +1346,538 @@ def test_docs_accuracy_names_every_figure() -> None:
         assert str(figure.published) in text, name
     for _, published in HMARR_CASES:
         assert str(published) in text
+
+
+# openai-messages-token-helper's message counts: (message, cl100k_base count,
+# gpt-4o count).
+OMTH_MESSAGES: list[tuple[dict[str, Any], int, int]] = [
+    (
+        {
+            "role": "system",
+            "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",  # noqa: E501 (published text, verbatim)
+        },
+        25,
+        24,
+    ),
+    ({"role": "system", "content": "You are a bot."}, 12, 12),
+    (
+        {
+            "role": "system",
+            "content": "Assistant helps the company employees with their healthcare plan questions, and questions about the employee handbook. Be brief in your answers.",  # noqa: E501 (published text, verbatim)
+        },
+        31,
+        31,
+    ),
+    ({"role": "system", "content": "á"}, 8, 8),
+    ({"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."}, 20, 20),
+    ({"role": "user", "content": "Hello, how are you?"}, 13, 13),
+    ({"role": "user", "content": "á"}, 8, 8),
+    ({"role": "user", "content": "What happens in a performance review?"}, 14, 14),
+    ({"role": "user", "content": "Is there a dress code?"}, 13, 13),
+    ({"role": "user", "content": "What does a Product Manager do?"}, 14, 14),
+    (
+        {
+            "role": "assistant",
+            "content": "During the performance review at Contoso Electronics, the supervisor will discuss the employee's performance over the past year and provide feedback on areas for improvement. They will also provide an opportunity for the employee to discuss their goals and objectives for the upcoming year. The review is a two-way dialogue between managers and employees, and employees will receive a written summary of their performance review which will include a rating of their performance, feedback, and goals and objectives for the upcoming year [employee_handbook-3.pdf].",  # noqa: E501 (published text, verbatim)
+        },
+        106,
+        106,
+    ),
+    (
+        {
+            "role": "assistant",
+            "content": "The supervisor will discuss the employee's performance and provide feedback on areas for improvement. They will also provide an opportunity for the employee to discuss their goals and objectives for the upcoming year. The review is a two-way dialogue between managers and employees, and employees will receive a written summary of their performance review which will include a rating of their performance, feedback, and goals for the upcoming year [employee_handbook-3.pdf].",  # noqa: E501 (published text, verbatim)
+        },
+        91,
+        91,
+    ),
+    (
+        {
+            "role": "assistant",
+            "content": "Yes, there is a dress code at Contoso Electronics. Look sharp! [employee_handbook-1.pdf]",
+        },
+        30,
+        30,
+    ),
+]
+# Its function counts (cl100k_base): name, (system message, tools, tool_choice), count.
+OMTH_FUNCTIONS: list[tuple[str, dict[str, Any], list[dict[str, Any]], object, int]] = [
+    (
+        "inner_object",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "data_demonstration",
+                    "description": "This is the main function description",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "object_1": {
+                                "type": "object",
+                                "description": "The object data type as a property",
+                                "properties": {"string1": {"type": "string"}},
+                            }
+                        },
+                        "required": ["object_1"],
+                    },
+                },
+            }
+        ],
+        "none",
+        65,
+    ),
+    (
+        "inner_object_and_string",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "data_demonstration",
+                    "description": "This is the main function description",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "object_1": {
+                                "type": "object",
+                                "description": "The object data type as a property",
+                                "properties": {
+                                    "string_2a": {"type": "string", "enum": ["Happy", "Sad"]},
+                                    "string_2b": {
+                                        "type": "string",
+                                        "description": "Description in a second object is lost",
+                                    },
+                                },
+                            },
+                            "string_1": {"type": "string", "description": "Not required gets a question mark"},
+                        },
+                        "required": ["object_1"],
+                    },
+                },
+            }
+        ],
+        "none",
+        103,
+    ),
+    (
+        "inner_object_with_enum_only",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "data_demonstration",
+                    "description": "This is the main function description",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "object_1": {
+                                "type": "object",
+                                "description": "The object data type as a property",
+                                "properties": {"string_2a": {"type": "string", "enum": ["Happy", "Sad"]}},
+                            }
+                        },
+                        "required": ["object_1"],
+                    },
+                },
+            }
+        ],
+        "none",
+        73,
+    ),
+    (
+        "inner_object_with_enum",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "data_demonstration",
+                    "description": "This is the main function description",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "object_1": {
+                                "type": "object",
+                                "description": "The object data type as a property",
+                                "properties": {
+                                    "string_2a": {"type": "string", "enum": ["Happy", "Sad"]},
+                                    "string_2b": {
+                                        "type": "string",
+                                        "description": "Description in a second object is lost",
+                                    },
+                                },
+                            }
+                        },
+                        "required": ["object_1"],
+                    },
+                },
+            }
+        ],
+        "none",
+        89,
+    ),
+    (
+        "search_sources_toolchoice_auto",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search_sources",
+                    "description": "Retrieve sources from the Azure AI Search index",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "search_query": {
+                                "type": "string",
+                                "description": "Query string to retrieve documents from azure search eg: 'Health care plan'",  # noqa: E501 (published text, verbatim)
+                            }
+                        },
+                        "required": ["search_query"],
+                    },
+                },
+            }
+        ],
+        "auto",
+        66,
+    ),
+    (
+        "search_sources_toolchoice_none",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search_sources",
+                    "description": "Retrieve sources from the Azure AI Search index",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "search_query": {
+                                "type": "string",
+                                "description": "Query string to retrieve documents from azure search eg: 'Health care plan'",  # noqa: E501 (published text, verbatim)
+                            }
+                        },
+                        "required": ["search_query"],
+                    },
+                },
+            }
+        ],
+        "none",
+        67,
+    ),
+    (
+        "search_sources_toolchoice_name",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search_sources",
+                    "description": "Retrieve sources from the Azure AI Search index",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "search_query": {
+                                "type": "string",
+                                "description": "Query string to retrieve documents from azure search eg: 'Health care plan'",  # noqa: E501 (published text, verbatim)
+                            }
+                        },
+                        "required": ["search_query"],
+                    },
+                },
+            }
+        ],
+        {"type": "function", "function": {"name": "search_sources"}},
+        75,
+    ),
+    (
+        "integer_enum",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "data_demonstration",
+                    "description": "This is the main function description",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"integer_enum": {"type": "integer", "enum": [-1, 1]}},
+                    },
+                },
+            }
+        ],
+        "none",
+        54,
+    ),
+    (
+        "integer_enum_tool_choice_name",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "data_demonstration",
+                    "description": "This is the main function description",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"integer_enum": {"type": "integer", "enum": [-1, 1]}},
+                    },
+                },
+            }
+        ],
+        {"type": "function", "function": {"name": "data_demonstration"}},
+        64,
+    ),
+    (
+        "no_parameters",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search_sources",
+                    "description": "Retrieve sources from the Azure AI Search index",
+                },
+            }
+        ],
+        "auto",
+        42,
+    ),
+    (
+        "no_parameters_tool_choice_name",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search_sources",
+                    "description": "Retrieve sources from the Azure AI Search index",
+                },
+            }
+        ],
+        {"type": "function", "function": {"name": "search_sources"}},
+        51,
+    ),
+    (
+        "no_parameter_description_or_required",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search_sources",
+                    "description": "Retrieve sources from the Azure AI Search index",
+                    "parameters": {"type": "object", "properties": {"search_query": {"type": "string"}}},
+                },
+            }
+        ],
+        "auto",
+        49,
+    ),
+    (
+        "no_parameter_description",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search_sources",
+                    "description": "Retrieve sources from the Azure AI Search index",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"search_query": {"type": "string"}},
+                        "required": ["search_query"],
+                    },
+                },
+            }
+        ],
+        "auto",
+        49,
+    ),
+    (
+        "string_enum",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "summarize_order",
+                    "description": "Summarize the customer order request",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "product_name": {"type": "string", "description": "Product name ordered by customer"},
+                            "quantity": {"type": "integer", "description": "Quantity ordered by customer"},
+                            "unit": {
+                                "type": "string",
+                                "enum": ["meals", "days"],
+                                "description": "unit of measurement of the customer order",
+                            },
+                        },
+                        "required": ["product_name", "quantity", "unit"],
+                    },
+                },
+            }
+        ],
+        "none",
+        86,
+    ),
+    (
+        "boolean",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "human_escalation",
+                    "description": "Check if user wants to escalate to a human",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "requires_escalation": {
+                                "type": "boolean",
+                                "description": "If user is showing signs of frustration or anger in the query. Also if the user says they want to talk to a real person and not a chat bot.",  # noqa: E501 (published text, verbatim)
+                            }
+                        },
+                        "required": ["requires_escalation"],
+                    },
+                },
+            }
+        ],
+        "none",
+        89,
+    ),
+    (
+        "array",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_coordinates",
+                    "description": "Get the latitude and longitude of multiple mailing addresses",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "addresses": {
+                                "type": "array",
+                                "description": "The mailing addresses to be located",
+                                "items": {"type": "string"},
+                            }
+                        },
+                        "required": ["addresses"],
+                    },
+                },
+            }
+        ],
+        "none",
+        59,
+    ),
+    (
+        "no_type",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_no_type",
+                    "description": "Get the no type value",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"no_type_value": {"description": "The no type value to be returned"}},
+                        "required": ["no_type_value"],
+                    },
+                },
+            }
+        ],
+        "none",
+        59,
+    ),
+    (
+        "null",
+        {"role": "system", "content": "You are a bot."},
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_null",
+                    "description": "Get the null value",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"null_value": {"type": "null", "description": "The null value to be returned"}},
+                        "required": ["null_value"],
+                    },
+                },
+            }
+        ],
+        "none",
+        55,
+    ),
+]
+
+
+@pytest.mark.parametrize("index", range(len(OMTH_MESSAGES)))
+def test_openai_messages_token_helper_message_count(index: int) -> None:
+    message, cl100k, o200k = OMTH_MESSAGES[index]
+    check(Figure(OMTH, "chat", {"messages": [message]}, ("gpt-3.5-turbo", "gpt-4"), cl100k, True))
+    check(Figure(OMTH, "chat", {"messages": [message]}, ("gpt-4o",), o200k, True))
+
+
+# The figures fit cl100k_base (gpt-35-turbo): 9 of them exactly; the rest are
+# at most 12 below the count (nested descriptions shown, number enums and a
+# description-less first property one over).
+OMTH_FUNCTION_BOUNDS = {
+    "inner_object",
+    "inner_object_and_string",
+    "inner_object_with_enum_only",
+    "inner_object_with_enum",
+    "integer_enum",
+    "integer_enum_tool_choice_name",
+    "no_parameter_description_or_required",
+    "no_parameter_description",
+    "no_type",
+}
+
+
+@pytest.mark.parametrize("index", range(len(OMTH_FUNCTIONS)), ids=[case[0] for case in OMTH_FUNCTIONS])
+def test_openai_messages_token_helper_function_count(index: int) -> None:
+    name, system, tools, tool_choice, published = OMTH_FUNCTIONS[index]
+    body = {"messages": [system], "tools": tools, "tool_choice": tool_choice}
+    check(Figure(OMTH, "chat", body, ("gpt-3.5-turbo",), published, name not in OMTH_FUNCTION_BOUNDS))
+
+
+TINY_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z/C/HgAGgwJ/"
+    "lK3Q6wAAAABJRU5ErkJggg=="
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "url", "detail", "gpt_4o", "gpt_4o_mini"),
+    [
+        ("Describe this picture:", TINY_PNG, "auto", 266, 8511),
+        ("Describe this picture:", TINY_PNG, None, 266, 8511),
+        ("Describe this picture:", TINY_PNG, "low", 96, 2844),
+        # Its image_large.png is 1126 x 488 (its PNG header); the guard reads
+        # only the header, so a header of that size stands for it.
+        ("hi", png(1126, 488), "auto", 603, 19842),
+    ],
+)
+def test_openai_messages_token_helper_image_count(
+    text: str, url: str, detail: str | None, gpt_4o: int, gpt_4o_mini: int
+) -> None:
+    """API counts on gpt-4o and gpt-4o-mini (verify_openai.py names both).
+    The guard's count equals each; it stays a bound because the API
+    reference's "Image input" example is one token below the same rule."""
+    image: dict[str, Any] = {"url": url} if detail is None else {"url": url, "detail": detail}
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": image}]}
+        ]
+    }
+    for model, published in (("gpt-4o", gpt_4o), ("gpt-4o-mini", gpt_4o_mini)):
+        assert count("chat", body, model) == (published, False)

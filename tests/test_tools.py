@@ -305,15 +305,18 @@ def test_api_counts_reverse_engineered_by_hmarr(
     messages: list[dict[str, str]], body: dict[str, Any], expected: int
 ) -> None:
     enc = encoding("cl100k_base")
-    # Nested descriptions are counted (a bound); the rest is exact.
-    nested = "quality" in str(body) or "field number one" in str(body)
+    # Exact, or a bound where later published counts disagree (a first
+    # property without a description) or the rendering is larger (nested
+    # descriptions); tests/test_accuracy.py holds every case.
     count, exact = prompt(enc, messages, body)
-    assert exact is not nested
-    assert count == expected if exact else count > expected
+    assert count == expected if exact else count >= expected
     tools: dict[str, Any] = {"tools": [{"type": "function", "function": f} for f in body["functions"]]}
     if "function_call" in body:
+        # Named in the tools form: 3 more (openai-messages-token-helper's counts).
         tools["tool_choice"] = {"type": "function", "function": body["function_call"]}
-    assert prompt(enc, messages, tools) == (count, exact)
+        assert prompt(enc, messages, tools) == (count + 3, exact)
+    else:
+        assert prompt(enc, messages, tools) == (count, exact)
 
 
 # hmarr's cases with anyOf (API counts on gpt-3.5-turbo): we bound them.
@@ -370,8 +373,8 @@ RENDERINGS: list[tuple[str, list[dict[str, Any]], str]] = [
                 "parameters": {
                     "type": "object",
                     "properties": {
-                        "a": {"type": "integer"},
-                        "b": {"type": "number", "enum": [1, 2, 3]},
+                        "a": {"type": "integer", "description": "A"},
+                        "b": {"type": "number"},
                         "c": {"type": "boolean"},
                         "d": {"type": "null"},
                     },
@@ -379,8 +382,8 @@ RENDERINGS: list[tuple[str, list[dict[str, Any]], str]] = [
                 },
             }
         ],
-        "namespace functions {\n\ntype f = (_: {\na: number,\nb?: 1 | 2 | 3,\nc: boolean,\nd?: null,\n}) => any;\n\n"
-        "} // namespace functions",
+        "namespace functions {\n\ntype f = (_: {\n// A\na: number,\nb?: number,\nc: boolean,\nd?: null,\n}) => any;"
+        "\n\n} // namespace functions",
     ),
 ]
 
@@ -464,7 +467,8 @@ FRAMING_TABLE = [
     ("cl100k_base", False, "auto", 9, True),
     ("cl100k_base", False, "none", 10, True),
     ("cl100k_base", False, "named", 13, True),
-    ("cl100k_base", False, "required", 21, False),
+    ("cl100k_base", False, "named_tool", 16, True),
+    ("cl100k_base", False, "required", 24, False),
     ("cl100k_base", True, "absent", 5, True),
     ("cl100k_base", True, "named", 9, True),
     # o200k_base: definitions 10 / saving 5, or explicit "auto" +1 with 9 / 4.
@@ -474,7 +478,8 @@ FRAMING_TABLE = [
     ("o200k_base", True, "auto", 6, False),
     ("o200k_base", False, "none", 12, False),
     ("o200k_base", False, "named", 15, False),
-    ("o200k_base", False, "required", 23, False),
+    ("o200k_base", False, "named_tool", 18, False),
+    ("o200k_base", False, "required", 26, False),
     ("p50k_base", False, "absent", 10, False),
     ("p50k_base", True, "absent", 6, False),
 ]
@@ -499,9 +504,9 @@ def test_tool_choice_adds_its_tokens(name: str) -> None:
         (None, 0, True),
         ("auto", 0 if cl100k else 1, cl100k),
         ("none", 1 if cl100k else 2, cl100k),
-        ({"type": "function", "function": {"name": "get_current_weather"}}, named + (4 if cl100k else 5), cl100k),
+        ({"type": "function", "function": {"name": "get_current_weather"}}, named + (7 if cl100k else 8), cl100k),
         ({"name": "get_current_weather"}, named + (4 if cl100k else 5), cl100k),
-        ("required", longest + (12 if cl100k else 13), False),
+        ("required", longest + (15 if cl100k else 16), False),
     ]:
         assert tools_tokens(enc, functions, has_system=True, tool_choice=choice, system_content=system) == (
             base + extra,

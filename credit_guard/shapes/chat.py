@@ -87,7 +87,11 @@ def _has_system(messages: list[Any]) -> bool:
 def _tool_choice(body: dict[str, Any]) -> object:
     if "tool_choice" in body:
         return body["tool_choice"]
-    return body.get("function_call")
+    call = body.get("function_call")
+    if body.get("tools") and isinstance(call, dict) and "function" not in call:
+        # Next to ``tools`` a legacy call is priced as the tools form (the dearer).
+        return {"type": "function", "function": call}
+    return call
 
 
 def _response_format(body: dict[str, Any], out: _Builder) -> None:
