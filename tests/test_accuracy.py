@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from credit_guard import PriceTable, shapes, tokens
 from credit_guard.errors import InvalidRequest
+from credit_guard.prices import ModelPrice
 from credit_guard.shapes import preamble
 
 from .test_counting import png
+from .test_tools import functions_strategy
 
 TABLE = PriceTable.default()
+# A chat model without a tokenizer: counted by its UTF-8 bytes.
+BYTES_ONLY = ModelPrice(name="other", kind="chat", input_price=Decimal(1), output_price=Decimal(1))
 
 COOKBOOK = "OpenAI cookbook, examples/How_to_count_tokens_with_tiktoken.ipynb"
 API_REFERENCE = "OpenAI API reference: openai/openai-openapi openapi.yaml @f85dbe2, x-oaiMeta example"
@@ -1881,3 +1888,38 @@ def test_openai_messages_token_helper_image_count(
     }
     for model, published in (("gpt-4o", gpt_4o), ("gpt-4o-mini", gpt_4o_mini)):
         assert count("chat", body, model) == (published, False)
+
+
+texts = st.text(max_size=60)
+chat_messages = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": texts}), min_size=1, max_size=4
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(system=st.none() | texts, messages=chat_messages, functions=functions_strategy, use_tools=st.booleans())
+def test_bounds_are_never_below_the_exact_count(
+    system: str | None, messages: list[dict[str, str]], functions: list[dict[str, Any]], use_tools: bool
+) -> None:
+    """Where a rendering is known, every bound of the same request is at or
+    above it: an unverified family's chat count, a model without a tokenizer,
+    and the Responses count of the same messages and tools."""
+    prompt = ([{"role": "system", "content": system}] if system is not None else []) + messages
+    body: dict[str, Any] = {"messages": prompt}
+    if use_tools:
+        body["tools"] = [{"type": "function", "function": function} for function in functions]
+    exact = count("chat", body, "gpt-4o")
+    for model in ("gpt-4.1", "o3-mini", "gpt-5"):
+        bound = count("chat", body, model)
+        assert bound.exact is False
+        assert bound.tokens >= exact.tokens
+    ask = shapes.parse("chat", {**body, "model": "gpt-4o"})
+    assert tokens.count_input(ask, BYTES_ONLY).tokens >= exact.tokens
+    responses: dict[str, Any] = {"input": [{"role": m["role"], "content": m["content"]} for m in messages]}
+    if system is not None:
+        responses["instructions"] = system
+    if use_tools:
+        responses["tools"] = [{"type": "function", **function} for function in functions]
+    assert count("responses", responses, "gpt-4o").tokens >= exact.tokens
+    cl100k = count("chat", body, "gpt-4")
+    assert tokens.count_input(ask, BYTES_ONLY).tokens >= cl100k.tokens
