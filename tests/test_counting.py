@@ -568,3 +568,13 @@ def test_count_output_and_bounds() -> None:
 def test_images_need_a_rule_in_the_table() -> None:
     no_rule = VisionRule(method="fixed", max_tokens=99)
     assert tokens.image_tokens(no_rule, shapes.ImageRef("high")) == 99
+
+
+def test_tools_next_to_a_developer_message_take_no_system_saving() -> None:
+    system = {"model": "gpt-4o", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS}
+    developer = {**system, "messages": [{**WEATHER_MESSAGES[0], "role": "developer"}, WEATHER_MESSAGES[1]]}
+    with_system, with_developer = count("chat", system), count("chat", developer)
+    assert with_system == (101, True)
+    assert with_developer.exact is False
+    # "developer" and "system" are one token each; the saving of 5 is not taken.
+    assert with_developer.tokens == with_system.tokens + 5

@@ -53,7 +53,12 @@ def _chat(body: dict[str, Any]) -> Ask:
         out.fixed += allowance
         out.exact = False
     if functions:
-        _tools.add_to(out, functions, has_system=_has_system(messages), tool_choice=_tool_choice(body))
+        has_system = _has_system(messages)
+        if not has_system and _has_system(messages, "developer"):
+            # Whether tool definitions join a developer message as they join a
+            # system message is not published: no saving is taken.
+            out.exact = False
+        _tools.add_to(out, functions, has_system=has_system, tool_choice=_tool_choice(body))
     elif _tool_choice(body) not in (None, "none", "auto"):
         raise InvalidRequest("'tool_choice' names a tool but no tools are defined.", param="tool_choice")
     _response_format(body, out)
@@ -80,8 +85,8 @@ def _chat(body: dict[str, Any]) -> Ask:
     )
 
 
-def _has_system(messages: list[Any]) -> bool:
-    return any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages)
+def _has_system(messages: list[Any], role: str = "system") -> bool:
+    return any(isinstance(m, dict) and m.get("role") == role for m in messages)
 
 
 def _tool_choice(body: dict[str, Any]) -> object:
