@@ -8,7 +8,7 @@ naming the field; nothing is priced at zero because it was not understood.
 
 One module per API: ``chat``, ``completions`` (and embeddings), ``responses``,
 ``anthropic``; ``ask`` holds the ``Ask`` and its builder, ``fields`` the checks
-they share.
+they share, ``preamble`` the hidden input OpenAI families bill.
 """
 
 from __future__ import annotations
