@@ -6,7 +6,7 @@ files in its wheel: nothing is downloaded.  A chat body is rendered by its
 Mistral's templates render it, and the tokens are counted.
 
 Which counts are *exact* was checked against ``usage.prompt_tokens`` the API
-returned for recorded requests (the table in ``docs/accuracy-others.md``): the
+returned for recorded requests (the table in ``docs/accuracy.md``): the
 tekken tokenizer with the v3 template reproduces them for ``mistral-large-latest``,
 ``mistral-small-latest``, ``magistral-medium-latest`` and ``pixtral-12b-latest``
 (user and assistant text, content chunks, tool definitions, tool calls and

@@ -348,8 +348,9 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
         margin += _mistral.tools_json_bytes(ask.source) if mistral else 0
         margin += _provider_prompt(ask, price)
         return TokenCount(tokens + ask.fixed_tokens + margin + PART_MARGIN * ask.parts + images, False)
-    tokens = ask.fixed_tokens + images + _provider_prompt(ask, price)
-    exact = ask.exact and images_exact
+    tokens = ask.fixed_tokens + images + _provider_prompt(ask, price) - dict(ask.savings).get(encoding.name, 0)
+    verified = ask.exact_on is None or encoding.name in ask.exact_on
+    exact = ask.exact and images_exact and verified
     for text in ask.texts:
         count, known = _count_text(encoding, text)
         tokens += count
@@ -396,7 +397,8 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
         for image in ask.images
     )
     prompt = _provider_prompt(ask, price)
-    return low + ask.fixed_tokens + known_images + prompt, total + ask.fixed_tokens + images + prompt
+    saved = max((n for _, n in ask.savings), default=0)
+    return low + ask.fixed_tokens - saved + known_images + prompt, total + ask.fixed_tokens + images + prompt
 
 
 def _bounded_texts(ask: Ask) -> tuple[str, ...]:

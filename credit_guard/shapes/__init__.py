@@ -10,7 +10,7 @@ free and the ones refused, and every other field's JSON text is counted.
 
 One module per API: ``chat``, ``completions`` (and embeddings), ``responses``,
 ``anthropic``; ``ask`` holds the ``Ask`` and its builder, ``fields`` the checks
-they share.
+they share, ``preamble`` the hidden input OpenAI families bill.
 """
 
 from __future__ import annotations

@@ -44,7 +44,9 @@ class Ask:
     The rest is what ``tokens.count_input`` counts: ``texts`` (encoded),
     ``fixed_tokens`` (framing), ``images``, ``parts`` (messages or items, for
     the per-part margin of bounded models), and ``exact`` (False where a
-    rendering is bounded rather than known).  ``tool_choice`` is set by shapes
+    rendering is bounded rather than known), narrowed to the encodings in
+    ``exact_on`` where a rendering is verified on some encodings only;
+    ``savings`` takes tokens off ``fixed_tokens`` on one encoding.  ``tool_choice`` is set by shapes
     whose provider adds a tool-use system prompt of its own (Anthropic): the
     ``tool_choice`` type when tools are given, "" when none is set; ``source``
     keeps the parsed chat body for a provider tokenizer that renders the
@@ -84,6 +86,11 @@ class Ask:
     source: Any = field(default=None, compare=False, repr=False)
     service_tier: str | None = None
     cache_ttl: str | None = None
+    #: Encodings on which ``exact`` holds; None for every encoding.
+    exact_on: frozenset[str] | None = None
+    #: Tokens fewer than ``fixed_tokens`` on an encoding whose rendering is
+    #: known to be smaller (``fixed_tokens`` is the largest over encodings).
+    savings: tuple[tuple[str, int], ...] = ()
 
 
 def json_text(value: Any) -> str:
@@ -111,6 +118,8 @@ class _Builder:
         self.swaps: list[tuple[int, int, str]] = []
         self.unknown: list[str] = []
         self.cache_ttl: str | None = None
+        self.exact_on: set[str] | None = None
+        self.savings: dict[str, int] = {}
 
     def text(self, value: str) -> None:
         if value:
@@ -143,6 +152,13 @@ class _Builder:
             at = end
         texts.extend(self.texts[at:])
         return tuple(texts)
+    def exact_only_on(self, *encodings: str) -> None:
+        """What was just added is verified on ``encodings`` only."""
+        self.exact_on = set(encodings) if self.exact_on is None else self.exact_on & set(encodings)
+
+    def save(self, encoding: str, tokens: int) -> None:
+        """``tokens`` of ``fixed`` are not billed on ``encoding``."""
+        self.savings[encoding] = self.savings.get(encoding, 0) + tokens
 
     def ask(self, kind: str, model: str, **fields: Any) -> Ask:
         """The ``Ask`` with this payload (``fields``: the output cap and the rest)."""
@@ -157,5 +173,7 @@ class _Builder:
             bound_texts=self._bound_texts(),
             unknown=tuple(self.unknown),
             cache_ttl=self.cache_ttl,
+            exact_on=None if self.exact_on is None else frozenset(self.exact_on),
+            savings=tuple(sorted((name, n) for name, n in self.savings.items() if n)),
             **fields,
         )

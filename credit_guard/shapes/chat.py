@@ -2,9 +2,13 @@
 
 The chat framing is OpenAI's: 3 tokens per message, 1 more per ``name``, 3 to
 prime the reply, and every string field of a message (role, content, name)
-encoded as text.  Renderings OpenAI does not publish (tool calls in the
-history, ``response_format`` schemas) are counted from their JSON text plus a
-margin and make the count inexact.
+encoded as text.  It is exact only on the families published counts verify
+(``preamble.chat_verified``); other OpenAI families get an allowance for
+hidden input.  Renderings OpenAI does not publish (tool calls in the history,
+``response_format`` schemas) are counted from their JSON text plus a margin
+and make the count inexact; constructs verified on cl100k_base only (function
+results, a legacy ``function_call`` in the history, some tool framings) are
+exact there and bounded elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from .. import _tools
 from ..errors import InvalidRequest
+from . import preamble
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder, json_text
 from .fields import (
     OPENAI_FREE,
@@ -29,6 +34,11 @@ from .fields import (
 )
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# hmarr's API counts on gpt-3.5-turbo (openai-chat-tokens, tests/token-counts.test.ts):
+# a function-role message bills 2 fewer than the plain framing, and an
+# assistant's function_call 3 more than its name and arguments.
+_FUNCTION_RESULT_SAVING = 2
+_FUNCTION_CALL = 3
 
 BODY = body_policy(
     priced="model messages max_tokens max_completion_tokens n stream stream_options tools functions tool_choice "
@@ -81,9 +91,18 @@ def _chat(body: dict[str, Any]) -> Ask:
     functions = _tools.function_definitions(body)
     _tool_fields(body, out)
     _add_messages(out, messages, pad_system=bool(functions))
+    allowance = preamble.chat_allowance(model)
+    if allowance:
+        out.fixed += allowance
+        out.exact = False
     if functions:
         start = len(out.texts)
-        _tools.add_to(out, functions, has_system=_has_system(messages), tool_choice=_tool_choice(body))
+        has_system = _has_system(messages)
+        if not has_system and _has_system(messages, "developer"):
+            # Whether tool definitions join a developer message as they join a
+            # system message is not published: no saving is taken.
+            out.exact = False
+        _tools.add_to(out, functions, has_system=has_system, tool_choice=_tool_choice(body))
         # A model without a public tokenizer (Claude, Gemini behind an
         # OpenAI-compatible upstream) receives the definitions as JSON, with
         # every field the rendering leaves out.
@@ -134,14 +153,18 @@ def _output_cap(body: dict[str, Any]) -> tuple[int | None, str]:
     return None, "max_tokens"
 
 
-def _has_system(messages: list[Any]) -> bool:
-    return any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages)
+def _has_system(messages: list[Any], role: str = "system") -> bool:
+    return any(isinstance(m, dict) and m.get("role") == role for m in messages)
 
 
 def _tool_choice(body: dict[str, Any]) -> object:
     if "tool_choice" in body:
         return body["tool_choice"]
-    return body.get("function_call")
+    call = body.get("function_call")
+    if body.get("tools") and isinstance(call, dict) and "function" not in call:
+        # Next to ``tools`` a legacy call is priced as the tools form (the dearer).
+        return {"type": "function", "function": call}
+    return call
 
 
 def _response_format(body: dict[str, Any], out: _Builder) -> None:
@@ -173,6 +196,12 @@ def _add_messages(out: _Builder, messages: list[Any], *, pad_system: bool = Fals
         out.fixed += _PER_MESSAGE
         _cache_control(message, out, param)
         out.text(role)
+        if role == "function":
+            # A function result bills 2 fewer than other messages on
+            # gpt-3.5-turbo (hmarr's API counts); on o200k_base nothing is
+            # published, so it is counted as a plain message there.
+            out.save("cl100k_base", _FUNCTION_RESULT_SAVING)
+            out.exact_only_on("cl100k_base")
         content = message.get("content")
         if pad_system and role in ("system", "developer"):
             pad_system = False
@@ -191,15 +220,33 @@ def _add_messages(out: _Builder, messages: list[Any], *, pad_system: bool = Fals
             if not isinstance(message["refusal"], str):
                 raise InvalidRequest("'refusal' must be a string.", param=f"{param}.refusal")
             out.text(message["refusal"])
-        for key in ("tool_calls", "function_call"):
-            if message.get(key) is not None:
-                out.json(message[key])
+        call = message.get("function_call")
+        if isinstance(call, dict) and set(call) <= {"name", "arguments"}:
+            _function_call(call, out, f"{param}.function_call")
+        elif call is not None:
+            out.json(call)
+        if message.get("tool_calls") is not None:
+            out.json(message["tool_calls"])
         if message.get("tool_call_id") is not None:
             if not isinstance(message["tool_call_id"], str):
                 raise InvalidRequest("'tool_call_id' must be a string.", param=f"{param}.tool_call_id")
             out.text(message["tool_call_id"])
             out.fixed += _JSON_MARGIN
             out.exact = False
+
+
+def _function_call(call: dict[str, Any], out: _Builder, param: str) -> None:
+    """A legacy ``function_call`` in the history: its name and arguments as
+    text plus 3 tokens on gpt-3.5-turbo (hmarr's API counts); elsewhere not
+    published, so a margin is added there."""
+    for key in ("name", "arguments"):
+        value = call.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"'{key}' must be a string.", param=f"{param}.{key}")
+        out.text(value or "")
+    out.fixed += _FUNCTION_CALL + _JSON_MARGIN
+    out.save("cl100k_base", _JSON_MARGIN)
+    out.exact_only_on("cl100k_base")
 
 
 def _chat_content(content: object, out: _Builder, param: str) -> None:
@@ -236,3 +283,8 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
                 raise InvalidRequest("An image_url part needs an 'image_url' object.", param=where)
             IMAGE_URL.apply(image, out, f"{where}.image_url")
             out.images.append(_image(image.get("url"), image.get("detail"), where))
+            # The tile rule is verified image by image (the vision guide), but
+            # the API reference's "Image input" example bills 1117 where the
+            # rule and the chat framing count 1118: the framing of a message
+            # holding an image is not known exactly.
+            out.exact = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidRequest
-from .ask import MAX_CHOICES, Ask, _Builder
+from .ask import _JSON_MARGIN, MAX_CHOICES, Ask, _Builder
 from .fields import OPENAI_FREE, _bool, _model, _positive_int, _service_tier, body_policy
 
 #: The output cap of the completions API when the request sets none.
@@ -31,6 +31,9 @@ def _completion(body: dict[str, Any]) -> Ask:
         if not isinstance(suffix, str):
             raise InvalidRequest("'suffix' must be a string.", param="suffix")
         out.text(suffix)
+        # How the prompt and the suffix are joined is not published.
+        out.fixed += _JSON_MARGIN
+        out.exact = False
     cap = _positive_int(body, "max_tokens")
     n = _positive_int(body, "n", upper=MAX_CHOICES) or 1
     best_of = _positive_int(body, "best_of", upper=20)

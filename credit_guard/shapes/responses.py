@@ -1,6 +1,11 @@
 """The Responses API (``/v1/responses``).
 
 OpenAI does not publish how items are framed: every count here is a bound.
+Each item is counted with the chat framing plus a margin, tools and schemas
+as their JSON text plus a margin, and the request gets the hidden-input
+allowances of ``preamble`` (always the base; reasoning families; function
+tools), which published Responses counts show are needed: the chat framing
+alone undercounts every published Responses example.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidRequest
+from . import preamble
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _REPLY_PRIMING, Ask, _Builder
 from .fields import OPENAI_FREE, Refused, _bool, _image, _model, _positive_int, _service_tier, body_policy, policy
 
@@ -50,7 +56,7 @@ def _responses(body: dict[str, Any]) -> Ask:
     service_tier = _service_tier(body)
     # OpenAI does not publish how items are framed: chat framing plus a margin
     # per item, so the count is a bound.
-    out.fixed += _REPLY_PRIMING
+    out.fixed += _REPLY_PRIMING + preamble.responses_allowance(model, function_tools=False)
     out.exact = False
     instructions = body.get("instructions")
     if instructions is not None:
@@ -73,6 +79,7 @@ def _responses(body: dict[str, Any]) -> Ask:
     if tools is not None:
         if not isinstance(tools, list):
             raise InvalidRequest("'tools' must be a list.", param="tools")
+        out.fixed += preamble.HIDDEN_FUNCTION_TOOLS
         for index, tool in enumerate(tools):
             if not isinstance(tool, dict) or tool.get("type") != "function":
                 kind = tool.get("type") if isinstance(tool, dict) else None
