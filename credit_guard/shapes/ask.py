@@ -152,6 +152,7 @@ class _Builder:
             at = end
         texts.extend(self.texts[at:])
         return tuple(texts)
+
     def exact_only_on(self, *encodings: str) -> None:
         """What was just added is verified on ``encodings`` only."""
         self.exact_on = set(encodings) if self.exact_on is None else self.exact_on & set(encodings)
