@@ -9,7 +9,6 @@ upstream answered an error.
 from __future__ import annotations
 
 import logging
-import time
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -53,11 +52,8 @@ class Settlement:
         """Run the app with the hold open, tap its response, and end the hold."""
         guard = self.guard
         tap = UsageTap(ask.kind, strip_usage=self._strip_usage)
-        extended_at = time.monotonic()
-        extend_every = guard.hold_ttl / 3
 
         async def tapped_send(message: Message) -> None:
-            nonlocal extended_at
             if message["type"] == "http.response.start":
                 message = tap.start(dict(message))
                 message["headers"] = self._response_headers(list(message.get("headers", ())), hold)
@@ -66,25 +62,43 @@ class Settlement:
                 if chunk is not message.get("body", b""):
                     message = dict(message)
                     message["body"] = chunk
-                now = time.monotonic()
-                if now - extended_at > extend_every and message.get("more_body", False):
-                    # A long stream keeps its hold alive.
-                    extended_at = now
-                    try:
-                        await guard.store.extend(hold, guard.hold_ttl)
-                    except StoreUnavailable:
-                        guard.metrics.store_error("extend")
             await send(message)
 
         failed: BaseException | None = None
         try:
-            await guard.app(scope, receive, tapped_send)
+            # The hold lives as long as the request: extended on a timer while
+            # the app (or its upstream) works, silent or not.
+            async with anyio.create_task_group() as keep_alive:
+                keep_alive.start_soon(self._keep_alive, hold)
+                try:
+                    await guard.app(scope, receive, tapped_send)
+                except BaseException as exc:
+                    # Raised below, outside the task group, as it came.
+                    failed = exc
+                finally:
+                    keep_alive.cancel_scope.cancel()
+            if failed is not None:
+                raise failed
         except BaseException as exc:
-            failed = exc
+            failed = failed or exc
             raise
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish(hold, quote, ask, tap, failed)
+
+    async def _keep_alive(self, hold: Hold) -> None:
+        """Extend the hold every third of its TTL until cancelled: two extends
+        in a row can fail before the hold lapses."""
+        guard = self.guard
+        while True:
+            await anyio.sleep(guard.hold_ttl / 3)
+            try:
+                await guard.store.extend(hold, guard.hold_ttl)
+            except StoreUnavailable:
+                guard.metrics.store_error("extend")
+            except Exception:
+                # A store bug must not end the request; the hold's TTL bounds it.
+                logger.exception("credit_guard.extend_failed request_id=%s hold=%s", self.request_id, hold.id)
 
     def _response_headers(self, headers: list[tuple[bytes, bytes]], hold: Hold) -> list[tuple[bytes, bytes]]:
         guard = self.guard
