@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 import pytest
 
 from credit_guard import CreditGuard, MemoryStore, PriceTable, shapes, tokens
@@ -138,3 +139,84 @@ def test_serve_refuses_a_hold_ttl_its_extends_cannot_keep_alive(capsys: pytest.C
     code = main(["serve", "--upstream", "http://127.0.0.1:9/v1", "--hold-ttl", str(MIN_HOLD_TTL / 2)])
     assert code == 2
     assert "--hold-ttl must be at least" in capsys.readouterr().err
+
+
+# -- The upstream sees exactly one stream_options -----------------------------
+
+
+def recording(seen: list[bytes]) -> Any:
+    """The fake model behind an app that keeps each request body as it came."""
+    inner = create_app(default_tokens=5)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        seen.append(body)
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await inner(scope, replay, send)
+
+    return app
+
+
+def keys_of(raw: bytes) -> list[str]:
+    pairs: list[str] = []
+
+    def hook(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        pairs.extend(k for k, _ in items)
+        return dict(items)
+
+    import json
+
+    json.loads(raw, object_pairs_hook=hook)
+    return pairs
+
+
+@pytest.mark.parametrize(
+    "options",
+    ["absent", None, {"include_usage": False}, {}, {"include_usage": False, "continuous_usage_stats": False}],
+)
+async def test_the_upstream_sees_exactly_one_stream_options(options: Any) -> None:
+    from credit_guard.proxy import create_proxy
+
+    body: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 5,
+    }
+    if options != "absent":
+        body["stream_options"] = options
+    seen: list[bytes] = []
+    store = MemoryStore({"acct": "1"}, keys={KEY: "acct"})
+    with serve(recording(seen)) as upstream:
+        guard = CreditGuard(create_proxy(upstream + "/v1"), prices=PRICES, store=store)
+        with serve(guard, lifespan="on") as url:
+            async with httpx.AsyncClient(timeout=30) as http:
+                response = await http.post(url + CHAT, content=orjson.dumps(body), headers=AUTH)
+    assert response.status_code == 200
+    assert b'"usage"' not in response.content
+    (raw,) = seen
+    assert keys_of(raw).count("stream_options") == 1
+    sent = orjson.loads(raw)
+    assert sent["stream_options"]["include_usage"] is True
+    if isinstance(options, dict):
+        assert {k: v for k, v in sent["stream_options"].items() if k != "include_usage"} == {
+            k: v for k, v in options.items() if k != "include_usage"
+        }
+    balance = await settled(store)
+    price = PRICES.resolve("gpt-4o-mini")
+    assert balance.spent > price.output_price * 5  # the upstream's usage, not zero
