@@ -118,24 +118,7 @@ class Settlement:
     async def _finish(self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None) -> None:
         """End the hold (see the class docstring of ``CreditGuard`` for the rule)."""
         guard = self.guard
-        price = quote.price
-        aborted = failed is not None and _is_cancellation(failed)
-        usage = tap.usage
-        produced = bool(tap.texts)
-        if usage is None and 0 < tap.status < 400 and (failed is None or produced):
-            # No usage reported: the input as counted, and the output as seen.
-            output = await _count_output(tap.texts, price)
-            input_tokens = quote.input_tokens
-            if self._bounded:
-                # The hold used the byte bound; the charge uses the exact count.
-                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price)).tokens
-            usage = Usage(input_tokens=input_tokens, output_tokens=output)
-        policy = guard.on_abort if aborted else guard.on_app_error
-        charge: Decimal | None = None
-        if usage is not None:
-            charge = actual_cost(price, usage)
-        elif (failed is not None or tap.status >= 400) and policy == "charge_input":
-            charge = quote.input_cost
+        charge = await self._charge(hold, quote, ask, tap, failed)
         settlement = None
         # Settle and release are idempotent, so a store that failed for a moment
         # (a Redis restart, a locked SQLite file) is simply asked again.
@@ -151,6 +134,13 @@ class Settlement:
                 if delay is None:
                     break
                 await anyio.sleep(delay)
+            except Exception:
+                # Not the store's availability: a charge it refuses.  The hold
+                # is charged instead, once; the request never ends in a raise.
+                logger.exception("credit_guard.settle_error request_id=%s hold=%s", self.request_id, hold.id)
+                if charge == hold.amount:
+                    break
+                charge = hold.amount
         if settlement is None:
             # The hold stays in the store and expires after its TTL; the line
             # below is what reconciliation needs.
@@ -176,6 +166,60 @@ class Settlement:
                 hold.amount,
                 settlement.charged,
             )
+
+    async def _charge(
+        self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None
+    ) -> Decimal | None:
+        """What the request costs (None: release the hold).  Never raises: what
+        cannot be priced costs the hold."""
+        try:
+            return await self._cost(hold, quote, ask, tap, failed)
+        except Exception:
+            logger.exception("credit_guard.pricing_error request_id=%s hold=%s", self.request_id, hold.id)
+            self._unreadable(quote, "pricing_error")
+            return hold.amount
+
+    async def _cost(
+        self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None
+    ) -> Decimal | None:
+        guard = self.guard
+        price = quote.price
+        aborted = failed is not None and _is_cancellation(failed)
+        answered = 0 < tap.status < 400
+        usage = tap.usage
+        if answered and tap.unreadable is not None:
+            # Usage the guard cannot read is never free.
+            self._unreadable(quote, tap.unreadable)
+            return hold.amount
+        if usage is None and aborted and price.reasoning and tap.status < 400:
+            # The provider bills reasoning the client never saw, up to the
+            # moment it learnt the client had gone.
+            self._unreadable(quote, "hidden_reasoning")
+            return hold.amount
+        produced = bool(tap.texts)
+        if usage is None and answered and (failed is None or produced):
+            # No usage reported: the input as counted, and the output as seen.
+            output = await _count_output(tap.texts, price)
+            input_tokens = quote.input_tokens
+            if self._bounded:
+                # The hold used the byte bound; the charge uses the exact count.
+                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price)).tokens
+            usage = Usage(input_tokens=input_tokens, output_tokens=output)
+        if usage is not None:
+            return actual_cost(price, usage)
+        policy = guard.on_abort if aborted else guard.on_app_error
+        if (failed is not None or tap.status >= 400) and policy == "charge_input":
+            return quote.input_cost
+        return None
+
+    def _unreadable(self, quote: Quote, reason: str) -> None:
+        logger.warning(
+            "credit_guard.usage_unreadable request_id=%s model=%s reason=%s: the hold is charged",
+            self.request_id,
+            quote.model,
+            reason,
+        )
+        self.guard.metrics.usage_unreadable(quote.model, reason)
 
 
 def actual_cost(price: ModelPrice, usage: Usage) -> Decimal:

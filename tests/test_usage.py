@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credit_guard.usage import Usage, UsageTap, usage_from_json
+from credit_guard.usage import UnreadableUsage, Usage, UsageTap, usage_from_json
 
 
 def chunk(content: str | None = None, *, usage: object = "absent", choices: bool = True) -> bytes:
@@ -122,10 +122,38 @@ def test_responses_stream_usage_from_completed_event() -> None:
     assert tap.usage == Usage(12, 3, reasoning_tokens=1)
 
 
-def test_usage_from_json_rejects_garbage() -> None:
+def test_usage_from_json_reports_none_only_where_there_is_none() -> None:
     assert usage_from_json("chat", []) is None
-    assert usage_from_json("chat", {"usage": "lots"}) is None
-    assert usage_from_json("chat", {"usage": {"prompt_tokens": -5, "completion_tokens": True}}) == Usage(0, 0)
+    assert usage_from_json("chat", {"choices": []}) is None
+    assert usage_from_json("embedding", {"usage": {"prompt_tokens": 8, "total_tokens": 8}}) == Usage(8, 0)
+
+
+@pytest.mark.parametrize(
+    ("usage", "reason"),
+    [
+        ("lots", "malformed"),
+        (None, "malformed"),
+        ({}, "malformed"),
+        ([], "malformed"),
+        ({"total_tokens": 11}, "malformed"),
+        ({"prompt_tokens": 9}, "malformed"),
+        ({"prompt_tokens": -5, "completion_tokens": 2}, "malformed"),
+        ({"prompt_tokens": 9, "completion_tokens": True}, "malformed"),
+        ({"prompt_tokens": 9.0, "completion_tokens": 2}, "malformed"),
+        ({"prompt_tokens": "9", "completion_tokens": 2}, "malformed"),
+        ({"prompt_tokens": 9, "completion_tokens": None}, "malformed"),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": "x"}, "malformed"),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 1.5}}, "malformed"),
+        ({"prompt_tokens": 10**30, "completion_tokens": 2}, "absurd"),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 10}}, "absurd"),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "completion_tokens_details": {"reasoning_tokens": 3}}, "absurd"),
+        ({"input_tokens": 9}, "malformed"),
+    ],
+)
+def test_usage_present_but_untrustworthy_is_unreadable(usage: object, reason: str) -> None:
+    with pytest.raises(UnreadableUsage) as caught:
+        usage_from_json("chat", {"usage": usage})
+    assert caught.value.reason == reason
 
 
 @settings(max_examples=60, deadline=None)
