@@ -191,7 +191,8 @@ class Settlement:
             # Usage the guard cannot read is never free.
             self._unreadable(quote, tap.unreadable)
             return hold.amount
-        if usage is None and aborted and price.reasoning and tap.status < 400:
+        cut_short = aborted or (answered and not tap.finished)
+        if usage is None and cut_short and price.reasoning and tap.status < 400:
             # The provider bills reasoning the client never saw, up to the
             # moment it learnt the client had gone.
             self._unreadable(quote, "hidden_reasoning")

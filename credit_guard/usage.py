@@ -293,6 +293,7 @@ class UsageTap:
         self._pending = bytearray()
         self._large: _LargeEvent | None = None
         self._unread_text = False  # text went by uncounted (a large event, past _MAX_TEXT)
+        self._usage_promised = False  # chunks carried "usage": null, so usage was to come
         # Anthropic streams report input in message_start, output in message_delta.
         self._anthropic_input: Usage | None = None
 
@@ -392,6 +393,9 @@ class UsageTap:
         if self.usage is None and self._unread_text:
             # No usage, and text the guard could not count.
             self._fail("too_large")
+        if self.usage is None and self._usage_promised:
+            # The upstream honoured include_usage, then never sent the usage.
+            self._fail("missing")
         return out
 
     # -- JSON ---------------------------------------------------------------
@@ -567,7 +571,9 @@ class UsageTap:
                 return usage_from_json("responses", obj)
             return None
         if obj.get("usage") is None:
-            return None  # a chunk before the end (OpenAI sends "usage": null on each)
+            # A chunk before the end: OpenAI sends "usage": null on each.
+            self._usage_promised = self._usage_promised or "usage" in obj
+            return None
         return usage_from_json(self.kind, obj)
 
     def _anthropic_total(self, usage: object) -> Usage:

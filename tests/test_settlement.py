@@ -3,6 +3,7 @@ usage the guard cannot read costs the hold, in every shape an upstream sends it.
 
 from __future__ import annotations
 
+import json
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -179,8 +180,6 @@ def keys_of(raw: bytes) -> list[str]:
         pairs.extend(k for k, _ in items)
         return dict(items)
 
-    import json
-
     json.loads(raw, object_pairs_hook=hook)
     return pairs
 
@@ -220,3 +219,318 @@ async def test_the_upstream_sees_exactly_one_stream_options(options: Any) -> Non
     balance = await settled(store)
     price = PRICES.resolve("gpt-4o-mini")
     assert balance.spent > price.output_price * 5  # the upstream's usage, not zero
+
+
+# -- A scripted upstream: whatever bytes a test wants, in pieces ----------------
+
+
+class Script:
+    """One response the upstream sends: its body as raw bytes, sent in pieces."""
+
+    def __init__(
+        self,
+        body: bytes,
+        content_type: bytes = b"application/json",
+        *,
+        encoding: bytes | None = None,
+        piece: int = 64 * 1024,
+        pause: float = 0.0,
+    ) -> None:
+        self.body = body
+        self.content_type = content_type
+        self.encoding = encoding
+        self.piece = piece
+        self.pause = pause
+        self.requests: list[bytes] = []
+
+
+def scripted(scripts: dict[str, Script]) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        request = b""
+        while True:
+            message = await receive()
+            request += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        case = dict(scope["headers"])[b"x-case"].decode()
+        script = scripts[case]
+        script.requests.append(request)
+        headers = [(b"content-type", script.content_type)]
+        if script.encoding:
+            headers.append((b"content-encoding", script.encoding))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = script.body
+        for at in range(0, len(body), script.piece):
+            await send({"type": "http.response.body", "body": body[at : at + script.piece], "more_body": True})
+            if script.pause:
+                await anyio.sleep(script.pause)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+REQUEST = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 50}
+USAGE = {"prompt_tokens": 11, "completion_tokens": 20, "total_tokens": 31}
+
+
+def cost_of(usage: dict[str, int], model: str = "gpt-4o-mini") -> Decimal:
+    price = PRICES.resolve(model)
+    return price.input_price * usage["prompt_tokens"] + price.output_price * usage["completion_tokens"]
+
+
+def dumps(obj: Any) -> bytes:
+    """orjson's bytes; the standard library's for integers past 64 bits."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def completion(content: str, usage: Any = "absent", *, usage_first: bool = False) -> bytes:
+    body: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini"}
+    if usage_first and usage != "absent":
+        body["usage"] = usage
+    body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
+    if not usage_first and usage != "absent":
+        body["usage"] = usage
+    return dumps(body)
+
+
+def sse(*payloads: Any) -> bytes:
+    return b"".join(b"data: " + (p if isinstance(p, bytes) else dumps(p)) + b"\n\n" for p in payloads)
+
+
+def delta(content: str, **extra: Any) -> dict[str, Any]:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}}]}
+    chunk.update(extra)
+    return chunk
+
+
+class Run:
+    """The guard in front of the scripted upstream, over uvicorn."""
+
+    def __init__(self, scripts: dict[str, Script], balance: str = "1.00") -> None:
+        self.store = MemoryStore({"acct": balance}, keys={KEY: "acct"})
+        self.metrics = Recorder()
+        self.guard = CreditGuard(scripted(scripts), prices=PRICES, store=self.store, metrics=self.metrics)
+
+    async def spent_on(self, url: str, case: str, body: dict[str, Any] | None = None) -> tuple[bytes, Decimal]:
+        """The raw bytes the client got, and what the request was charged."""
+        before = (await self.store.balance("acct")).spent
+        async with httpx.AsyncClient(timeout=60) as http:
+            async with http.stream(
+                "POST", url + CHAT, content=orjson.dumps(body or REQUEST), headers={**AUTH, "x-case": case}
+            ) as response:
+                assert response.status_code == 200
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        balance = await settled(self.store)
+        assert balance.available + balance.held + balance.spent == balance.granted
+        return raw, balance.spent - before
+
+
+BIG = "word " * (2_600_000)  # 13 MB of generated text: past every buffer
+
+
+async def test_usage_is_read_from_a_json_answer_of_any_size() -> None:
+    scripts = {
+        "after": Script(completion(BIG, USAGE)),
+        "before": Script(completion(BIG, USAGE, usage_first=True)),
+        "small": Script(completion("hi", USAGE)),
+    }
+    run = Run(scripts)
+    with serve(run.guard) as url:
+        for case in scripts:
+            raw, spent = await run.spent_on(url, case)
+            assert raw == scripts[case].body
+            assert spent == cost_of(USAGE), case
+    assert run.metrics.unreadable == []
+
+
+async def test_usage_is_read_from_an_event_of_any_size() -> None:
+    # LiteLLM-style: the last chunk carries both a choice (here a huge one) and the usage.
+    body = sse(delta("Hi"), delta(BIG, usage=USAGE), b"[DONE]")
+    scripts = {"big": Script(body, b"text/event-stream")}
+    run = Run(scripts)
+    request = {**REQUEST, "stream": True, "stream_options": {"include_usage": True}}
+    with serve(run.guard) as url:
+        raw, spent = await run.spent_on(url, "big", request)
+    assert raw == body
+    assert spent == cost_of(USAGE)
+
+
+def gzipped(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+def deflated(data: bytes, *, raw: bool = False) -> bytes:
+    import zlib
+
+    packer = zlib.compressobj(wbits=-15 if raw else 15)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        (b"gzip", gzipped),
+        (b"x-gzip", gzipped),
+        (b"deflate", deflated),
+        (b"deflate", lambda data: deflated(data, raw=True)),
+        (b"identity", lambda data: data),
+    ],
+)
+async def test_usage_is_read_through_the_content_encoding(encoding: bytes, encode: Any) -> None:
+    stream = sse(delta("Hi", usage=None), delta(" there", usage=None), {"choices": [], "usage": USAGE}, b"[DONE]")
+    scripts = {
+        "json": Script(encode(completion("hi there", USAGE)), encoding=encoding, piece=7),
+        "large": Script(encode(completion(BIG, USAGE)), encoding=encoding),
+        "sse": Script(encode(stream), b"text/event-stream", encoding=encoding, piece=5),
+    }
+    run = Run(scripts)
+    asked = {**REQUEST, "stream": True, "stream_options": {"include_usage": True}}
+    with serve(run.guard) as url:
+        for case in ("json", "large"):
+            raw, spent = await run.spent_on(url, case)
+            assert raw == scripts[case].body  # the client gets the bytes as encoded
+            assert spent == cost_of(USAGE), case
+        raw, spent = await run.spent_on(url, "sse", asked)
+        assert raw == scripts["sse"].body
+        assert spent == cost_of(USAGE)
+    assert run.metrics.unreadable == []
+
+
+async def test_a_stream_the_guard_rewrites_goes_out_decoded() -> None:
+    stream = sse(delta("Hi", usage=None), delta(" there", usage=None), {"choices": [], "usage": USAGE}, b"[DONE]")
+    scripts = {"sse": Script(gzipped(stream), b"text/event-stream", encoding=b"gzip", piece=9)}
+    run = Run(scripts)
+    with serve(run.guard) as url:
+        async with httpx.AsyncClient(timeout=60) as http:
+            async with http.stream(
+                "POST", url + CHAT, json={**REQUEST, "stream": True}, headers={**AUTH, "x-case": "sse"}
+            ) as response:
+                assert "content-encoding" not in response.headers
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        assert raw == sse(delta("Hi"), delta(" there"), b"[DONE]")
+        assert (await settled(run.store)).spent == cost_of(USAGE)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        (b"br", b"\x1b\x03\x00\xf8\xa5@\x02\x00"),  # not decodable here: br needs a library we do not ship
+        (b"zstd", b"(\xb5/\xfd\x00Xa\x00\x00{}"),
+        (b"gzip, br", b"\x1f\x8b"),
+        (b"gzip", b"not gzip at all"),
+        (b"gzip", gzipped(completion("hi", USAGE))[:-12]),  # cut short
+    ],
+    ids=["br", "zstd", "chain", "not-gzip", "cut-short"],
+)
+async def test_an_encoding_the_guard_cannot_undo_costs_the_hold(encoding: bytes, body: bytes) -> None:
+    scripts = {"enc": Script(body, encoding=encoding)}
+    run = Run(scripts)
+    with serve(run.guard) as url:
+        raw, spent = await run.spent_on(url, "enc")
+    assert raw == body
+    assert spent == max_cost(REQUEST)
+    assert [reason for _, reason in run.metrics.unreadable] == ["content_encoding"]
+
+
+async def test_a_decompression_bomb_is_not_read_and_costs_the_hold() -> None:
+    import zlib
+
+    # 64 MiB of one byte in about 64 KiB: read no further than the ratio allows.
+    packer = zlib.compressobj(wbits=31)
+    bomb = packer.compress(b"{" + b" " * (64 * 1024 * 1024)) + packer.flush()
+    scripts = {"bomb": Script(bomb, encoding=b"gzip")}
+    run = Run(scripts)
+    with serve(run.guard) as url:
+        raw, spent = await run.spent_on(url, "bomb")
+    assert raw == bomb
+    assert spent == max_cost(REQUEST)
+    assert [reason for _, reason in run.metrics.unreadable] == ["decompression_ratio"]
+
+
+# -- Usage the guard cannot read is never free -------------------------------
+
+UNREADABLE = [
+    ({}, "malformed"),
+    (None, "malformed"),
+    ("31", "malformed"),
+    ([11, 20], "malformed"),
+    (True, "malformed"),
+    ({"total_tokens": 31}, "malformed"),
+    ({"prompt_tokens": 11}, "malformed"),
+    ({"prompt_tokens": 11.0, "completion_tokens": 20.0}, "malformed"),
+    ({"prompt_tokens": "11", "completion_tokens": "20"}, "malformed"),
+    ({"prompt_tokens": -11, "completion_tokens": 20}, "malformed"),
+    ({"prompt_tokens": 11, "completion_tokens": False}, "malformed"),
+    ({"prompt_tokens": None, "completion_tokens": 20}, "malformed"),
+    ({"prompt_tokens": 10**30, "completion_tokens": 20}, "malformed"),  # read as a float
+    ({"prompt_tokens": 10**12, "completion_tokens": 20}, "absurd"),
+    ({"prompt_tokens": 11, "completion_tokens": 2**64 - 1}, "absurd"),
+    ({"prompt_tokens": 11, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 12}}, "absurd"),
+]
+
+
+@pytest.mark.parametrize(("usage", "reason"), UNREADABLE, ids=[repr(u)[:40] for u, _ in UNREADABLE])
+async def test_usage_the_guard_cannot_read_costs_the_hold(
+    usage: Any, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = completion("some words " * 5, usage)
+    stream = sse(delta("some words", usage=None), {"choices": [], "usage": usage}, b"[DONE]")
+    large = completion(BIG, usage)
+    scripts = {
+        "json": Script(body),
+        "sse": Script(stream, b"text/event-stream", piece=3),
+        "large": Script(large),
+        "gzip": Script(gzipped(body), encoding=b"gzip"),
+    }
+    run = Run(scripts)
+    asked = {**REQUEST, "stream": True, "stream_options": {"include_usage": True}}
+    with serve(run.guard) as url:
+        for case in scripts:
+            raw, spent = await run.spent_on(url, case, asked if case == "sse" else None)
+            assert raw == scripts[case].body
+            assert spent == max_cost(REQUEST), case
+    # A stream's "usage": null promised usage that never came.
+    expected = [reason if case != "sse" or usage is not None else "missing" for case in scripts]
+    assert [r for _, r in run.metrics.unreadable] == expected
+    lines = [r.getMessage() for r in caplog.records if "usage_unreadable" in r.getMessage()]
+    assert len(lines) == len(scripts) and all("request_id=req_" in line for line in lines)
+    assert [status for _, status, _ in run.metrics.finished] == ["settled"] * len(scripts)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "charged"),
+    [
+        (b"application/octet-stream", b"\x00\x01binary", "hold"),
+        (b"audio/mpeg", b"ID3\x04", "hold"),
+        (b"application/json", b'{"choices": [{"message": {"content": "hi"}}', "hold"),  # cut short
+        (b"application/json", b"[1, 2, 3]", "count"),  # read: no usage, no text
+        (b"text/plain; charset=utf-8", b"Hello there, this is plain text.", "count"),
+        (b"application/json", completion("Hello there"), "count"),
+    ],
+    ids=["binary", "audio", "broken-json", "json-array", "plain-text", "json-without-usage"],
+)
+async def test_a_response_without_usage_is_counted_only_where_it_was_read(
+    content_type: bytes, body: bytes, charged: str
+) -> None:
+    scripts = {"x": Script(body, content_type, piece=4)}
+    run = Run(scripts)
+    with serve(run.guard) as url:
+        raw, spent = await run.spent_on(url, "x")
+    assert raw == body
+    price = PRICES.resolve("gpt-4o-mini")
+    ask = shapes.parse("chat", REQUEST)
+    input_cost = price.input_price * tokens.count_input(ask, price).tokens
+    if charged == "hold":
+        assert spent == max_cost(REQUEST)
+        assert len(run.metrics.unreadable) == 1
+    else:
+        text = body.decode() if content_type.startswith(b"text/") else "Hello there" if b"Hello" in body else ""
+        assert spent == input_cost + price.output_price * tokens.count_output([text], price) if text else input_cost
+        assert run.metrics.unreadable == []
