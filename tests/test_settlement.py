@@ -534,3 +534,151 @@ async def test_a_response_without_usage_is_counted_only_where_it_was_read(
         text = body.decode() if content_type.startswith(b"text/") else "Hello there" if b"Hello" in body else ""
         assert spent == input_cost + price.output_price * tokens.count_output([text], price) if text else input_cost
         assert run.metrics.unreadable == []
+
+
+# -- The client never sees usage it did not ask for ---------------------------
+
+U = b'{"prompt_tokens":11,"completion_tokens":20,"total_tokens":31}'
+US = b'{"prompt_tokens": 11, "completion_tokens": 20, "total_tokens": 31}'
+STREAMS = {
+    # (what the upstream sends when asked for usage, what it sends unasked)
+    "openai": (
+        [
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}',
+            b'{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}',
+            b'{"id":"c1","choices":[],"usage":' + U + b"}",
+        ],
+        [
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+            b'{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        ],
+    ),
+    "litellm": (
+        [
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+            b'{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":' + U + b"}",
+        ],
+        [
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+            b'{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        ],
+    ),
+    "spaced": (
+        [
+            b'{"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}], "usage": null}',
+            b'{"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": ' + US + b"}",
+        ],
+        [
+            b'{"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}',
+            b'{"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}',
+        ],
+    ),
+    "usage-before-choices": (
+        [
+            b'{"id":"c1","usage":null,"choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+            b'{"id":"c1","usage":' + U + b',"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        ],
+        [
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+            b'{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        ],
+    ),
+    "usage-first": (
+        [
+            b'{"usage": null, "id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}',
+            b'{ "usage" : ' + US + b' , "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}',
+        ],
+        [
+            b'{"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}',
+            b'{ "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}',
+        ],
+    ),
+    "usage-in-the-text": (
+        [
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"\\"usage\\":null, {\\"usage\\":1}"}}],"usage":null}',
+            b'{"id":"c1","choices":[],"usage":' + U + b"}",
+        ],
+        [b'{"id":"c1","choices":[{"index":0,"delta":{"content":"\\"usage\\":null, {\\"usage\\":1}"}}]}'],
+    ),
+    "escaped-key": (
+        [
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}],"us\\u0061ge":null}',
+            b'{"id":"c1","choices":[],"\\u0075sage":' + U + b"}",
+        ],
+        [b'{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}]}'],
+    ),
+}
+
+
+def events(payloads: list[bytes], *, prefix: bytes = b"data: ", end: bytes = b"\n\n") -> bytes:
+    return b"".join(prefix + p + end for p in payloads) + prefix + b"[DONE]" + end
+
+
+@pytest.mark.parametrize("framing", ["lf", "crlf", "no-space"])
+@pytest.mark.parametrize("name", list(STREAMS))
+async def test_the_client_never_sees_usage_it_did_not_ask_for(name: str, framing: str) -> None:
+    asked, unasked = STREAMS[name]
+    frame: dict[str, Any] = {"lf": {}, "crlf": {"end": b"\r\n\r\n"}, "no-space": {"prefix": b"data:"}}[framing]
+    scripts = {name: Script(events(asked, **frame), b"text/event-stream", piece=3)}
+    run = Run(scripts)
+    with serve(run.guard) as url:
+        raw, spent = await run.spent_on(url, name, {**REQUEST, "stream": True})
+    assert orjson.loads(scripts[name].requests[0])["stream_options"] == {"include_usage": True}
+    assert raw == events(unasked, **frame)
+    for payload in unasked:
+        orjson.loads(payload)  # valid JSON, always
+    assert spent == cost_of(USAGE)
+
+
+# -- A client that leaves a stream ---------------------------------------------
+
+
+def slow_stream() -> Any:
+    """A streaming upstream (Starlette's StreamingResponse, which stops when the
+    client goes away) that never reports usage before its end."""
+    from starlette.responses import StreamingResponse
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def chunks() -> Any:
+            for i in range(500):
+                yield sse(delta(f" word{i}", usage=None))
+                await anyio.sleep(0.02)
+            yield sse({"choices": [], "usage": USAGE}, b"[DONE]")
+
+        await StreamingResponse(chunks(), media_type="text/event-stream")(scope, receive, send)
+
+    return app
+
+
+@pytest.mark.parametrize(("model", "reasoning"), [("o3-mini", True), ("gpt-5-mini", True), ("gpt-4o-mini", False)])
+async def test_a_client_leaving_a_reasoning_stream_is_charged_the_hold(model: str, reasoning: bool) -> None:
+    assert PRICES.resolve(model).reasoning is reasoning
+    store = MemoryStore({"acct": "10"}, keys={KEY: "acct"})
+    metrics = Recorder()
+    guard = CreditGuard(slow_stream(), prices=PRICES, store=store, metrics=metrics)
+    body = {**REQUEST, "model": model, "stream": True, "stream_options": {"include_usage": True}}
+    if reasoning:
+        body = {**body, "max_completion_tokens": 50}
+        body.pop("max_tokens")
+    ask = shapes.parse("chat", body)
+    price = PRICES.resolve(model)
+    quote = make_quote(ask, price, tokens.count_input(ask, price).tokens)
+    with serve(guard) as url:
+        async with httpx.AsyncClient(timeout=30) as http:
+            async with http.stream("POST", url + CHAT, json=body, headers=AUTH) as response:
+                assert response.status_code == 200
+                seen = 0
+                async for line in response.aiter_lines():
+                    seen += line.startswith("data:")
+                    if seen >= 3:
+                        break
+        balance = await settled(store)
+    assert balance.available + balance.held + balance.spent == balance.granted
+    if reasoning:
+        # It reasoned in tokens nobody saw: what it billed is unknown, up to the hold.
+        assert balance.spent == quote.max_cost
+        assert [reason for _, reason in metrics.unreadable] == ["hidden_reasoning"]
+    else:
+        # What it was sent, no more.
+        assert quote.input_cost + price.output_price * 3 <= balance.spent < quote.max_cost
+        assert metrics.unreadable == []
