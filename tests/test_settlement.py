@@ -682,3 +682,133 @@ async def test_a_client_leaving_a_reasoning_stream_is_charged_the_hold(model: st
         # What it was sent, no more.
         assert quote.input_cost + price.output_price * 3 <= balance.spent < quote.max_cost
         assert metrics.unreadable == []
+
+
+# -- Any usage an upstream may send, over the real middleware --------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_COUNT = st.integers(min_value=0, max_value=10**6)
+_JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.integers(max_value=-1),
+    st.integers(min_value=10**9 + 1, max_value=2**63 - 1),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@st.composite
+def usages(draw: st.DrawFn) -> tuple[str, Any]:
+    """("valid" | "unreadable" | "absent", the usage member's value)."""
+    kind = draw(st.sampled_from(["valid", "valid", "partial", "junk-field", "junk", "absurd", "absent"]))
+    if kind == "absent":
+        return "absent", None
+    if kind == "junk":
+        return "unreadable", draw(st.one_of(_JUNK, st.just({}), st.just({"total_tokens": 5})))
+    prompt, completion = draw(_COUNT), draw(_COUNT)
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion}
+    usage["total_tokens"] = prompt + completion
+    if draw(st.booleans()):
+        usage["prompt_tokens_details"] = {"cached_tokens": draw(st.integers(0, prompt))}
+    if draw(st.booleans()):
+        usage["completion_tokens_details"] = {"reasoning_tokens": draw(st.integers(0, completion))}
+    if kind == "partial":
+        usage.pop(draw(st.sampled_from(["prompt_tokens", "completion_tokens"])))
+        return "unreadable", usage
+    if kind == "junk-field":
+        usage[draw(st.sampled_from(["prompt_tokens", "completion_tokens"]))] = draw(_JUNK)
+        return "unreadable", usage
+    if kind == "absurd":
+        usage["prompt_tokens_details"] = {"cached_tokens": prompt + 1 + draw(_COUNT)}
+        return "unreadable", usage
+    return "valid", usage
+
+
+def billed(usage: dict[str, Any]) -> Decimal:
+    """What the provider bills for valid usage: cached input at the cached price."""
+    price = PRICES.resolve("gpt-4o-mini")
+    assert price.cached_input_price is not None and price.reasoning_output_price is None
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    return (
+        price.input_price * (usage["prompt_tokens"] - cached)
+        + price.cached_input_price * cached
+        + price.output_price * usage["completion_tokens"]
+    )
+
+
+@pytest.fixture(scope="module")
+def scripted_guard() -> Any:
+    scripts: dict[str, Script] = {}
+    run = Run(scripts, balance="100000")
+    with serve(run.guard) as url:
+        yield url, scripts, run
+
+
+_CASES = iter(range(10**9))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    usage=usages(),
+    shape=st.sampled_from(["json", "sse-asked", "sse-unasked", "sse-litellm"]),
+    spaced=st.booleans(),
+    encoding=st.sampled_from([b"identity", b"gzip", b"deflate"]),
+    piece=st.integers(min_value=1, max_value=64),
+)
+async def test_any_upstream_usage_is_charged_at_least_what_the_provider_bills(
+    scripted_guard: Any, usage: tuple[str, Any], shape: str, spaced: bool, encoding: bytes, piece: int
+) -> None:
+    url, scripts, run = scripted_guard
+    verdict, value = usage
+    member = {} if verdict == "absent" else {"usage": value}
+
+    def dumps_(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(", ", ": ") if spaced else (",", ":")).encode()
+
+    if shape == "json":
+        request = REQUEST
+        body = dumps_({"id": "c1", "choices": [{"index": 0, "message": {"content": "Hi there"}}], **member})
+    else:
+        request = {**REQUEST, "stream": True}
+        if shape == "sse-asked":
+            request["stream_options"] = {"include_usage": True}
+        first = {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+        last = {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        if shape == "sse-litellm":
+            chunks = [first, {**last, **member}]
+        else:
+            chunks = [first, last] + ([{"id": "c1", "choices": [], **member}] if member else [])
+        body = b"".join(b"data: " + dumps_(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    encoded = {b"identity": lambda b: b, b"gzip": gzipped, b"deflate": deflated}[encoding](body)
+    case = str(next(_CASES))
+    content_type = b"application/json" if shape == "json" else b"text/event-stream"
+    scripts[case] = Script(encoded, content_type, encoding=encoding, piece=piece)
+    unreadable_before = len(run.metrics.unreadable)
+
+    raw, spent = await run.spent_on(url, case, request)  # asserts 200 and the ledger identity
+
+    hold = max_cost(request)
+    if verdict == "valid":
+        assert spent == billed(value)
+    elif verdict == "unreadable":
+        assert spent == hold
+        assert len(run.metrics.unreadable) == unreadable_before + 1
+    else:
+        ask = shapes.parse("chat", request)
+        price = PRICES.resolve("gpt-4o-mini")
+        assert spent >= price.input_price * tokens.count_input(ask, price).tokens
+    assert not [r for _, r in run.metrics.unreadable if r in ("pricing_error",)]
+    if shape == "json" or shape == "sse-asked":
+        assert raw == encoded  # what the client asked for, untouched
+    else:
+        # Asked by the guard: the client sees the stream without any usage, valid JSON.
+        import zlib
+
+        text = zlib.decompress(raw, 47) if encoding != b"identity" and raw[:1] != b"d" else raw
+        for line in text.split(b"\n"):
+            if line.startswith(b"data: ") and line != b"data: [DONE]":
+                assert "usage" not in orjson.loads(line[6:])
