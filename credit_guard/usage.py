@@ -462,9 +462,11 @@ class UsageTap:
             self._end_large(self._large)
             self._large = None
             piece = piece[end:]
+        # Only the new bytes (and a terminator begun just before them) are searched.
+        search_from = max(0, len(self._pending) - 3)
         self._pending += piece
         start = 0
-        for match in _EVENT_END.finditer(self._pending):
+        for match in _EVENT_END.finditer(self._pending, search_from):
             out += self._event(bytes(self._pending[start : match.end()]))
             start = match.end()
         del self._pending[:start]
