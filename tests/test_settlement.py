@@ -812,3 +812,45 @@ async def test_any_upstream_usage_is_charged_at_least_what_the_provider_bills(
         for line in text.split(b"\n"):
             if line.startswith(b"data: ") and line != b"data: [DONE]":
                 assert "usage" not in orjson.loads(line[6:])
+
+
+# -- A settle never raises ------------------------------------------------------
+
+
+async def test_a_pricing_error_costs_the_hold_and_the_answer_still_arrives(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from credit_guard import settlement
+
+    def broken(*args: Any) -> Decimal:
+        raise ArithmeticError("a price the table cannot apply")
+
+    monkeypatch.setattr(settlement, "actual_cost", broken)
+    scripts = {"ok": Script(completion("hi", USAGE))}
+    run = Run(scripts)
+    with serve(run.guard) as url:
+        raw, spent = await run.spent_on(url, "ok")
+    assert raw == scripts["ok"].body
+    assert spent == max_cost(REQUEST)
+    assert [reason for _, reason in run.metrics.unreadable] == ["pricing_error"]
+    assert [status for _, status, _ in run.metrics.finished] == ["settled"]
+    assert any("credit_guard.pricing_error" in r.getMessage() for r in caplog.records)
+
+
+async def test_prometheus_counts_unreadable_usage_by_model_and_reason() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from credit_guard.metrics import PrometheusMetrics
+
+    registry = CollectorRegistry()
+    scripts = {"bad": Script(completion("hi", {"total_tokens": 31})), "bin": Script(b"\x00", b"image/png")}
+    store = MemoryStore({"acct": "1"}, keys={KEY: "acct"})
+    guard = CreditGuard(scripted(scripts), prices=PRICES, store=store, metrics=PrometheusMetrics(registry))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as http:
+        for case in scripts:
+            response = await http.post(CHAT, json=REQUEST, headers={**AUTH, "x-case": case})
+            assert response.status_code == 200
+    for reason in ("malformed", "content_type"):
+        labels = {"model": "gpt-4o-mini", "reason": reason}
+        assert registry.get_sample_value("credit_guard_usage_unreadable_total", labels) == 1
+    assert (await store.balance("acct")).spent == 2 * max_cost(REQUEST)
