@@ -18,6 +18,11 @@ __all__ = ["MemberScan", "without_member"]
 
 _OUTSIDE = re.compile(rb'["{}\[\],:]')
 _INSIDE = re.compile(rb'["\\]')
+# Below the tracked objects only strings and brackets matter: a string whole
+# where the piece holds all of it, else its opening quote.
+_BELOW = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["{}\[\]]', re.DOTALL)
+# The rest of a string up to its closing quote (or the piece's end).
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 # Keys longer than this are never wanted, and are not kept.
 _MAX_KEY = 256
 
@@ -74,26 +79,26 @@ class MemberScan:
                     self._escape = False
                     pos += 1
                     continue
-                found = _INSIDE.search(data, pos)
-                if found is None:
+                found = _STRING_REST.match(data, pos)
+                pos = found.end() if found is not None else pos
+                if pos >= end:
                     break
-                pos = found.start()
-                if data[pos] == 0x5C:  # a backslash: skip what it escapes
-                    if pos + 1 < end:
-                        pos += 2
-                    else:
-                        self._escape = True
-                        pos += 1
-                    continue
+                if data[pos] == 0x5C:  # a backslash ends the piece: skip what it escapes next
+                    self._escape = True
+                    pos = end
+                    break
                 self._in_string = False
                 if self._key is not None:
                     self._end_key(data[key_from:pos])
                     key_from = -1
                 pos += 1
                 continue
-            found = _OUTSIDE.search(data, pos)
+            found = (_BELOW if self._below else _OUTSIDE).search(data, pos)
             if found is None:
                 break
+            if found.end() - found.start() > 1:
+                pos = found.end()  # a whole string, below: nothing in it matters
+                continue
             pos = found.start()
             char = data[pos]
             if char == 0x22:  # "

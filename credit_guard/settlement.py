@@ -59,7 +59,11 @@ class Settlement:
                 message = tap.start(dict(message))
                 message["headers"] = self._response_headers(list(message.get("headers", ())), hold)
             elif message["type"] == "http.response.body":
-                chunk = tap.body(message.get("body", b""), message.get("more_body", False))
+                body, more = message.get("body", b""), message.get("more_body", False)
+                if tap.costly(len(body), more):
+                    chunk = await anyio.to_thread.run_sync(tap.body, body, more)
+                else:
+                    chunk = tap.body(body, more)
                 if chunk is not message.get("body", b""):
                     message = dict(message)
                     message["body"] = chunk

@@ -45,6 +45,8 @@ _MAX_TOKENS = 10**9
 # are a decompression bomb: reading stops, and the hold is charged.
 _BOMB_RATIO = 200
 _BOMB_FLOOR = 16 * 1024 * 1024
+# A JSON body at least this large is parsed in a worker thread.
+_COSTLY_BYTES = 1024 * 1024
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 # Members of a stream event that can carry usage, and the event's type.
 _EVENT_PATHS = (("type",), ("usage",), ("response", "usage"), ("message", "usage"))
@@ -300,6 +302,21 @@ class UsageTap:
     @property
     def streaming(self) -> bool:
         return self._mode == "sse"
+
+    def costly(self, size: int, more_body: bool) -> bool:
+        """Whether reading the next chunk (``size`` bytes) is work for a worker
+        thread rather than the event loop: a large body scanned as it passes,
+        a large JSON body parsed at its end, compressed bytes to undo."""
+        if self._mode == "opaque":
+            return False
+        if self._scan is not None or self._large is not None or len(self._pending) + size > _MAX_EVENT:
+            return True
+        if self._copy is not None and (
+            len(self._copy) + size > self._json_limit or (not more_body and len(self._copy) + size > _COSTLY_BYTES)
+        ):
+            return True
+        decoder = self._decoder
+        return decoder is not None and not decoder.identity and size > _COSTLY_BYTES // 32
 
     def _fail(self, reason: str) -> None:
         if self.unreadable is None:
