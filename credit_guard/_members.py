@@ -17,7 +17,6 @@ import orjson
 __all__ = ["MemberScan", "without_member"]
 
 _OUTSIDE = re.compile(rb'["{}\[\],:]')
-_INSIDE = re.compile(rb'["\\]')
 # Below the tracked objects only strings and brackets matter: a string whole
 # where the piece holds all of it, else its opening quote.
 _BELOW = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["{}\[\]]', re.DOTALL)
@@ -203,52 +202,44 @@ def _member_span(text: bytes, key: str) -> tuple[int, int] | None:
     before it to the end of its value, or (the first member) from its key to
     the start of the next one."""
     depth = 0
-    state = "key"
-    key_start = -1
-    prev_comma = -1
+    expecting_key = False
     last_comma = -1
+    member: tuple[int, int] | None = None  # (where its key starts, the comma before it or -1)
     pos, end = 0, len(text)
-    member: tuple[int, int] | None = None  # (key start, comma before or -1)
     while pos < end:
         found = _OUTSIDE.search(text, pos)
         if found is None:
             return None
         pos = found.start()
         char = text[pos]
-        if char == 0x22:  # a string: skip to its end
-            stop = pos + 1
-            while True:
-                inside = _INSIDE.search(text, stop)
-                if inside is None:
-                    return None
-                if text[inside.start()] == 0x5C:
-                    stop = inside.start() + 2
-                    continue
-                stop = inside.start()
-                break
-            if depth == 1 and state == "key":
-                key_start = pos
+        if char == 0x22:  # a string: skip to its closing quote
+            rest = _STRING_REST.match(text, pos + 1)
+            stop = rest.end() if rest is not None else pos + 1
+            if stop >= end or text[stop] != 0x22:
+                return None
+            if depth == 1 and expecting_key:
+                expecting_key = False
                 raw = text[pos + 1 : stop]
                 try:
                     name = orjson.loads(text[pos : stop + 1]) if b"\\" in raw else raw.decode()
                 except (orjson.JSONDecodeError, UnicodeDecodeError):
                     name = None
-                state = "colon"
                 if name == key:
-                    member = (key_start, last_comma)
+                    member = (pos, last_comma)
             pos = stop + 1
             continue
-        if char in (0x7B, 0x5B):
+        if char in (0x7B, 0x5B):  # { [
             if depth == 0 and char == 0x5B:
                 return None
             depth += 1
-        elif char in (0x7D, 0x5D):
+            expecting_key = depth == 1
+        elif char in (0x7D, 0x5D):  # } ]
             if depth == 1 and member is not None:
-                return (member[1], pos) if member[1] >= 0 else (member[0], pos)
+                return (member[1] if member[1] >= 0 else member[0]), pos
             depth -= 1
             if depth == 0:
                 return None
-        elif depth == 1 and char == 0x2C:
+        elif depth == 1 and char == 0x2C:  # ,
             if member is not None:
                 if member[1] >= 0:
                     return member[1], pos
@@ -257,10 +248,7 @@ def _member_span(text: bytes, key: str) -> tuple[int, int] | None:
                 while stop < end and text[stop] in b" \t\r\n":
                     stop += 1
                 return member[0], stop
-            prev_comma, last_comma = last_comma, pos
-            state = "key"
-        elif depth == 1 and char == 0x3A:
-            state = "value"
+            last_comma = pos
+            expecting_key = True
         pos += 1
-    del prev_comma
     return None
