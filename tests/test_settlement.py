@@ -316,12 +316,14 @@ class Run:
         self.metrics = Recorder()
         self.guard = CreditGuard(scripted(scripts), prices=PRICES, store=self.store, metrics=self.metrics)
 
-    async def spent_on(self, url: str, case: str, body: dict[str, Any] | None = None) -> tuple[bytes, Decimal]:
+    async def spent_on(
+        self, url: str, case: str, body: dict[str, Any] | None = None, path: str = CHAT
+    ) -> tuple[bytes, Decimal]:
         """The raw bytes the client got, and what the request was charged."""
         before = (await self.store.balance("acct")).spent
         async with httpx.AsyncClient(timeout=60) as http:
             async with http.stream(
-                "POST", url + CHAT, content=orjson.dumps(body or REQUEST), headers={**AUTH, "x-case": case}
+                "POST", url + path, content=orjson.dumps(body or REQUEST), headers={**AUTH, "x-case": case}
             ) as response:
                 assert response.status_code == 200
                 raw = b"".join([chunk async for chunk in response.aiter_raw()])
@@ -854,3 +856,91 @@ async def test_prometheus_counts_unreadable_usage_by_model_and_reason() -> None:
         labels = {"model": "gpt-4o-mini", "reason": reason}
         assert registry.get_sample_value("credit_guard_usage_unreadable_total", labels) == 1
     assert (await store.balance("acct")).spent == 2 * max_cost(REQUEST)
+
+
+@st.composite
+def io_usages(draw: st.DrawFn) -> tuple[str, Any]:
+    """Responses/Anthropic usage: ("valid" | "unreadable" | "absent", value)."""
+    kind = draw(st.sampled_from(["valid", "valid", "partial", "junk-field", "junk", "absent"]))
+    if kind == "absent":
+        return "absent", None
+    if kind == "junk":
+        return "unreadable", draw(st.one_of(_JUNK, st.just({}), st.just({"total_tokens": 5})))
+    usage: dict[str, Any] = {"input_tokens": draw(_COUNT), "output_tokens": draw(_COUNT)}
+    if kind == "partial":
+        usage.pop(draw(st.sampled_from(["input_tokens", "output_tokens"])))
+        return "unreadable", usage
+    if kind == "junk-field":
+        usage[draw(st.sampled_from(["input_tokens", "output_tokens"]))] = draw(_JUNK)
+        return "unreadable", usage
+    return "valid", usage
+
+
+ANTHROPIC = {"model": "claude-haiku-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}
+RESPONSES = {"model": "gpt-4o-mini", "input": "Say something.", "max_output_tokens": 50}
+
+
+def quote_of(kind: str, body: dict[str, Any]) -> Any:
+    ask = shapes.parse(kind, body)
+    price = PRICES.resolve(ask.model)
+    return make_quote(ask, price, tokens.count_input(ask, price).tokens)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    usage=io_usages(),
+    api=st.sampled_from(["anthropic", "responses"]),
+    stream=st.booleans(),
+    encoding=st.sampled_from([b"identity", b"gzip"]),
+    piece=st.integers(min_value=1, max_value=64),
+)
+async def test_any_responses_or_anthropic_usage_is_charged_at_least_what_the_provider_bills(
+    scripted_guard: Any, usage: tuple[str, Any], api: str, stream: bool, encoding: bytes, piece: int
+) -> None:
+    url, scripts, run = scripted_guard
+    verdict, value = usage
+    member = {} if verdict == "absent" else {"usage": value}
+    text = {"type": "output_text", "text": "Hi there"}
+    if api == "anthropic":
+        path, request = "/v1/messages", {**ANTHROPIC, "stream": stream}
+        if not stream:
+            body = dumps({"type": "message", "content": [{"type": "text", "text": "Hi there"}], **member})
+        else:
+            # The input comes in message_start, the output in message_delta: both carry the shape drawn.
+            start = {"type": "message_start", "message": {"type": "message", "content": [], **member}}
+            events = [
+                ("message_start", start),
+                ("content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Hi"}}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, **member}),
+                ("message_stop", {"type": "message_stop"}),
+            ]
+            body = b"".join(b"event: " + n.encode() + b"\ndata: " + dumps(e) + b"\n\n" for n, e in events)
+    else:
+        path, request = "/v1/responses", {**RESPONSES, "stream": stream}
+        response = {"object": "response", "output": [{"type": "message", "content": [text]}], **member}
+        if not stream:
+            body = dumps(response)
+        else:
+            events = [
+                ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "Hi there"}),
+                ("response.completed", {"type": "response.completed", "response": response}),
+            ]
+            body = b"".join(b"event: " + n.encode() + b"\ndata: " + dumps(e) + b"\n\n" for n, e in events)
+    encoded = gzipped(body) if encoding == b"gzip" else body
+    case = str(next(_CASES))
+    content_type = b"text/event-stream" if stream else b"application/json"
+    scripts[case] = Script(encoded, content_type, encoding=encoding, piece=piece)
+    unreadable_before = len(run.metrics.unreadable)
+
+    raw, spent = await run.spent_on(url, case, request, path)  # asserts 200 and the ledger identity
+
+    quote = quote_of(api, request)
+    assert raw == encoded
+    if verdict == "valid":
+        price = quote.price
+        assert spent == price.input_price * value["input_tokens"] + price.output_price * value["output_tokens"]
+    elif verdict == "unreadable":
+        assert spent == quote.max_cost
+        assert len(run.metrics.unreadable) == unreadable_before + 1
+    else:
+        assert spent >= quote.input_cost
