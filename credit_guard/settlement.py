@@ -121,7 +121,7 @@ class Settlement:
         return headers
 
     async def _finish(self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None) -> None:
-        """End the hold (see the class docstring of ``CreditGuard`` for the rule)."""
+        """End the hold (the rule: docs/deploying.md, "How a hold ends").  Never raises."""
         guard = self.guard
         charge = await self._charge(hold, quote, ask, tap, failed)
         settlement = None
@@ -193,9 +193,9 @@ class Settlement:
         answered = 0 < tap.status < 400
         usage = tap.usage
         if answered and tap.unreadable is not None:
-            # Usage the guard cannot read is never free.
+            # Usage the guard cannot read is never free (nor below usage it did read).
             self._unreadable(quote, tap.unreadable)
-            return hold.amount
+            return hold.amount if usage is None else max(hold.amount, actual_cost(price, usage))
         cut_short = aborted or (answered and not tap.finished)
         if usage is None and cut_short and price.reasoning and tap.status < 400:
             # The provider bills reasoning the client never saw, up to the
