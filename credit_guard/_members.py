@@ -252,3 +252,127 @@ def _member_span(text: bytes, key: str) -> tuple[int, int] | None:
             expecting_key = True
         pos += 1
     return None
+
+
+class MemberCutter:
+    """Cuts the top-level member ``key`` out of one JSON object as its bytes
+    pass, byte for byte as ``without_member`` would, holding back no more than
+    the space and key before each member (never a value): ``feed`` returns the
+    bytes to pass on now, ``finish`` whatever is still held at the end."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self._held: bytearray | None = None  # from a member's comma (or the "{") to its key's end
+        self._held_first = False  # the held member is the first: no comma before it
+        self._strip_space = False  # the member before was cut as the first: drop the space it left
+        self._in_key = False
+        self._dropping = False  # inside the cut member: bytes go nowhere
+        self._drop_first = False
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        pos, end = 0, len(data)
+        keep_from = 0  # bytes from here on pass (or join the held ones) unless dropped
+        while pos < end:
+            if self._in_string:
+                if self._escape:
+                    self._escape = False
+                    pos += 1
+                    continue
+                found = _STRING_REST.match(data, pos)
+                pos = found.end() if found is not None else pos
+                if pos >= end:
+                    break
+                if data[pos] == 0x5C:
+                    self._escape = True
+                    pos = end
+                    break
+                self._in_string = False
+                pos += 1
+                if self._in_key:
+                    self._in_key = False
+                    keep_from = self._end_key(data, keep_from, pos, out)
+                continue
+            found = _OUTSIDE.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+            char = data[pos]
+            if char == 0x22:  # "
+                self._in_string = True
+                self._in_key = self._depth == 1 and self._held is not None
+            elif char in (0x7B, 0x5B):  # { [
+                self._depth += 1
+                if self._depth == 1 and char == 0x7B:
+                    out += data[keep_from : pos + 1]
+                    keep_from = pos + 1
+                    self._held, self._held_first = bytearray(), True
+            elif char in (0x7D, 0x5D):  # } ]
+                if self._depth == 1:
+                    self._end_member(data[keep_from:pos], out)
+                    keep_from = pos
+                self._depth -= 1
+            elif char == 0x2C and self._depth == 1:  # ,
+                if self._end_member(data[keep_from:pos], out):
+                    # The first member was cut: its comma and the space after it go too.
+                    keep_from = pos + 1
+                    self._held, self._held_first, self._strip_space = bytearray(), True, True
+                else:
+                    keep_from = pos
+                    self._held, self._held_first = bytearray(), False
+            pos += 1
+        self._keep(data[keep_from:], out)
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        held, self._held = self._held, None
+        return bytes(held or b"")
+
+    def _keep(self, piece: bytes, out: bytearray) -> None:
+        if self._dropping:
+            return
+        if self._held is not None:
+            self._held += piece
+            if len(self._held) > 64 * _MAX_KEY:  # only space this long: not a key of ours
+                out += self._flush()
+        else:
+            out += piece
+
+    def _flush(self) -> bytes:
+        held = bytes(self._held or b"")
+        self._held = None
+        if self._strip_space:
+            self._strip_space = False
+            held = held.lstrip(b" \t\r\n")
+        return held
+
+    def _end_key(self, data: bytes, keep_from: int, stop: int, out: bytearray) -> int:
+        assert self._held is not None
+        self._held += data[keep_from:stop]
+        raw = bytes(self._held).lstrip(b", \t\r\n")
+        try:
+            name = orjson.loads(raw) if raw[:1] == b'"' else None
+        except orjson.JSONDecodeError:
+            name = None
+        if name == self._key:
+            if self._held_first and not self._strip_space:
+                # The space between "{" and the first key stays, as in without_member.
+                out += self._held[: len(self._held) - len(self._held.lstrip(b" \t\r\n"))]
+            self._held, self._strip_space = None, False
+            self._dropping, self._drop_first = True, self._held_first
+        else:
+            out += self._flush()
+        return stop
+
+    def _end_member(self, piece: bytes, out: bytearray) -> bool:
+        """A depth-1 ``,`` or ``}``: the member before it has ended (``piece``
+        is its last bytes).  True when it was cut as the first member."""
+        self._keep(piece, out)
+        if self._held is not None:
+            out += self._flush()
+        cut_first = self._dropping and self._drop_first
+        self._dropping = self._drop_first = False
+        return cut_first

@@ -6,7 +6,8 @@ coding cannot be read).  A JSON body is copied up to a limit and parsed at its
 end; past the limit only its top-level ``usage`` member is kept, found as the
 bytes pass (``_members.MemberScan``).  A ``text/event-stream`` is parsed event by
 event as it passes, never buffered: an event is kept until it is complete, and
-one larger than ``_MAX_EVENT`` is scanned for its usage as it passes instead.
+one larger than ``_MAX_EVENT`` is scanned for its usage as it passes instead
+(and, where the usage must go, has it cut out as it passes: ``MemberCutter``).
 
 Every byte goes on to the client unchanged, except when the guard itself asked
 the upstream for ``stream_options.include_usage`` (the client did not): then
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 
 from ._decoding import Decoder, DecodingFailed, UnsupportedEncoding
-from ._members import MemberScan, without_member
+from ._members import MemberCutter, MemberScan, without_member
 
 __all__ = ["Usage", "UsageTap", "UnreadableUsage", "usage_from_json"]
 
@@ -206,15 +207,19 @@ def _texts_from_json(kind: str, obj: object, out: list[str]) -> None:
 
 class _LargeEvent:
     """An event too large to keep: its data lines go through a ``MemberScan``
-    as they pass, and only what can carry usage is kept."""
+    as they pass, and only what can carry usage is kept.  With ``cut``, that
+    member is cut out of its (first) data line as it passes."""
 
-    def __init__(self) -> None:
+    def __init__(self, cut: str | None = None) -> None:
         self.scan = MemberScan(_EVENT_PATHS)
+        self._cutter = MemberCutter(cut) if cut else None
         self._head = bytearray()  # the start of a line whose field is not known yet
         self._line: str | None = None  # "data" or "other" once known
 
-    def feed(self, data: bytes) -> int:
-        """Take ``data``; the index just past the event's end, or -1 when it goes on."""
+    def feed(self, data: bytes) -> tuple[int, bytes]:
+        """Take ``data``: the index just past the event's end (-1 when it goes
+        on), and the bytes to pass on."""
+        out = bytearray()
         pos, end = 0, len(data)
         while pos < end:
             newline = data.find(b"\n", pos)
@@ -229,20 +234,40 @@ class _LargeEvent:
                     self._head.clear()
                     if head.startswith(b"data:"):
                         self._line = "data"
-                        self.scan.feed(head[6:] if head[5:6] == b" " else head[5:])
+                        prefix = 6 if head[5:6] == b" " else 5
+                        out += head[:prefix]
+                        out += self._data(head[prefix:])
                     elif newline >= 0 and head in (b"", b"\r"):
-                        return newline + 1  # a blank line ends the event
+                        out += head + b"\n"
+                        return newline + 1, bytes(out)  # a blank line ends the event
                     else:
                         self._line = "other"
+                        out += head
             if self._line == "data":
-                self.scan.feed(segment)
+                out += self._data(segment)
+            elif self._line == "other":
+                out += segment
             if newline < 0:
-                return -1
+                return -1, bytes(out)
             if self._line == "data":
                 self.scan.feed(b"\n")
+                if self._cutter is not None:
+                    # Only the first data line is cut: one JSON object per line.
+                    out += self._cutter.finish()
+                    self._cutter = None
+            out += b"\n"
             self._line = None
             pos = newline + 1
-        return -1
+        return -1, bytes(out)
+
+    def _data(self, content: bytes) -> bytes:
+        self.scan.feed(content)
+        return self._cutter.feed(content) if self._cutter is not None else content
+
+    def rest(self) -> bytes:
+        """What is still held when the stream ends inside the event."""
+        held = self._cutter.finish() if self._cutter is not None else b""
+        return held + bytes(self._head)
 
     def payload(self) -> dict[str, Any]:
         """What the event said of its type and usage, as a JSON object would."""
@@ -472,10 +497,10 @@ class UsageTap:
     def _sse(self, piece: bytes) -> bytes:
         out = bytearray()
         if self._large is not None:
-            end = self._large.feed(piece)
+            end, passed = self._large.feed(piece)
+            out += passed
             if end < 0:
-                return piece
-            out += piece[:end]
+                return bytes(out)
             self._end_large(self._large)
             self._large = None
             piece = piece[end:]
@@ -488,16 +513,15 @@ class UsageTap:
             start = match.end()
         del self._pending[:start]
         if len(self._pending) > _MAX_EVENT:
-            # Too large to keep: scanned as it passes, and passed on as it is.
-            large = _LargeEvent()
+            # Too large to keep: scanned (and cut) as it passes.
+            large = _LargeEvent("usage" if self._strip and self.kind == "chat" else None)
             rest = bytes(self._pending)
             self._pending.clear()
-            end = large.feed(rest)
+            end, passed = large.feed(rest)
+            out += passed
             if end < 0:
                 self._large = large
-                out += rest
             else:
-                out += rest[:end]
                 self._end_large(large)
                 out += self._sse(rest[end:])
         return bytes(out)
@@ -505,10 +529,11 @@ class UsageTap:
     def _finish_sse(self) -> bytes:
         out = b""
         if self._large is not None:
+            out = self._large.rest()
             self._end_large(self._large)
             self._large = None
         if self._pending:
-            out = self._event(bytes(self._pending))
+            out += self._event(bytes(self._pending))
             self._pending.clear()
         return out
 

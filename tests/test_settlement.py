@@ -362,6 +362,17 @@ async def test_usage_is_read_from_an_event_of_any_size() -> None:
     assert spent == cost_of(USAGE)
 
 
+async def test_an_event_of_any_size_has_the_usage_the_client_did_not_ask_for_cut() -> None:
+    asked = sse(delta("Hi", usage=None), {**delta(BIG, usage=USAGE), "id": "c2"}, b"[DONE]")
+    unasked = sse(delta("Hi"), {**delta(BIG), "id": "c2"}, b"[DONE]")
+    scripts = {"big": Script(asked, b"text/event-stream")}
+    run = Run(scripts)
+    with serve(run.guard) as url:
+        raw, spent = await run.spent_on(url, "big", {**REQUEST, "stream": True})
+    assert raw == unasked
+    assert spent == cost_of(USAGE)
+
+
 def gzipped(data: bytes) -> bytes:
     import gzip
 

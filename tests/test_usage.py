@@ -180,7 +180,7 @@ def test_any_chunking_gives_the_same_result(words: list[str], cuts: list[int], s
 
 # -- Finding members as the bytes pass, and cutting one out -------------------
 
-from credit_guard._members import MemberScan, without_member  # noqa: E402
+from credit_guard._members import MemberCutter, MemberScan, without_member  # noqa: E402
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=6),
@@ -208,6 +208,14 @@ def test_member_scan_and_cut_agree_with_a_parser(members: dict[str, object], cut
         at += cut
     scan.feed(text[at:])
     assert scan.complete
+    cutter = MemberCutter("usage")
+    at, streamed = 0, b""
+    for cut in cuts * (len(text) // sum(cuts) + 1):
+        streamed += cutter.feed(text[at : at + cut])
+        at += cut
+    streamed += cutter.feed(text[at:]) + cutter.finish()
+    # Cut as the bytes pass, or cut from the whole text: the same bytes.
+    assert streamed == (without_member(text, "usage") or text)
     if "usage" in members:
         assert [orjson.loads(v) for v in scan.found[("usage",)]] == [members["usage"]]
         rest = without_member(text, "usage")
@@ -261,4 +269,40 @@ def test_a_large_event_is_scanned_for_its_usage(size: int, monkeypatch: pytest.M
     tap = UsageTap("anthropic")
     assert feed(tap, split_every(stream, size)) == stream
     assert tap.usage == Usage(input_tokens=25, output_tokens=15)
+    assert tap.unreadable is None
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 4096])
+@pytest.mark.parametrize(
+    ("asked", "unasked"),
+    [
+        (
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"PAD"},"finish_reason":"stop"}],"usage":USAGE}',
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"PAD"},"finish_reason":"stop"}]}',
+        ),
+        (
+            b'{"id": "c1", "usage": USAGE, "choices": [{"index": 0, "delta": {"content": "PAD"}}]}',
+            b'{"id": "c1", "choices": [{"index": 0, "delta": {"content": "PAD"}}]}',
+        ),
+        (
+            b'{ "usage" : USAGE , "choices": [{"index": 0, "delta": {"content": "PAD"}}]}',
+            b'{ "choices": [{"index": 0, "delta": {"content": "PAD"}}]}',
+        ),
+    ],
+    ids=["after-choices", "before-choices", "first"],
+)
+def test_a_large_event_has_its_usage_cut_as_it_passes(
+    asked: bytes, unasked: bytes, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from credit_guard import usage as usage_module
+
+    monkeypatch.setattr(usage_module, "_MAX_EVENT", 64)
+    pad = b"word " * 200
+    usage = orjson.dumps(USAGE)
+    small = chunk("Hi", usage=None)
+    stream = small + b"data: " + asked.replace(b"PAD", pad).replace(b"USAGE", usage) + b"\n\n" + DONE
+    tap = UsageTap("chat", strip_usage=True)
+    out = feed(tap, split_every(stream, size))
+    assert out == chunk("Hi") + b"data: " + unasked.replace(b"PAD", pad) + b"\n\n" + DONE
+    assert tap.usage == Usage(9, 2)
     assert tap.unreadable is None
