@@ -350,13 +350,16 @@ def _with_body_headers(scope: Scope, raw: bytes, *, decoded: bool) -> Scope:
 
 
 def _ask_for_usage(scope: Scope, obj: dict[str, Any], raw: bytes, *, spliceable: bool) -> tuple[bytes, Scope]:
-    """The body with ``stream_options.include_usage`` set, and a scope to match."""
-    if obj.get("stream_options") is None and spliceable and raw[:1] == b"{":
+    """The body with ``stream_options.include_usage`` set, and a scope to match.
+    The upstream sees exactly one ``stream_options``: spliced in where the client
+    sent none, else the client's (``null``, ``{"include_usage": false}``) replaced."""
+    if "stream_options" not in obj and spliceable and raw[:1] == b"{":
         # Splice the field in, leaving every byte the client sent as it was.
         sep = b"," if raw[1:].lstrip()[:1] != b"}" else b""
         new = b'{"stream_options":{"include_usage":true}' + sep + raw[1:]
         return new, _with_body_headers(scope, new, decoded=False)
     edited = dict(obj)
-    edited["stream_options"] = {**(obj.get("stream_options") or {}), "include_usage": True}
+    options = obj.get("stream_options")
+    edited["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     new = orjson.dumps(edited)
     return new, _with_body_headers(scope, new, decoded=True)

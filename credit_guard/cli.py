@@ -34,6 +34,10 @@ DEFAULT_STORE = "sqlite:///credit_guard.db"
 DEMO_STORE = "sqlite:///credit_guard_demo.db"
 DEMO_ACCOUNT = "demo"
 DEMO_BALANCE = "0.05"
+# A hold is extended every third of its TTL while its request runs, and a store
+# call may wait up to 10 s (SQLite's busy timeout, Redis's pool timeout): at 30 s
+# two slow extends in a row still leave the hold alive.
+MIN_HOLD_TTL = 30.0
 
 
 class UsageError(Exception):
@@ -189,6 +193,9 @@ def _serve(args: argparse.Namespace) -> int:
     for pattern in args.allow_read or (_env("allow_read") or "").split():
         if not pattern.startswith("/"):
             raise UsageError(f"--allow-read {pattern!r}: a path pattern must start with '/'")
+    hold_ttl = args.hold_ttl or float(_env("hold_ttl") or 0)
+    if hold_ttl and hold_ttl < MIN_HOLD_TTL:
+        raise UsageError(f"--hold-ttl must be at least {MIN_HOLD_TTL:g} seconds (holds are extended every third of it)")
     config = {
         "CREDIT_GUARD_UPSTREAM": upstream or "",
         "CREDIT_GUARD_DEMO": "1" if args.demo else "0",
@@ -421,7 +428,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream-key", help="the key sent upstream (default: $OPENAI_API_KEY)")
     serve.add_argument("--billing-url", help="named in the 402's suggestions")
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 16 MiB)")
-    serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300)")
+    serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300, at least 30)")
     serve.add_argument(
         "--allow-read",
         action="append",

@@ -31,6 +31,10 @@ class Metrics:
     def store_error(self, operation: str) -> None:
         """The store failed during ``operation``."""
 
+    def usage_unreadable(self, model: str, reason: str) -> None:
+        """A response's usage could not be read (``reason``: malformed, absurd,
+        too_large, content_type, content_encoding...) and the hold was charged."""
+
 
 class NullMetrics(Metrics):
     """Reports nothing."""
@@ -102,6 +106,12 @@ class PrometheusMetrics(Metrics):
             ["operation"],
             registry=registry,
         )
+        self.unreadable = Counter(
+            f"{prefix}_usage_unreadable_total",
+            "Responses whose usage could not be read (the hold was charged), by model and reason.",
+            ["model", "reason"],
+            registry=registry,
+        )
 
     def rejected(self, model: str, reason: str, shortfall: Decimal | None) -> None:
         self.rejections.labels(model=model, reason=reason).inc()
@@ -124,3 +134,6 @@ class PrometheusMetrics(Metrics):
 
     def store_error(self, operation: str) -> None:
         self.store_errors.labels(operation=operation).inc()
+
+    def usage_unreadable(self, model: str, reason: str) -> None:
+        self.unreadable.labels(model=model, reason=reason).inc()

@@ -194,6 +194,9 @@ class ModelPrice:
     max_input_tokens: int | None = None
     cached_input_price: Decimal | None = None
     reasoning_output_price: Decimal | None = None
+    #: The model may reason in tokens it bills as output but never shows (o-series,
+    #: gpt-5, thinking models): a client that leaves early owes more than it saw.
+    reasoning: bool = False
     # "o200k_base" / "cl100k_base" where the provider bills with that tiktoken
     # encoding; None for models we can only bound.
     encoding: str | None = None
@@ -305,6 +308,12 @@ def _decimal(value: object, where: str) -> Decimal:
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"{where}: a price must be finite and not negative, not {value}")
     return amount
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: must be true or false")
+    return value
 
 
 def _count(value: object, where: str) -> int | None:
@@ -487,6 +496,7 @@ class PriceTable:
                     cache_write_price=per_token("cache_write"),
                     cache_write_1h_price=per_token("cache_write_1h"),
                     tiers=_our_tiers(spec, where),
+                    reasoning=_flag(spec.get("reasoning", False), f"{where}.reasoning"),
                     max_output_tokens=_count(spec.get("max_output_tokens"), f"{where}.max_output_tokens"),
                     max_input_tokens=_count(spec.get("max_input_tokens"), f"{where}.max_input_tokens"),
                     encoding=encoding,
@@ -537,6 +547,7 @@ class PriceTable:
                     output_price=output_price,
                     cached_input_price=_clean(cached, where) if _is_number(cached) else None,
                     reasoning_output_price=_clean(reasoning, where) if _is_number(reasoning) else None,
+                    reasoning=entry.get("supports_reasoning") is True,
                     max_output_tokens=_int_or_none(max_output),
                     max_input_tokens=_int_or_none(entry.get("max_input_tokens")),
                     encoding=family.encoding if family else None,

@@ -106,7 +106,12 @@ class UpstreamRejected(UpstreamError):
 
 class Proxy:
     """The proxy app.  ``timeout``: seconds between bytes from the upstream
-    before a 504 (a long generation streams, so this is not the total time)."""
+    before a 504 (a long generation streams, so this is not the total time).
+    It need not fit in the guard's hold TTL: the guard extends a request's hold
+    on a timer for as long as the request runs, silent or not.
+
+    Raises ``ValueError`` for an upstream that is not an http(s) URL or a
+    timeout that is not positive."""
 
     def __init__(
         self,
@@ -119,6 +124,8 @@ class Proxy:
     ) -> None:
         if not upstream.startswith(("http://", "https://")):
             raise ValueError(f"the upstream must be an http:// or https:// URL, not {upstream!r}")
+        if timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("timeouts must be positive")
         self.upstream = upstream.rstrip("/")
         self._base = httpx.URL(self.upstream)
         if not self._base.host or self._base.query or self._base.fragment or self._base.userinfo:

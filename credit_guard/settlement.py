@@ -1,15 +1,15 @@
 """The app, and the end of the hold: ``Settlement`` runs the app with the
-request's worst case held, taps its response for usage (``usage.UsageTap``),
-keeps the hold alive while the response streams, and ends the hold in
-``finally``, shielded from cancellation: settled on the usage the response
-reports (or that the guard counted), released when the app failed or the
-upstream answered an error.
+request's worst case held, extends the hold on a timer for as long as the app
+works (silent or not), taps its response for usage (``usage.UsageTap``), and
+ends the hold in ``finally``, shielded from cancellation: settled on the usage
+the response reports (or that the guard counted), on the whole hold where the
+usage cannot be read, released when the app failed or the upstream answered an
+error.  Ending a hold never raises.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -54,38 +54,57 @@ class Settlement:
         """Run the app with the hold open, tap its response, and end the hold."""
         guard = self.guard
         tap = UsageTap(ask.kind, strip_usage=self._strip_usage)
-        extended_at = time.monotonic()
-        extend_every = guard.hold_ttl / 3
 
         async def tapped_send(message: Message) -> None:
-            nonlocal extended_at
             if message["type"] == "http.response.start":
                 message = tap.start(dict(message))
                 message["headers"] = self._response_headers(list(message.get("headers", ())), hold)
             elif message["type"] == "http.response.body":
-                chunk = tap.body(message.get("body", b""), message.get("more_body", False))
+                body, more = message.get("body", b""), message.get("more_body", False)
+                if tap.costly(len(body), more):
+                    chunk = await anyio.to_thread.run_sync(tap.body, body, more)
+                else:
+                    chunk = tap.body(body, more)
                 if chunk is not message.get("body", b""):
                     message = dict(message)
                     message["body"] = chunk
-                now = time.monotonic()
-                if now - extended_at > extend_every and message.get("more_body", False):
-                    # A long stream keeps its hold alive.
-                    extended_at = now
-                    try:
-                        await guard.store.extend(hold, guard.hold_ttl)
-                    except StoreUnavailable:
-                        guard.metrics.store_error("extend")
             await send(message)
 
         failed: BaseException | None = None
         try:
-            await guard.app(scope, receive, tapped_send)
+            # The hold lives as long as the request: extended on a timer while
+            # the app (or its upstream) works, silent or not.
+            async with anyio.create_task_group() as keep_alive:
+                keep_alive.start_soon(self._keep_alive, hold)
+                try:
+                    await guard.app(scope, receive, tapped_send)
+                except BaseException as exc:
+                    # Raised below, outside the task group, as it came.
+                    failed = exc
+                finally:
+                    keep_alive.cancel_scope.cancel()
+            if failed is not None:
+                raise failed
         except BaseException as exc:
-            failed = exc
+            failed = failed or exc
             raise
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish(hold, quote, ask, tap, failed)
+
+    async def _keep_alive(self, hold: Hold) -> None:
+        """Extend the hold every third of its TTL until cancelled: two extends
+        in a row can fail before the hold lapses."""
+        guard = self.guard
+        while True:
+            await anyio.sleep(guard.hold_ttl / 3)
+            try:
+                await guard.store.extend(hold, guard.hold_ttl)
+            except StoreUnavailable:
+                guard.metrics.store_error("extend")
+            except Exception:
+                # A store bug must not end the request; the hold's TTL bounds it.
+                logger.exception("credit_guard.extend_failed request_id=%s hold=%s", self.request_id, hold.id)
 
     def _response_headers(self, headers: list[tuple[bytes, bytes]], hold: Hold) -> list[tuple[bytes, bytes]]:
         guard = self.guard
@@ -103,27 +122,9 @@ class Settlement:
         return headers
 
     async def _finish(self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None) -> None:
-        """End the hold (see the class docstring of ``CreditGuard`` for the rule)."""
+        """End the hold (the rule: docs/deploying.md, "How a hold ends").  Never raises."""
         guard = self.guard
-        price = quote.price
-        aborted = failed is not None and _is_cancellation(failed)
-        usage = tap.usage
-        produced = bool(tap.texts)
-        if usage is None and 0 < tap.status < 400 and (failed is None or produced):
-            # No usage reported: the input as counted, and the output as seen.
-            output = await _count_output(tap.texts, price)
-            input_tokens = quote.input_tokens
-            if self._bounded:
-                # The hold used the byte bound; the charge uses the exact count.
-                limiter = guard.limiter_for(self._size)
-                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)).tokens
-            usage = Usage(input_tokens=input_tokens, output_tokens=output)
-        policy = guard.on_abort if aborted else guard.on_app_error
-        charge: Decimal | None = None
-        if usage is not None:
-            charge = actual_cost(quote, usage)
-        elif (failed is not None or tap.status >= 400) and policy == "charge_input":
-            charge = quote.input_cost
+        charge = await self._charge(hold, quote, ask, tap, failed)
         settlement = None
         # Settle and release are idempotent, so a store that failed for a moment
         # (a Redis restart, a locked SQLite file) is simply asked again.
@@ -139,6 +140,13 @@ class Settlement:
                 if delay is None:
                     break
                 await anyio.sleep(delay)
+            except Exception:
+                # Not the store's availability: a charge it refuses.  The hold
+                # is charged instead, once; the request never ends in a raise.
+                logger.exception("credit_guard.settle_error request_id=%s hold=%s", self.request_id, hold.id)
+                if charge == hold.amount:
+                    break
+                charge = hold.amount
         if settlement is None:
             # The hold stays in the store and expires after its TTL; the line
             # below is what reconciliation needs.
@@ -164,6 +172,62 @@ class Settlement:
                 hold.amount,
                 settlement.charged,
             )
+
+    async def _charge(
+        self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None
+    ) -> Decimal | None:
+        """What the request costs (None: release the hold).  Never raises: what
+        cannot be priced costs the hold."""
+        try:
+            return await self._cost(hold, quote, ask, tap, failed)
+        except Exception:
+            logger.exception("credit_guard.pricing_error request_id=%s hold=%s", self.request_id, hold.id)
+            self._unreadable(quote, "pricing_error")
+            return hold.amount
+
+    async def _cost(
+        self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None
+    ) -> Decimal | None:
+        guard = self.guard
+        price = quote.price
+        aborted = failed is not None and _is_cancellation(failed)
+        answered = 0 < tap.status < 400
+        usage = tap.usage
+        if answered and tap.unreadable is not None:
+            # Usage the guard cannot read is never free (nor below usage it did read).
+            self._unreadable(quote, tap.unreadable)
+            return hold.amount if usage is None else max(hold.amount, actual_cost(quote, usage))
+        cut_short = aborted or (answered and not tap.finished)
+        if usage is None and cut_short and price.reasoning and tap.status < 400:
+            # The provider bills reasoning the client never saw, up to the
+            # moment it learnt the client had gone.
+            self._unreadable(quote, "hidden_reasoning")
+            return hold.amount
+        produced = bool(tap.texts)
+        if usage is None and answered and (failed is None or produced):
+            # No usage reported: the input as counted, and the output as seen.
+            output = await _count_output(tap.texts, price)
+            input_tokens = quote.input_tokens
+            if self._bounded:
+                # The hold used the byte bound; the charge uses the exact count.
+                limiter = guard.limiter_for(self._size)
+                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)).tokens
+            usage = Usage(input_tokens=input_tokens, output_tokens=output)
+        if usage is not None:
+            return actual_cost(quote, usage)
+        policy = guard.on_abort if aborted else guard.on_app_error
+        if (failed is not None or tap.status >= 400) and policy == "charge_input":
+            return quote.input_cost
+        return None
+
+    def _unreadable(self, quote: Quote, reason: str) -> None:
+        logger.warning(
+            "credit_guard.usage_unreadable request_id=%s model=%s reason=%s: the hold is charged",
+            self.request_id,
+            quote.model,
+            reason,
+        )
+        self.guard.metrics.usage_unreadable(quote.model, reason)
 
 
 async def _count_output(texts: list[str], price: ModelPrice) -> int:

@@ -112,6 +112,8 @@ def model_spec(price: Any, rule_names: dict[Any, str]) -> dict[str, Any]:
         spec["encoding"] = price.encoding
     if price.vision is not None:
         spec["vision"] = rule_names[price.vision]
+    if price.reasoning:
+        spec["reasoning"] = True
     return spec
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credit_guard.usage import Usage, UsageTap, usage_from_json
+from credit_guard.usage import UnreadableUsage, Usage, UsageTap, usage_from_json
 
 
 def chunk(content: str | None = None, *, usage: object = "absent", choices: bool = True) -> bytes:
@@ -122,10 +122,38 @@ def test_responses_stream_usage_from_completed_event() -> None:
     assert tap.usage == Usage(12, 3, reasoning_tokens=1)
 
 
-def test_usage_from_json_rejects_garbage() -> None:
+def test_usage_from_json_reports_none_only_where_there_is_none() -> None:
     assert usage_from_json("chat", []) is None
-    assert usage_from_json("chat", {"usage": "lots"}) is None
-    assert usage_from_json("chat", {"usage": {"prompt_tokens": -5, "completion_tokens": True}}) == Usage(0, 0)
+    assert usage_from_json("chat", {"choices": []}) is None
+    assert usage_from_json("embedding", {"usage": {"prompt_tokens": 8, "total_tokens": 8}}) == Usage(8, 0)
+
+
+@pytest.mark.parametrize(
+    ("usage", "reason"),
+    [
+        ("lots", "malformed"),
+        (None, "malformed"),
+        ({}, "malformed"),
+        ([], "malformed"),
+        ({"total_tokens": 11}, "malformed"),
+        ({"prompt_tokens": 9}, "malformed"),
+        ({"prompt_tokens": -5, "completion_tokens": 2}, "malformed"),
+        ({"prompt_tokens": 9, "completion_tokens": True}, "malformed"),
+        ({"prompt_tokens": 9.0, "completion_tokens": 2}, "malformed"),
+        ({"prompt_tokens": "9", "completion_tokens": 2}, "malformed"),
+        ({"prompt_tokens": 9, "completion_tokens": None}, "malformed"),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": "x"}, "malformed"),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 1.5}}, "malformed"),
+        ({"prompt_tokens": 10**30, "completion_tokens": 2}, "absurd"),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 10}}, "absurd"),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "completion_tokens_details": {"reasoning_tokens": 3}}, "absurd"),
+        ({"input_tokens": 9}, "malformed"),
+    ],
+)
+def test_usage_present_but_untrustworthy_is_unreadable(usage: object, reason: str) -> None:
+    with pytest.raises(UnreadableUsage) as caught:
+        usage_from_json("chat", {"usage": usage})
+    assert caught.value.reason == reason
 
 
 @settings(max_examples=60, deadline=None)
@@ -148,3 +176,133 @@ def test_any_chunking_gives_the_same_result(words: list[str], cuts: list[int], s
     parts = UsageTap("chat", strip_usage=strip)
     assert feed(parts, pieces) == feed(whole, [stream])
     assert parts.usage == whole.usage == Usage(9, 2)
+
+
+# -- Finding members as the bytes pass, and cutting one out -------------------
+
+from credit_guard._members import MemberCutter, MemberScan, without_member  # noqa: E402
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["usage", "a", "b", "us"]), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    members=st.dictionaries(st.sampled_from(["usage", "choices", "id", "usage2", 'u"sage']), _JSON, max_size=4),
+    cuts=st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=8),
+    spaced=st.booleans(),
+)
+def test_member_scan_and_cut_agree_with_a_parser(members: dict[str, object], cuts: list[int], spaced: bool) -> None:
+    import json
+
+    text = json.dumps(members, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    scan = MemberScan([("usage",)])
+    at = 0
+    for cut in cuts * (len(text) // sum(cuts) + 1):
+        scan.feed(text[at : at + cut])
+        at += cut
+    scan.feed(text[at:])
+    assert scan.complete
+    cutter = MemberCutter("usage")
+    at, streamed = 0, b""
+    for cut in cuts * (len(text) // sum(cuts) + 1):
+        streamed += cutter.feed(text[at : at + cut])
+        at += cut
+    streamed += cutter.feed(text[at:]) + cutter.finish()
+    # Cut as the bytes pass, or cut from the whole text: the same bytes.
+    assert streamed == (without_member(text, "usage") or text)
+    if "usage" in members:
+        assert [orjson.loads(v) for v in scan.found[("usage",)]] == [members["usage"]]
+        rest = without_member(text, "usage")
+        assert rest is not None
+        others = {k: v for k, v in members.items() if k != "usage"}
+        # Every other byte as it was: what the upstream would have written without it.
+        assert rest == json.dumps(others, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    else:
+        assert ("usage",) not in scan.found
+        assert without_member(text, "usage") is None
+
+
+def test_a_large_json_body_keeps_only_its_usage() -> None:
+    body = (
+        b'{"choices":[{"message":{"content":"'
+        + b'x\\"{[' * 3_000_000
+        + b'"}}],"usage":'
+        + orjson.dumps({"prompt_tokens": 3, "completion_tokens": 4})
+        + b"}"
+    )
+    tap = UsageTap("chat", json_limit=1024)
+    out = feed(tap, split_every(body, 65536), b"application/json")
+    assert out == body
+    assert tap.usage == Usage(3, 4)
+    assert tap.unreadable is None
+
+
+def test_a_large_json_body_without_usage_is_unreadable() -> None:
+    body = orjson.dumps({"choices": [{"message": {"content": "word " * 10_000}}]})
+    tap = UsageTap("chat", json_limit=1024)
+    feed(tap, split_every(body, 999), b"application/json")
+    assert tap.usage is None
+    assert tap.unreadable == "too_large"
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+def test_a_large_event_is_scanned_for_its_usage(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from credit_guard import usage as usage_module
+
+    monkeypatch.setattr(usage_module, "_MAX_EVENT", 64)
+    events = [
+        b"event: message_start\ndata: "
+        + orjson.dumps({"type": "message_start", "message": {"usage": {"input_tokens": 25, "output_tokens": 1}}})
+        + b"\n\n",
+        b"data: " + orjson.dumps({"type": "content_block_delta", "delta": {"text": "y" * 500}}) + b"\n\n",
+        b"data:"
+        + orjson.dumps({"type": "message_delta", "pad": "z" * 300, "usage": {"output_tokens": 15}})
+        + b"\r\n\r\n",
+    ]
+    stream = b"".join(events)
+    tap = UsageTap("anthropic")
+    assert feed(tap, split_every(stream, size)) == stream
+    assert tap.usage == Usage(input_tokens=25, output_tokens=15)
+    assert tap.unreadable is None
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 4096])
+@pytest.mark.parametrize(
+    ("asked", "unasked"),
+    [
+        (
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"PAD"},"finish_reason":"stop"}],"usage":USAGE}',
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"PAD"},"finish_reason":"stop"}]}',
+        ),
+        (
+            b'{"id": "c1", "usage": USAGE, "choices": [{"index": 0, "delta": {"content": "PAD"}}]}',
+            b'{"id": "c1", "choices": [{"index": 0, "delta": {"content": "PAD"}}]}',
+        ),
+        (
+            b'{ "usage" : USAGE , "choices": [{"index": 0, "delta": {"content": "PAD"}}]}',
+            b'{ "choices": [{"index": 0, "delta": {"content": "PAD"}}]}',
+        ),
+    ],
+    ids=["after-choices", "before-choices", "first"],
+)
+def test_a_large_event_has_its_usage_cut_as_it_passes(
+    asked: bytes, unasked: bytes, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from credit_guard import usage as usage_module
+
+    monkeypatch.setattr(usage_module, "_MAX_EVENT", 64)
+    pad = b"word " * 200
+    usage = orjson.dumps(USAGE)
+    small = chunk("Hi", usage=None)
+    stream = small + b"data: " + asked.replace(b"PAD", pad).replace(b"USAGE", usage) + b"\n\n" + DONE
+    tap = UsageTap("chat", strip_usage=True)
+    out = feed(tap, split_every(stream, size))
+    assert out == chunk("Hi") + b"data: " + unasked.replace(b"PAD", pad) + b"\n\n" + DONE
+    assert tap.usage == Usage(9, 2)
+    assert tap.unreadable is None
