@@ -213,18 +213,24 @@ class Exchange:
                 billing_url=guard.billing_url,
                 suggestions=guard.suggestions,
             )
-            reason = error.fields["context"]["reason"]
+            context = error.fields["context"]
+            reason = context["reason"]
             if reason == "in_flight_holds":
                 error.retry_after = guard.retry_after
-            guard.metrics.rejected(quote.model, reason, quote.max_cost - result.available)
+            guard.metrics.rejected(quote.model, reason, context["credit_deficit"])
+            # The figures of the 402 itself, exact: an operator can match the
+            # line to what the caller was told.
             logger.info(
-                "credit_guard.rejected request_id=%s account=%s model=%s reason=%s required=%s available=%s",
+                "credit_guard.rejected request_id=%s account=%s model=%s reason=%s"
+                " shortfall=%s required=%s available=%s held=%s",
                 self.request_id,
                 account,
                 quote.model,
                 reason,
-                quote.max_cost,
-                result.available,
+                context["credit_deficit"],
+                context["required_credits"],
+                context["current_credits"],
+                context["held_credits"],
             )
             raise error
         guard.metrics.hold_opened(quote.model, result.amount)
