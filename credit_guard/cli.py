@@ -234,7 +234,7 @@ def _upstream_key(args: argparse.Namespace) -> tuple[str, str]:
     return "", "none"
 
 
-def _demo_banner(host: str, port: int, key: str, store_url: str, balance: str) -> str:
+def _demo_banner(host: str, port: int, key: str, store_url: str, balance: str, extra: str = "") -> str:
     base = f"http://{host}:{port}"
     return f"""
 credit_guard demo: a guarded fake OpenAI-compatible model (no network, no real keys)
@@ -243,7 +243,7 @@ credit_guard demo: a guarded fake OpenAI-compatible model (no network, no real k
   account   {DEMO_ACCOUNT}, balance topped up to ${balance}
   store     {store_url}
   base URL  {base}/v1
-
+{extra}
 A request that fits (charged from the reported usage):
   curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' \\
     -H 'Content-Type: application/json' \\
@@ -298,7 +298,7 @@ def _serve(args: argparse.Namespace) -> int:
     metrics_line = f"  metrics   http://{args.host}:{args.port}{metrics_path}\n" if metrics_path else ""
     if args.demo:
         key = anyio.run(_prepare_demo, store_url, args.demo_balance, _demo_key_file(store_url))
-        print(_demo_banner(args.host, args.port, key, store_url, args.demo_balance) + metrics_line, flush=True)
+        print(_demo_banner(args.host, args.port, key, store_url, args.demo_balance, metrics_line), flush=True)
     else:
         print(
             f"credit_guard: guarding {upstream} on http://{args.host}:{args.port}"
