@@ -30,6 +30,7 @@ from .errors import (
     error_headers,
     request_id_from,
 )
+from .money import json_text
 from .prices import ModelPrice
 from .quote import Quote, affordable_max_tokens, insufficient_credits, make_quote
 from .routes import EndpointNotPriced, has_body
@@ -218,8 +219,8 @@ class Exchange:
             if reason == "in_flight_holds":
                 error.retry_after = guard.retry_after
             guard.metrics.rejected(quote.model, reason, context["credit_deficit"])
-            # The figures of the 402 itself, exact: an operator can match the
-            # line to what the caller was told.
+            # The figures of the 402 itself, in its JSON's exact text: an
+            # operator can match the line to what the caller was told.
             logger.info(
                 "credit_guard.rejected request_id=%s account=%s model=%s reason=%s"
                 " shortfall=%s required=%s available=%s held=%s",
@@ -227,10 +228,10 @@ class Exchange:
                 account,
                 quote.model,
                 reason,
-                context["credit_deficit"],
-                context["required_credits"],
-                context["current_credits"],
-                context["held_credits"],
+                json_text(context["credit_deficit"]),
+                json_text(context["required_credits"]),
+                json_text(context["current_credits"]),
+                json_text(context["held_credits"]),
             )
             raise error
         guard.metrics.hold_opened(quote.model, result.amount)

@@ -312,9 +312,22 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=_log_config(args.log_level),
         lifespan="on",
     )
     return 0
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, with the guard's own lines (``credit_guard.rejected``
+    and the rest, see docs/deploying.md) printed beside uvicorn's at ``level``."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["credit_guard"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def _metrics_path(args: argparse.Namespace) -> str | None:

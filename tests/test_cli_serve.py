@@ -188,3 +188,37 @@ def test_serve_metrics_at_a_path_of_its_own(tmp_path: Path) -> None:
     assert 'credit_guard_rejections_total{model="gpt-4o",reason="insufficient_balance"} 1.0' in scraped.text
     assert "sk-demo-" not in scraped.text and "demo" not in scraped.text.replace("credit_guard", "")
     assert elsewhere.status_code == 401  # not the metrics path: the guard's, and serve refuses the anonymous
+
+
+def test_serve_logs_a_402_as_deploying_md_says(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "credit_guard.cli", "serve", "--demo", "--store", store, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Stop with Ctrl-C"):
+                break
+        wait_for_port(port, timeout=60)
+        key = banner_key(lines)
+        refused = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={**CHAT, "model": "gpt-4o", "max_tokens": 16000},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert refused.status_code == 402
+    context = refused.json()["error"]["context"]
+    [line] = [line for line in err.splitlines() if "credit_guard.rejected" in line]
+    assert line.startswith("INFO:") and key not in err
+    assert f"request_id={refused.headers['x-request-id']} account=demo model=gpt-4o" in line
+    assert f"shortfall={context['credit_deficit']} " in line

@@ -233,6 +233,7 @@ async def test_a_402_is_logged_as_deploying_md_says(caplog: pytest.LogCaptureFix
     assert fields["request_id"] == answer.headers["x-request-id"]
     assert (fields["account"], fields["model"], fields["reason"]) == ("acct_log", "gpt-4o", context["reason"])
     assert Decimal(fields["shortfall"]) == context["credit_deficit"] > 0
+    assert f'"credit_deficit":{fields["shortfall"]},' in answer.text  # the same text as the 402's
     assert Decimal(fields["required"]) == context["required_credits"]
     assert Decimal(fields["available"]) == context["current_credits"] == Decimal("0.02")
     # The line documented in deploying.md has exactly these fields, in this order.
