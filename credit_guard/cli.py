@@ -74,6 +74,7 @@ def _store(url: str, *, existing: bool = False) -> Any:
     an empty store and report from it."""
     from .stores import open_store
 
+    _check_store_url(url)
     if existing and url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
         if str(path) and not path.is_file():
@@ -82,6 +83,13 @@ def _store(url: str, *, existing: bool = False) -> Any:
         return open_store(url)
     except (ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _check_store_url(url: str) -> None:
+    if url in ("memory://", "memory"):
+        raise UsageError(
+            "memory:// lives and dies with one process, not across commands: use sqlite:///FILE or redis://"
+        )
 
 
 async def _known(store: Any, account: str) -> None:
@@ -277,6 +285,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--demo and --upstream exclude each other")
     prices = args.prices or _env("prices")
     _prices(prices)  # fail now, not in a worker
+    anyio.run(_store(store_url).aclose)  # a bad URL or a missing extra: said now, not by a worker
     metrics_path = _metrics_path(args)
     upstream_key, key_source = ("", "none") if args.demo else _upstream_key(args)
     _check_bind(args.host, args.port)
@@ -353,6 +362,8 @@ def _metrics_path(args: argparse.Namespace) -> str | None:
 
 
 def _read_request(source: str | None) -> Any:
+    if source is None and sys.stdin.isatty():
+        raise UsageError("quote needs a request: a JSON file, or - to read it from stdin")
     try:
         raw = sys.stdin.buffer.read() if source in (None, "-") else Path(source).read_bytes()
     except OSError as exc:
@@ -445,7 +456,14 @@ def _balance_json(account: str, balance: Any) -> dict[str, Any]:
     }
 
 
+def _account_name(account: str | None) -> None:
+    if account is not None and (not account.strip() or account != account.strip()):
+        raise UsageError(f"an account name must be non-empty, without surrounding spaces: {account!r}")
+
+
 def _credits(args: argparse.Namespace) -> int:
+    _account_name(getattr(args, "account", None))
+
     async def run() -> int:
         store = _store(args.store, existing=args.action != "grant")
         try:
@@ -481,6 +499,8 @@ def _credits(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
+    _account_name(getattr(args, "account", None))
+
     async def run() -> int:
         store = _store(args.store, existing=args.action != "add")
         try:

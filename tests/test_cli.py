@@ -345,6 +345,11 @@ def test_exit_codes_mean_the_same_in_every_subcommand(
         # 2: bad input
         (2, ["credits", "grant", "acct", "ten", "--store", store]),
         (2, ["credits", "balance", "acct", "--store", "ftp://x"]),
+        (2, ["credits", "grant", "acct", "1", "--store", "memory://"]),
+        (2, ["serve", "--demo", "--store", "memory://", "--port", busy_port]),
+        (2, ["serve", "--demo", "--store", "ftp://x", "--port", busy_port]),
+        (2, ["credits", "grant", " acct", "1", "--store", store]),
+        (2, ["keys", "add", "", "--store", store]),
         (2, ["keys", "add", "acct", "--key", "short", "--store", store]),
         (2, ["quote", str(tmp_path / "missing.json")]),
         (2, ["quote", write(tmp_path, {"model": "gpt-4o", "messages": "x"}, "bad.json")]),
@@ -364,6 +369,10 @@ def test_exit_codes_mean_the_same_in_every_subcommand(
             with pytest.raises(SystemExit) as caught:
                 main(args)
             assert caught.value.code == 2, args
+        # quote with no request and a terminal for stdin says so instead of waiting.
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+        code, _, err = run(["quote"], capsys)
+        assert code == 2 and "quote needs a request" in err
         # The metrics extra missing is bad input too, said before anything starts.
         monkeypatch.setitem(sys.modules, "prometheus_client", None)
         code, _, err = run(["serve", "--demo", "--metrics", "--port", busy_port], capsys)
