@@ -621,8 +621,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help=f"store URL (default {DEFAULT_STORE}; demo: {DEMO_STORE})")
     serve.add_argument("--prices", help="price table file (default: the bundled one)")
     serve.add_argument("--host", default=_env("host", "127.0.0.1"), help="default 127.0.0.1 (CREDIT_GUARD_HOST)")
-    serve.add_argument("--port", type=int, default=int(_env("port", "8000") or 8000), help="default 8000")
-    serve.add_argument("--workers", type=int, default=int(_env("workers", "1") or 1), help="worker processes")
+    # String defaults go through type=int too: a bad CREDIT_GUARD_PORT is a usage error, not a traceback.
+    serve.add_argument("--port", type=int, default=_env("port") or "8000", help="default 8000 (CREDIT_GUARD_PORT)")
+    serve.add_argument(
+        "--workers", type=int, default=_env("workers") or "1", help="worker processes (CREDIT_GUARD_WORKERS)"
+    )
     serve.add_argument(
         "--upstream-key-file",
         help="a file holding the key sent upstream (else $CREDIT_GUARD_UPSTREAM_KEY, else $OPENAI_API_KEY)",
