@@ -133,11 +133,18 @@ def build_app(
     if hold_ttl:
         options["hold_ttl"] = hold_ttl
     if metrics_path:
+        from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
         from .metrics import PrometheusMetrics, with_metrics_endpoint
 
-        metrics = PrometheusMetrics()
+        # A registry of this app's own, so that building a second app in one
+        # process does not register every metric twice.
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        metrics = PrometheusMetrics(registry)
         guard = CreditGuard(inner, store=_store(store_url), prices=_prices(prices), metrics=metrics, **options)
-        return with_metrics_endpoint(guard, metrics_path)
+        return with_metrics_endpoint(guard, metrics_path, registry)
     return CreditGuard(inner, store=_store(store_url), prices=_prices(prices), **options)
 
 

@@ -222,3 +222,16 @@ def test_serve_logs_a_402_as_deploying_md_says(tmp_path: Path) -> None:
     assert line.startswith("INFO:") and key not in err
     assert f"request_id={refused.headers['x-request-id']} account=demo model=gpt-4o" in line
     assert f"shortfall={context['credit_deficit']} " in line
+
+
+@pytest.mark.anyio
+async def test_build_app_with_metrics_twice_in_one_process() -> None:
+    from credit_guard.cli import build_app
+
+    apps = [build_app(upstream=None, demo=True, store_url="sqlite:///:memory:", prices=None, metrics_path="/m")]
+    apps.append(build_app(upstream=None, demo=True, store_url="sqlite:///:memory:", prices=None, metrics_path="/m"))
+    for app in apps:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            scraped = await http.get("/m")
+        assert scraped.status_code == 200 and "credit_guard_rejections_total" in scraped.text
+        assert "process_cpu_seconds_total" in scraped.text
