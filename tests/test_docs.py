@@ -240,3 +240,30 @@ async def test_a_402_is_logged_as_deploying_md_says(caplog: pytest.LogCaptureFix
     documented = re.search(r"`credit_guard\.rejected ([^`]*)`", (ROOT / "docs" / "deploying.md").read_text())
     assert documented is not None
     assert [part.split("=")[0] for part in documented.group(1).split()] == list(fields)
+
+
+def test_every_log_line_is_documented_with_its_level_and_fields() -> None:
+    import ast
+
+    logged = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "logger"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                text = node.args[0].value.split(":")[0]
+                event, *fields = text.split()
+                logged.add((node.func.attr.upper(), event, tuple(field.split("=")[0] for field in fields)))
+    section = (ROOT / "docs" / "deploying.md").read_text().split("## Metrics and logs")[1]
+    documented = set()
+    for level, line in re.findall(r"^\| (INFO|WARNING|ERROR) \| `([^`]+)`", section, flags=re.M):
+        event, *fields = line.split(":")[0].split()
+        documented.add((level, event, tuple(field.split("=")[0] for field in fields)))
+    assert len(logged) >= 4
+    assert logged == documented
