@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.api_key:
         parser.error("give --api-key (credit-guard serve --demo prints one)")
     with openai.OpenAI(base_url=args.base_url, api_key=args.api_key, max_retries=0) as client:
-        reply = complete_within_budget(client, args.model, "Write a haiku about budgets.", args.max_tokens)
+        try:
+            reply = complete_within_budget(client, args.model, "Write a haiku about budgets.", args.max_tokens)
+        except openai.APIConnectionError:
+            print(f"Nothing answers at {args.base_url}: start `credit-guard serve --demo` first.")
+            return 1
     print(reply.choices[0].message.content)
     print(f"usage: {reply.usage.prompt_tokens} in, {reply.usage.completion_tokens} out")
     return 0

@@ -254,3 +254,16 @@ def test_litellm_proxy_example(tmp_path: Path) -> None:
     assert balance["granted"] == Decimal("1.00") and balance["held"] == 0
     assert 0 < balance["spent"] < Decimal("0.001")
     assert len(cli("keys", "list", "--store", store)) == 1
+
+
+def test_client_retry_example_says_when_nothing_answers(tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{free_port()}/v1"
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "client_retry.py"), "--base-url", base, "--api-key", "sk-any-0123456789"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"Nothing answers at {base}: start `credit-guard serve --demo` first." in result.stdout
