@@ -4,6 +4,9 @@
 ``guarded_memory`` / ``guarded_sqlite``: the same app behind ``CreditGuard``.
 ``streaming_guarded``: the guard in front of an app that streams
 ``x-bench-bytes`` bytes of SSE events, for the memory figure.
+``litellm_bare`` / ``litellm_memory`` / ``litellm_sqlite``: LiteLLM's proxy server
+(its FastAPI app, a mocked model: no provider, no network) alone and behind the
+guard (the ``litellm`` extra).
 """
 
 from __future__ import annotations
@@ -96,3 +99,45 @@ def guarded_sqlite() -> Any:
 
 def streaming_guarded() -> Any:
     return _guard(_streamer, MemoryStore({ACCOUNT: BALANCE}))
+
+
+_LITELLM_CONFIG = f"""
+general_settings:
+  master_key: {KEY}
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_key: sk-not-used
+      mock_response: "ok"
+litellm_settings:
+  telemetry: false
+"""
+
+
+def _litellm() -> Any:
+    import tempfile
+    from pathlib import Path
+
+    # LiteLLM fetches its price map from the network at import unless told not to.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    config = Path(tempfile.mkdtemp()) / "litellm_config.yaml"
+    config.write_text(_LITELLM_CONFIG)
+    os.environ["CONFIG_FILE_PATH"] = str(config)
+    from litellm.proxy.proxy_server import app
+
+    return app
+
+
+def litellm_bare() -> Any:
+    return _litellm()
+
+
+def litellm_memory() -> Any:
+    return _guard(_litellm(), MemoryStore({ACCOUNT: BALANCE}))
+
+
+def litellm_sqlite() -> Any:
+    from credit_guard.stores import SQLiteStore
+
+    return _guard(_litellm(), SQLiteStore(os.environ.get("BENCH_SQLITE", "bench_credits.db")))

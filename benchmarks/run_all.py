@@ -11,6 +11,11 @@ Figures:
  4. p99 of small requests while 1 MB and 10 MB prompts are priced
  5. peak memory while streaming 100 MB through the guard vs 1 MB
  6. store throughput: reserve+settle pairs per second
+ 7. the guard's CPU by stage at 1 KB, a 100 KB prompt priced by its bound, and
+    a conversation resent with one new turn (benchmarks/stages.py)
+ 8. reserve+settle pairs per second with 1 and 64 concurrent tasks, SQLite with
+    and without group commit (benchmarks/concurrency.py)
+ 9. throughput in front of LiteLLM's proxy server (mocked model), bare vs guarded
 
 Everything talks to 127.0.0.1 only.  Results print as a markdown table and are
 saved to benchmarks/results/latest.json.  Peers are optional:
@@ -99,7 +104,9 @@ def pinned(cpu: int) -> list[str]:
 
 
 @contextmanager
-def server(factory: str, env: dict[str, str] | None = None, cpu: int = 0) -> Iterator[tuple[int, int]]:
+def server(
+    factory: str, env: dict[str, str] | None = None, cpu: int = 0, startup: float = 30.0
+) -> Iterator[tuple[int, int]]:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -125,7 +132,7 @@ def server(factory: str, env: dict[str, str] | None = None, cpu: int = 0) -> Ite
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port)
+        wait_for_port(port, startup)
         yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
@@ -517,6 +524,63 @@ def figure_stores(quick: bool) -> dict[str, Any]:
     return results
 
 
+def figure_litellm(quick: bool) -> dict[str, Any]:
+    """LiteLLM's proxy server with a mocked model, alone and behind the guard
+    (memory and SQLite stores), over HTTP with wrk: rounds alternate the three
+    servers; each figure is the median of the rounds with its spread."""
+    import anyio
+
+    seconds = 5 if quick else 10
+    rounds = 2 if quick else 3
+    body = chat_body(1000)
+    samples: dict[str, list[dict[str, float]]] = {"bare": [], "memory": [], "sqlite": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "bench.db")
+        anyio.run(_grant_sqlite, db)
+        for _ in range(rounds):
+            for name, factory in (("bare", "litellm_bare"), ("memory", "litellm_memory"), ("sqlite", "litellm_sqlite")):
+                # LiteLLM's start-up takes a while: wait for the port long enough.
+                with server(factory, {"BENCH_SQLITE": db}, startup=240) as (port, _):
+                    wrk(port, body, 3, connections=16)  # warm up: start-up work, connections open
+                    samples[name].append(wrk(port, body, seconds, connections=16))
+    results: dict[str, Any] = {}
+    for name, runs in samples.items():
+        rps = [run["rps"] for run in runs]
+        results[name] = {
+            "rps": {"median": statistics.median(rps), "min": min(rps), "max": max(rps)},
+            "p99_ms": statistics.median(run["p99_ms"] for run in runs),
+            "non_2xx": sum(run["non_2xx"] for run in runs),
+        }
+    for name in ("memory", "sqlite"):
+        ratios = [g["rps"] / b["rps"] for g, b in zip(samples[name], samples["bare"], strict=True) if b["rps"] > 0]
+        if not ratios:
+            results[name]["throughput_vs_bare"] = "bare answered nothing in time"
+            continue
+        results[name]["throughput_vs_bare"] = {
+            "median": round(statistics.median(ratios), 3),
+            "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3),
+        }
+    results["target"] = "memory >= 0.97 of bare, sqlite >= 0.95"
+    return results
+
+
+def figure_stages(quick: bool) -> dict[str, Any]:
+    import asyncio
+
+    from benchmarks import stages
+
+    return asyncio.run(stages.main_async(quick))
+
+
+def figure_concurrency(quick: bool) -> dict[str, Any]:
+    import asyncio
+
+    from benchmarks import concurrency
+
+    return asyncio.run(concurrency.main_async(quick))
+
+
 FIGURES: dict[int, tuple[str, Callable[[bool], dict[str, Any]]]] = {
     1: ("overhead per request over HTTP", figure_overhead),
     2: ("counting vs peers", figure_peers),
@@ -524,6 +588,9 @@ FIGURES: dict[int, tuple[str, Callable[[bool], dict[str, Any]]]] = {
     4: ("staying responsive under large prompts", figure_responsive),
     5: ("memory while streaming", figure_memory),
     6: ("store throughput", figure_stores),
+    7: ("the guard's CPU by stage, the bound-first path and the count cache", figure_stages),
+    8: ("store throughput with 1 and 64 concurrent tasks (group commit)", figure_concurrency),
+    9: ("in front of LiteLLM's proxy server (mocked model)", figure_litellm),
 }
 
 

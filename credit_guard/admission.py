@@ -33,7 +33,7 @@ from .errors import (
 from .money import json_text
 from .prices import ModelPrice
 from .quote import Quote, affordable_max_tokens, insufficient_credits, make_quote
-from .routes import EndpointNotPriced, has_body
+from .routes import EndpointNotPriced
 from .settlement import Settlement
 from .shapes import Ask
 from .stores.base import Hold, Insufficient, StoreUnavailable
@@ -48,18 +48,25 @@ logger = logging.getLogger("credit_guard")
 # Bodies at least this large are parsed and counted in a worker thread, off the
 # event loop.
 _THREAD_COUNT_BYTES = 32 * 1024
-# Bodies at least this large are first priced by their byte bounds: where the
-# bounds already decide, the exact count is skipped.
-_BOUND_FIRST_BYTES = 256 * 1024
+# Bodies at least this large are first priced by their byte upper bound, where
+# it fits the balance with the guard's margin (below this, counting costs less
+# than the balance read).
+_BOUND_FIRST_BYTES = 8 * 1024
+# Bodies at least this large from an account that cannot afford even their byte
+# lower bound are refused without being counted.
+_FLOOR_FIRST_BYTES = 256 * 1024
 
 
 class Exchange:
     """One priced request: all its state lives here, never on the guard."""
 
-    def __init__(self, guard: CreditGuard, scope: Scope, kind: str) -> None:
+    def __init__(self, guard: CreditGuard, scope: Scope, kind: str, *, model: str | None = None) -> None:
         self.guard = guard
         self.scope = scope
         self.kind = kind
+        # The model the path names (Azure deployments, legacy engines): the one
+        # the upstream runs, whatever the body says.
+        self.path_model = model
         headers = scope.get("headers", ())
         self.request_id = request_id_from(first_header(headers, b"x-request-id"))
         self.model = "-"
@@ -69,6 +76,7 @@ class Exchange:
         self.strip_usage = False  # the guard asked a stream for usage the client did not
         self.fit_header: bytes | None = None  # auto_fit lowered the output cap
         self.bounded = False  # the quote's input is the byte upper bound, not the exact count
+        self.size = 0  # the decoded body's bytes
 
     async def run(self, receive: Receive, send: Send) -> None:
         guard = self.guard
@@ -78,15 +86,16 @@ class Exchange:
                 body = await read_body(self.scope, receive, guard.max_body_bytes)
             except ClientDisconnected:
                 return
+            self.size = len(body.data)
             if not guard._warmed:
                 await guard.warm()
             if len(body.data) >= _THREAD_COUNT_BYTES:
-                obj, ask, price = await anyio.to_thread.run_sync(self._understand, body.data)
-                quote = await self._quote_large(account, ask, price, len(body.data))
+                obj, ask, price = await anyio.to_thread.run_sync(
+                    self._understand, body.data, limiter=guard.limiter_for(len(body.data))
+                )
             else:
                 obj, ask, price = self._understand(body.data)
-                count = tokens.count_input(ask, price)
-                quote = make_quote(ask, price, count.tokens, count.exact)
+            quote = await self._quote(account, ask, price, len(body.data))
             hold, quote, raw, scope = await self._reserve(account, ask, quote, obj, body)
         except CreditGuardError as error:
             await self.refuse(send, error)
@@ -104,12 +113,41 @@ class Exchange:
         try:
             await self._identify()
             method = str(self.scope.get("method", "GET")).upper()
-            if guard.unpriced == "refuse" and (method not in ("GET", "HEAD", "OPTIONS") or has_body(self.scope)):
+            if guard.unpriced == "refuse" and not guard.router.readable(self.scope):
                 raise EndpointNotPriced(
-                    f"{method} {self.scope.get('path', '')} is not an endpoint this gateway prices.", param="path"
+                    f"{method} {self.scope.get('path', '')} is not an endpoint this gateway prices or opens.",
+                    param="path",
                 )
         except CreditGuardError as error:
             await self.refuse(send, error)
+            return
+        await guard.app(self.scope, receive, send)
+
+    async def websocket(self, receive: Receive, send: Send) -> None:
+        """A WebSocket connection under ``unpriced`` = ``"authenticate"`` or
+        ``"refuse"``: without a valid key, or under ``"refuse"`` on a path
+        ``open_paths`` does not match, it is denied before the app sees it."""
+        guard = self.guard
+        try:
+            await self._identify()
+            if guard.unpriced == "refuse" and not guard.router.open_socket(self.scope):
+                raise EndpointNotPriced(
+                    f"WebSocket {self.scope.get('path', '')} is not an endpoint this gateway prices or opens.",
+                    param="path",
+                )
+        except CreditGuardError as error:
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return  # the client left first
+            if "websocket.http.response" in self.scope.get("extensions", {}):
+                # Deny with the error envelope, as for any HTTP request.
+                body = error_body(error, self.request_id)
+                start = {"type": "websocket.http.response.start", "status": error.status}
+                await send({**start, "headers": error_headers(error, self.request_id, body)})
+                await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+            else:
+                # 1008: policy violation; the server answers the handshake with 403.
+                await send({"type": "websocket.close", "code": 1008})
             return
         await guard.app(self.scope, receive, send)
 
@@ -146,29 +184,42 @@ class Exchange:
         """Parse, shape and resolve the body (pure CPU: runs in a worker thread
         for large bodies)."""
         obj = parse_json(data)
-        ask = shapes.parse(self.kind, obj)
+        priced = obj
+        if self.path_model is not None and isinstance(obj, dict):
+            priced = {**obj, "model": self.path_model}
+        ask = shapes.parse(self.kind, priced)
         self.model = ask.model
         return obj, ask, self.guard.resolve(ask)
 
-    async def _quote_large(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
-        """A large body's quote: its byte bounds first, where they decide; the
-        exact count, in a worker thread, where they do not."""
+    async def _quote(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
+        """The quote to hold: the exact count, unless the body is large enough
+        for counting to cost more than a balance read and its byte upper bound
+        fits the balance ``bound_margin`` times over.  Then the bound is held
+        and the count skipped: the decision is the one the exact count would
+        make (the bound is never below it), and the hold stays a small share
+        of the balance.  Where even the byte lower bound is unaffordable on a
+        very large body, the 402 is answered from that bound without counting."""
+        guard = self.guard
         if size >= _BOUND_FIRST_BYTES:
             low, high = tokens.input_bounds(ask, price)
             try:
-                available = (await self.guard.store.balance(account)).available
+                available = (await guard.store.balance(account)).available
             except StoreUnavailable:
                 available = None
             if available is not None:
-                floor = make_quote(ask, price, low, False)
-                if floor.max_cost > available:
-                    # Even the fewest tokens this body can hold are unaffordable.
-                    return floor
                 ceiling = make_quote(ask, price, high, False)
-                if ceiling.max_cost <= available:
+                if ceiling.max_cost * guard.bound_margin <= available:
                     self.bounded = True
                     return ceiling
-        count = await anyio.to_thread.run_sync(tokens.count_input, ask, price)
+                if size >= _FLOOR_FIRST_BYTES:
+                    floor = make_quote(ask, price, low, False)
+                    if floor.max_cost > available:
+                        # Even the fewest tokens this body can hold are unaffordable.
+                        return floor
+        if size >= _THREAD_COUNT_BYTES:
+            count = await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=guard.limiter_for(size))
+        else:
+            count = tokens.count_input(ask, price)
         return make_quote(ask, price, count.tokens, count.exact)
 
     async def _reserve(
@@ -189,7 +240,9 @@ class Exchange:
         if isinstance(result, Insufficient) and self.bounded:
             # The balance moved since it was read: price the request exactly.
             self.bounded = False
-            count = await anyio.to_thread.run_sync(tokens.count_input, ask, quote.price)
+            count = await anyio.to_thread.run_sync(
+                tokens.count_input, ask, quote.price, limiter=self.guard.limiter_for(self.size)
+            )
             quote = make_quote(ask, quote.price, count.tokens, count.exact)
             result = await self._reserve_once(account, quote)
         if isinstance(result, Insufficient) and guard.auto_fit:
@@ -198,6 +251,11 @@ class Exchange:
                 ask, quote = fitted
                 obj = dict(obj)
                 obj[quote.output_param] = quote.max_output_tokens
+                if ask.kind == "chat":
+                    # Both caps set: the larger one was held, so lower both.
+                    for name in ("max_tokens", "max_completion_tokens"):
+                        if obj.get(name) is not None:
+                            obj[name] = quote.max_output_tokens
                 raw = orjson.dumps(obj)
                 scope = _with_body_headers(scope, raw, decoded=True)
                 result = await self._reserve_once(account, quote)

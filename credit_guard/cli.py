@@ -112,13 +112,16 @@ def build_app(
     fail_open: bool = False,
     hold_ttl: float | None = None,
     metrics_path: str | None = None,
+    allow_read: Sequence[str] = (),
 ) -> Any:
     """The guarded app ``serve`` runs: the guard in front of the proxy (or of
-    the fake model with ``demo``); with ``metrics_path``, Prometheus metrics
-    served there, beside the guard."""
+    the fake model with ``demo``), with ``proxy.gateway_policy``: nothing
+    anonymous or unpriced is forwarded, and of bodiless reads only the model
+    list and ``allow_read`` (glob patterns); with ``metrics_path``, Prometheus
+    metrics served there, beside the guard."""
     from .fake_llm import create_app
     from .middleware import CreditGuard
-    from .proxy import create_proxy
+    from .proxy import create_proxy, gateway_policy
 
     if demo:
         inner: Any = create_app()
@@ -127,7 +130,7 @@ def build_app(
     else:
         raise UsageError("serve needs --upstream URL or --demo")
     # In front of a paid upstream, nothing goes through unpriced or anonymous.
-    options: dict[str, Any] = {"billing_url": billing_url, "fail_open": fail_open, "unpriced": "refuse"}
+    options: dict[str, Any] = {"billing_url": billing_url, "fail_open": fail_open, **gateway_policy(allow_read)}
     if max_body_bytes:
         options["max_body_bytes"] = max_body_bytes
     if hold_ttl:
@@ -162,6 +165,7 @@ def app_from_env() -> Any:
         max_body_bytes=int(_env("max_body_bytes") or 0) or None,
         fail_open=_env("fail_open") == "1",
         hold_ttl=float(_env("hold_ttl") or 0) or None,
+        allow_read=(_env("allow_read") or "").split(),
     )
 
 
@@ -292,6 +296,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--demo and --upstream exclude each other")
     prices = args.prices or _env("prices")
     _prices(prices)  # fail now, not in a worker
+    for pattern in args.allow_read or (_env("allow_read") or "").split():
+        if not pattern.startswith("/"):
+            raise UsageError(f"--allow-read {pattern!r}: a path pattern must start with '/'")
     anyio.run(_store(store_url).aclose)  # a bad URL or a missing extra: said now, not by a worker
     metrics_path = _metrics_path(args)
     upstream_key, key_source = ("", "none") if args.demo else _upstream_key(args)
@@ -309,6 +316,7 @@ def _serve(args: argparse.Namespace) -> int:
         "CREDIT_GUARD_FAIL_OPEN": "1" if args.fail_open or _env("fail_open") == "1" else "0",
         "CREDIT_GUARD_HOLD_TTL": str(args.hold_ttl or _env("hold_ttl") or ""),
         "CREDIT_GUARD_METRICS_PATH": metrics_path or "",
+        "CREDIT_GUARD_ALLOW_READ": " ".join(args.allow_read or []) or _env("allow_read") or "",
     }
     os.environ.update(config)
     metrics_line = f"  metrics   http://{args.host}:{args.port}{metrics_path}\n" if metrics_path else ""
@@ -572,6 +580,12 @@ def _price_json(price: Any) -> dict[str, Any]:
         "cached_input_per_1m": None
         if price.cached_input_price is None
         else json_text(price.cached_input_price * million),
+        "cache_write_per_1m": None if price.cache_write_price is None else json_text(price.cache_write_price * million),
+        "cache_write_1h_per_1m": None
+        if price.cache_write_1h_price is None
+        else json_text(price.cache_write_1h_price * million),
+        "context_tiers_above": sorted({t.above for t in price.tiers if t.above}),
+        "service_tiers": price.service_tiers(),
         "max_output_tokens": price.max_output_tokens,
         "max_input_tokens": price.max_input_tokens,
         "encoding": price.encoding,
@@ -647,6 +661,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--billing-url", help="named in the 402's suggestions")
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 16 MiB)")
     serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300)")
+    serve.add_argument(
+        "--allow-read",
+        action="append",
+        metavar="PATTERN",
+        help="also forward bodiless reads (GET/HEAD/OPTIONS) of paths matching this glob (* in a segment,"
+        " ** across); repeatable; the model list is always open (CREDIT_GUARD_ALLOW_READ, space-separated)",
+    )
     serve.add_argument("--fail-open", action="store_true", help="forward unpriced while the store is down (risky)")
     serve.add_argument("--demo-balance", default=DEMO_BALANCE, help=f"demo balance in dollars (default {DEMO_BALANCE})")
     serve.add_argument("--log-level", default=_env("log_level", "info"), help="uvicorn's log level")

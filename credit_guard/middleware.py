@@ -47,6 +47,8 @@ __all__ = ["CreditGuard", "DEFAULT_ROUTES"]
 
 AccountLookup = Callable[[str], Awaitable[str | None]]
 
+#: Bodies at least this large are parsed and counted under ``large_bodies_at_once``.
+LARGE_BODY_BYTES = 1024 * 1024
 # Shapes a model of each table kind can serve.
 _SERVES = {
     "chat": {"chat", "responses", "anthropic", "completion"},
@@ -67,6 +69,12 @@ class CreditGuard:
     ``"responses"``, ``"anthropic"``), priced for POST and matched at the end of
     the normalised path (see ``routes.py`` for what fails closed);
     ``open_paths``: glob patterns below priced routes to pass unpriced.
+    ``deployments``: Azure deployment name -> the model it runs, for the routes
+    that name a deployment in the path (``/openai/deployments/{name}/...``);
+    those are priced with that model, and an unmapped deployment is refused.
+    The legacy ``/engines/{name}/...`` routes are priced with ``name``.  A
+    request target that is not a plain path (``#``, ``http://host/...``,
+    ``//host/...``, ``*``) is refused (see ``routes.py``).
 
     How a hold ends: usage the response reports is charged; a successful
     response without usage is charged for its input and the output the guard
@@ -79,15 +87,28 @@ class CreditGuard:
     store is unreachable (default: refuse with 503).  ``auto_fit`` lowers an
     unaffordable output cap to the affordable one instead of answering 402.
     ``inject_usage`` asks a chat stream's upstream for usage when the client did
-    not (and hides it from the client).
+    not (and hides it from the client).  ``bound_margin``: a body of 8 KiB or
+    more whose byte upper bound fits the caller's balance this many times over
+    is held at that bound without being counted (it admits exactly what the
+    count would; the charge still comes from the usage, or from the exact count
+    where the response reports none); 1 holds the bound whenever it fits.
+    ``large_bodies_at_once``: how many bodies of a mebibyte or more are parsed
+    and counted at the same time (each costs memory in proportion to its
+    size); the others wait for a turn.
 
     Requests to routes that are not priced: ``unpriced="pass"`` (default) hands
     them to the app untouched, as a library wrapping an app wants (health
     checks, pages); ``"authenticate"`` requires a valid key for them too;
     ``"refuse"`` also refuses every one that is not a bodiless read (``GET``,
-    ``HEAD``, ``OPTIONS``), as a gateway in front of a paid upstream wants:
-    an unpriced ``POST /v1/images/generations`` would otherwise be paid by the
-    gateway.
+    ``HEAD``, ``OPTIONS``) of a path matching ``open_reads`` (glob patterns,
+    ``*`` within a segment, ``**`` across; default: every path), as a gateway
+    in front of a paid upstream wants: an unpriced ``POST
+    /v1/images/generations`` would otherwise be paid by the gateway, and a
+    ``GET /v1/files`` would show what other callers stored under its key.
+    The policy holds for WebSocket connections too: under ``"authenticate"``
+    one without a valid key is closed before the app sees it; under
+    ``"refuse"`` every one is, unless its path matches ``open_paths``.
+    Lifespan passes through.
 
     Raises ``ValueError`` here, at construction, for any invalid setting.
     """
@@ -114,6 +135,10 @@ class CreditGuard:
         low_balance_threshold: Decimal | str | int | None = None,
         retry_after: int = 5,
         unpriced: str = "pass",
+        bound_margin: int = 10,
+        large_bodies_at_once: int = 2,
+        open_reads: tuple[str, ...] = ("/**",),
+        deployments: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         from .money import parse_amount
@@ -135,7 +160,13 @@ class CreditGuard:
         else:
             raise ValueError("accounts must be a mapping, an async callable, or None")
         self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
-        self.router = Router(self.routes, open_paths=open_paths)
+        self.deployments = dict(deployments or {})
+        for name, model in self.deployments.items():
+            try:
+                self.prices.resolve(model)
+            except ModelNotPriced as exc:
+                raise ValueError(f"deployment {name!r}: {exc}") from None
+        self.router = Router(self.routes, open_paths=open_paths, deployments=self.deployments, open_reads=open_reads)
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         if hold_ttl <= 0:
@@ -157,10 +188,18 @@ class CreditGuard:
             None if low_balance_threshold is None else parse_amount(low_balance_threshold, what="threshold")
         )
         self.retry_after = retry_after
+        if isinstance(bound_margin, bool) or not isinstance(bound_margin, int) or bound_margin < 1:
+            raise ValueError("bound_margin must be a whole number of at least 1")
+        self.bound_margin = bound_margin
         if unpriced not in ("pass", "authenticate", "refuse"):
             raise ValueError("unpriced must be 'pass', 'authenticate' or 'refuse'")
         self.unpriced = unpriced
         self.metrics = metrics or NullMetrics()
+        if large_bodies_at_once < 1:
+            raise ValueError("large_bodies_at_once must be at least 1")
+        # Parsing and counting a large body costs memory in proportion to it:
+        # at most this many at once, the rest wait their turn.
+        self._large_limiter = anyio.CapacityLimiter(large_bodies_at_once)
         self._warmed = False
 
     async def warm(self) -> None:
@@ -172,6 +211,9 @@ class CreditGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.unpriced != "pass":
+                await Exchange(self, scope, "-").websocket(receive, send)
+                return
             await self.app(scope, receive, send)
             return
         route = self.router.classify(scope)
@@ -184,7 +226,13 @@ class CreditGuard:
                 return
             await self.app(scope, receive, send)
             return
-        await Exchange(self, scope, route.kind).run(receive, send)
+        await Exchange(self, scope, route.kind, model=route.model).run(receive, send)
+
+    def limiter_for(self, size: int) -> anyio.CapacityLimiter | None:
+        """The worker-thread limiter for a body of ``size`` bytes: bodies of a
+        mebibyte or more share ``large_bodies_at_once`` threads, smaller ones
+        anyio's default pool."""
+        return self._large_limiter if size >= LARGE_BODY_BYTES else None
 
     # -- used by Exchange ---------------------------------------------------
 
@@ -193,7 +241,9 @@ class CreditGuard:
             price = self.prices.resolve(ask.model)
         except ModelNotPriced as exc:
             raise ModelNotPricedError(
-                f"The model {ask.model!r} is not priced by this gateway ({exc.reason}).", param="model"
+                f"The model {ask.model!r} is not priced by this gateway ({exc.reason}).",
+                param="model",
+                alternatives=list(exc.alternatives),
             ) from None
         if ask.kind not in _SERVES.get(price.kind, {price.kind}):
             raise InvalidRequest(

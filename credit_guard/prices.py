@@ -11,16 +11,31 @@ Two formats load:
   significant digits, which removes the binary-float noise the file carries
   (``5.0000000000000004e-08`` is ``5E-8``).
 
-Resolution (``resolve``) tries, in order: the exact name, a user alias, the name
-without a provider prefix (``openai/gpt-4o``), then the name without a date
-suffix (``gpt-4o-2024-08-06``, ``claude-3-5-sonnet-20241022``, ``gpt-4-0613``),
-and last the same case-insensitively where that is unique.  Anything else, or
-a name two entries could claim at different prices, is ``ModelNotPriced``:
-never a guess.
+Resolution (``resolve``) never lends one entry's price to another name:
+
+1. the exact name (an entry of the table always wins);
+2. a user alias, or one of the table's own aliases (the table says the two
+   names bill the same);
+3. a provider prefix naming the entry's own provider (``openai/gpt-4o``,
+   ``gemini/gemini-2.5-pro``; ``azure/...`` never falls back to OpenAI's price);
+4. a bare name that is the tail of exactly one priced provider-prefixed key
+   (``mistral-large-latest`` -> ``mistral/mistral-large-latest`` in LiteLLM's
+   map), or of several that bill the same;
+5. the same name in another case, where that is unique.
+
+Anything else is ``ModelNotPriced``, naming the closest priced names: a dated
+snapshot that is not in the table (``gpt-4o-2024-05-13`` bills twice
+``gpt-4o``) is refused, never priced as its undated alias.
+
+Beyond input and output, an entry can carry the prices the bill has: cached
+reads, cache writes (5-minute and 1-hour), context tiers (input above N
+tokens), and service tiers (``flex``, ``priority``); ``ModelPrice.rates``
+picks the ones that apply to a request.
 """
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import json
 import re
@@ -33,16 +48,46 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelPrice", "VisionRule", "TokenBound", "PriceTable", "ModelNotPriced"]
+__all__ = [
+    "ModelPrice",
+    "Rates",
+    "Tier",
+    "VisionRule",
+    "TokenBound",
+    "PriceTable",
+    "ModelNotPriced",
+    "TierNotPriced",
+    "STANDARD_TIERS",
+]
+
+#: ``service_tier`` values billed at the table's standard prices.
+STANDARD_TIERS = frozenset({"auto", "default", "standard"})
 
 
 class ModelNotPriced(LookupError):
-    """The model name resolves to no entry (or to more than one) of the table."""
+    """The model name resolves to no entry (or to more than one) of the table.
+    ``alternatives``: the closest priced names (or the candidates of an
+    ambiguous name)."""
 
-    def __init__(self, model: str, reason: str = "not in the price table") -> None:
+    def __init__(self, model: str, reason: str = "not in the price table", alternatives: Iterable[str] = ()) -> None:
+        self.alternatives = tuple(alternatives)
+        if self.alternatives and "closest" not in reason and "could be" not in reason:
+            reason = f"{reason}; closest priced: {', '.join(self.alternatives)}"
         super().__init__(f"model {model!r} is {reason}")
         self.model = model
         self.reason = reason
+
+
+class TierNotPriced(LookupError):
+    """The table has no price for this service tier (or for it at this input
+    size): the request cannot be priced as the provider bills it."""
+
+    def __init__(self, model: str, service_tier: str, above: int | None = None) -> None:
+        where = f" above {above} input tokens" if above else ""
+        super().__init__(f"the price table has no {service_tier!r} service tier price for {model}{where}")
+        self.model = model
+        self.service_tier = service_tier
+        self.above = above
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +101,12 @@ class VisionRule:
         ``base_tokens``.
       - ``"patches"`` (gpt-4.1-mini family): ``patch_size`` patches capped at
         ``max_patches``, times ``multiplier``.
-      - ``"area"`` (Claude): ``width * height / area_divisor``, capped by ``max_tokens``.
+      - ``"crop-tiles"`` (Gemini): one tile when both sides are at most
+        ``short_side``; otherwise fit within ``max_side`` square and cut into
+        square tiles of the shorter side / 1.5 (between ``tile_size / 3`` and
+        ``tile_size``); tokens = ``tile_tokens * tiles``.
+      - ``"area"`` (Claude): the larger of ``width * height / area_divisor`` and
+        the ``patch_size`` patches, capped by ``max_tokens``.
       - ``"fixed"``: every image costs ``max_tokens``.
     ``max_tokens`` is the worst case for an image of unknown size where the
     method alone has no bound.
@@ -88,8 +138,52 @@ class TokenBound:
 
 
 @dataclass(frozen=True, slots=True)
+class Tier:
+    """Prices that replace an entry's base prices: for a ``service_tier``
+    (None: standard) and/or for input above ``above`` tokens (0: from the
+    first token).  Exact dollars per token; None where the source gives none."""
+
+    service_tier: str | None
+    above: int
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """The per-token prices that apply to one request, every one known.
+
+    Where the table gives none: cached reads cost the input price, 5-minute
+    cache writes 1.25 times and 1-hour writes 2 times the input price
+    (Anthropic's published multipliers), reasoning the output price."""
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal
+    cache_write: Decimal
+    cache_write_1h: Decimal
+    reasoning_output: Decimal
+
+    @property
+    def max_output(self) -> Decimal:
+        """The dearest price an output token can have (reasoning or not)."""
+        return max(self.output, self.reasoning_output)
+
+
+_WRITE_5M = Decimal("1.25")
+_WRITE_1H = Decimal(2)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelPrice:
-    """One priced model.  Prices are exact dollars per token."""
+    """One priced model.  Prices are exact dollars per token.
+
+    ``input_price`` .. ``cache_write_1h_price`` are the standard tier's prices
+    from the first token; ``tiers`` the ones that replace them (context tiers,
+    service tiers).  ``rates`` gives the prices of one request."""
 
     name: str
     kind: str  # "chat" | "completion" | "embedding" | "responses"
@@ -105,8 +199,81 @@ class ModelPrice:
     encoding: str | None = None
     token_bound: TokenBound | None = None
     vision: VisionRule | None = None
-    #: Other per-model prices the source carries (per image, per cache write...).
+    #: Other per-model prices the source carries (per image...).
     extra: Mapping[str, Decimal] = field(default_factory=dict, compare=False)
+    cache_write_price: Decimal | None = None
+    cache_write_1h_price: Decimal | None = None
+    tiers: tuple[Tier, ...] = ()
+
+    def service_tiers(self) -> list[str]:
+        """The service tiers (beyond the standard one) the table prices."""
+        return sorted({t.service_tier for t in self.tiers if t.service_tier is not None and t.above == 0})
+
+    def rates(self, service_tier: str | None = None, input_tokens: int = 0, *, strict: bool = True) -> Rates:
+        """The prices of a request at ``service_tier`` whose input is
+        ``input_tokens`` (a context tier applies to input *above* its
+        threshold, to input and output alike).
+
+        Raises ``TierNotPriced`` where the table has no price for the service
+        tier, or (``strict``) none for it at this input size.  Not ``strict``
+        (settling usage already incurred), a missing service-tier context
+        price is the dearer of the tier's own and the standard context price.
+        """
+        tier = None if service_tier is None or service_tier in STANDARD_TIERS else service_tier
+        base = Tier(
+            None,
+            0,
+            self.input_price,
+            self.output_price,
+            self.cached_input_price,
+            self.cache_write_price,
+            self.cache_write_1h_price,
+        )
+        if tier is not None:
+            own_base = next((t for t in self.tiers if t.service_tier == tier and t.above == 0), None)
+            if own_base is None:
+                raise TierNotPriced(self.name, tier)
+            base = own_base
+        chosen = _reached(self.tiers, tier, input_tokens) or base
+        if tier is not None:
+            standard = _reached(self.tiers, None, input_tokens)
+            if standard is not None and chosen.above < standard.above:
+                if strict:
+                    raise TierNotPriced(self.name, tier, standard.above)
+                chosen = _dearer(chosen, standard)
+        reasoning = self.reasoning_output_price
+        return Rates(
+            input=chosen.input,
+            output=chosen.output,
+            cached_input=chosen.cached_input if chosen.cached_input is not None else chosen.input,
+            cache_write=chosen.cache_write if chosen.cache_write is not None else chosen.input * _WRITE_5M,
+            cache_write_1h=chosen.cache_write_1h if chosen.cache_write_1h is not None else chosen.input * _WRITE_1H,
+            reasoning_output=max(chosen.output, reasoning) if reasoning is not None else chosen.output,
+        )
+
+
+def _reached(tiers: Iterable[Tier], service_tier: str | None, input_tokens: int) -> Tier | None:
+    """The context tier of ``service_tier`` with the highest threshold the input exceeds."""
+    best = None
+    for t in tiers:
+        if t.service_tier == service_tier and 0 < t.above < input_tokens and (best is None or t.above > best.above):
+            best = t
+    return best
+
+
+def _dearer(a: Tier, b: Tier) -> Tier:
+    def most(x: Decimal | None, y: Decimal | None) -> Decimal | None:
+        return None if x is None or y is None else max(x, y)
+
+    return Tier(
+        a.service_tier,
+        max(a.above, b.above),
+        max(a.input, b.input),
+        max(a.output, b.output),
+        most(a.cached_input, b.cached_input),
+        most(a.cache_write, b.cache_write),
+        most(a.cache_write_1h, b.cache_write_1h),
+    )
 
 
 # -- loading -------------------------------------------------------------------
@@ -123,7 +290,6 @@ _LITELLM_MODES = {
     "responses": "responses",
 }
 _DATE_SUFFIX = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})|-latest)$")
-_PROVIDER_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+/")
 _CACHE_LIMIT = 4096
 
 
@@ -152,8 +318,8 @@ def _count(value: object, where: str) -> int | None:
 
 
 def _vision_rule(name: str, spec: Mapping[str, Any]) -> VisionRule:
-    if not isinstance(spec, Mapping) or spec.get("method") not in ("tiles", "patches", "area", "fixed"):
-        raise ValueError(f"vision rule {name!r}: 'method' must be tiles, patches, area or fixed")
+    if not isinstance(spec, Mapping) or spec.get("method") not in ("tiles", "crop-tiles", "patches", "area", "fixed"):
+        raise ValueError(f"vision rule {name!r}: 'method' must be tiles, crop-tiles, patches, area or fixed")
     values: dict[str, Any] = {}
     for key in (
         "base_tokens",
@@ -224,6 +390,14 @@ class PriceTable:
         for name in self._models:
             key = name.lower()
             self._folded[key] = None if key in self._folded and self._folded[key] != name else name
+        # Provider-prefixed keys by their tail (``mistral/x`` under ``x``), and
+        # every name's tail, sorted, for the closest names of a refusal.
+        self._by_tail: dict[str, list[str]] = {}
+        for name in self._models:
+            prefix, sep, tail = name.partition("/")
+            if sep and tail and tail not in self._models:
+                self._by_tail.setdefault(tail, []).append(name)
+        self._tails = sorted((name.partition("/")[2] or name).lower() + "\0" + name for name in self._models)
         self._cache: dict[str, ModelPrice | ModelNotPriced] = {}
         self._cache_lock = threading.Lock()
         self._groups: dict[tuple[str, str | None, str | None], list[ModelPrice]] = {}
@@ -310,6 +484,9 @@ class PriceTable:
                     output_price=per_token("output") or Decimal(0),
                     cached_input_price=per_token("cached_input"),
                     reasoning_output_price=per_token("reasoning_output"),
+                    cache_write_price=per_token("cache_write"),
+                    cache_write_1h_price=per_token("cache_write_1h"),
+                    tiers=_our_tiers(spec, where),
                     max_output_tokens=_count(spec.get("max_output_tokens"), f"{where}.max_output_tokens"),
                     max_input_tokens=_count(spec.get("max_input_tokens"), f"{where}.max_input_tokens"),
                     encoding=encoding,
@@ -339,11 +516,14 @@ class PriceTable:
             output_price = _clean(output, f"{where}.output_cost_per_token") if output is not None else Decimal(0)
             if kind != "embedding" and output is None:
                 continue  # a chat entry without an output price cannot bound its worst case
+            if any(key.startswith(_UNBOUNDED_OUTPUT) and _is_number(v) and v for key, v in entry.items()):
+                continue  # output billed per image, character or second: no token cap bounds it
             extra = {
                 key: _clean(value, f"{where}.{key}")
                 for key, value in entry.items()
-                if (key.endswith("_per_image") or key.startswith("cache_creation")) and _is_number(value)
+                if key.endswith("_per_image") and _is_number(value)
             }
+            base, tiers = _litellm_tiers(entry, where)
             cached = entry.get("cache_read_input_token_cost")
             reasoning = entry.get("output_cost_per_reasoning_token")
             max_output = entry.get("max_output_tokens", entry.get("max_tokens"))
@@ -363,6 +543,9 @@ class PriceTable:
                     token_bound=family.token_bound if family else None,
                     vision=family.vision if family and entry.get("supports_vision") else None,
                     extra=extra,
+                    cache_write_price=base.cache_write,
+                    cache_write_1h_price=base.cache_write_1h,
+                    tiers=tiers,
                 )
             )
         return cls(models)
@@ -413,7 +596,7 @@ class PriceTable:
                     self._cache.clear()
                 self._cache[model] = cached
         if isinstance(cached, ModelNotPriced):
-            raise ModelNotPriced(cached.model, cached.reason)
+            raise ModelNotPriced(cached.model, cached.reason, cached.alternatives)
         return cached
 
     def _resolve(self, model: str) -> ModelPrice | ModelNotPriced:
@@ -424,26 +607,179 @@ class PriceTable:
             return found
         if model in self._aliases:
             return self._models[self._aliases[model]]
-        candidates: list[str] = []
-        stripped = _PROVIDER_PREFIX.sub("", model)
-        for name in dict.fromkeys([stripped, _DATE_SUFFIX.sub("", stripped), _DATE_SUFFIX.sub("", model)]):
-            if name != model and name in self._models:
-                candidates.append(name)
-            elif name != model and name in self._aliases:
-                candidates.append(self._aliases[name])
-        if not candidates:
-            folded = self._folded.get(model.lower())
-            if folded:
-                candidates.append(folded)
-        distinct = {self._models[name] for name in candidates}
-        if len({(m.input_price, m.output_price, m.max_output_tokens) for m in distinct}) > 1:
-            return ModelNotPriced(model, f"ambiguous: it could be {' or '.join(sorted(set(candidates)))}")
-        if candidates:
-            return self._models[candidates[0]]
-        return ModelNotPriced(model, "not in the price table")
+        prefix, sep, tail = model.partition("/")
+        if sep and tail:
+            target = self._models.get(tail) or self._models.get(self._aliases.get(tail, ""))
+            if target is not None and _same_provider(prefix, target.provider):
+                return target
+        keys = self._by_tail.get(model)
+        if keys:
+            # A bare name is called at its maker's own API where the table has it.
+            own = [name for name in keys if name.partition("/")[0] in _MAKERS]
+            keys = own or keys
+            distinct = {_bill(self._models[name]) for name in keys}
+            if len(distinct) > 1:
+                return ModelNotPriced(model, f"ambiguous: it could be {' or '.join(sorted(keys))}", sorted(keys))
+            return self._models[sorted(keys)[0]]
+        folded = self._folded.get(model.lower())
+        if folded:
+            return self._models[folded]
+        if model.lower() in self._folded:
+            same = sorted(n for n in self._models if n.lower() == model.lower())
+            return ModelNotPriced(model, f"ambiguous: it could be {' or '.join(same)}", same)
+        return ModelNotPriced(model, "not in the price table", self.closest(model))
+
+    def closest(self, model: str, limit: int = 5) -> list[str]:
+        """Priced names nearest to ``model``: those sharing its longest
+        ``-``-separated stem (its date or version dropped first)."""
+        stem = _DATE_SUFFIX.sub("", model.partition("/")[2] or model).lower()
+        while stem:
+            at = bisect.bisect_left(self._tails, stem)
+            found: list[str] = []
+            while at < len(self._tails) and self._tails[at].startswith(stem) and len(found) < 64:
+                found.append(self._tails[at].split("\0", 1)[1])
+                at += 1
+            if found:
+                found.sort(key=lambda name: (len(name) - len(stem), name))
+                return found[:limit]
+            stem = stem.rpartition("-")[0]
+        return []
+
+
+def _bill(price: ModelPrice) -> tuple[object, ...]:
+    """What makes two entries bill alike."""
+    return (
+        price.kind,
+        price.input_price,
+        price.output_price,
+        price.cached_input_price,
+        price.reasoning_output_price,
+        price.cache_write_price,
+        price.cache_write_1h_price,
+        price.max_output_tokens,
+        price.tiers,
+    )
+
+
+# A provider prefix and the providers whose entries it may name.
+_PREFIX_PROVIDERS = {
+    "openai": {"openai", "text-completion-openai"},
+    "anthropic": {"anthropic"},
+    "gemini": {"google", "gemini"},
+    "google": {"google", "gemini"},
+    "mistral": {"mistral"},
+    "azure": {"azure"},
+}
+
+
+# Prefixes of the makers' own APIs (the others resell models: azure, bedrock...).
+_MAKERS = frozenset({"openai", "anthropic", "gemini", "mistral", "deepseek", "xai", "cohere", "perplexity"})
+
+
+def _same_provider(prefix: str, provider: str | None) -> bool:
+    return provider is not None and provider in _PREFIX_PROVIDERS.get(prefix.lower(), {prefix.lower()})
 
 
 _DEFAULT: PriceTable | None = None
+
+# -- tiers ---------------------------------------------------------------------
+
+_SERVICE_TIERS = ("flex", "priority")
+_TIER_FIELDS = ("input", "output", "cached_input", "cache_write", "cache_write_1h")
+# LiteLLM's keys: a dimension, then an optional context threshold, then an
+# optional service tier (``input_cost_per_token_above_200k_tokens_priority``).
+_LITELLM_KEY = re.compile(
+    r"^(?P<dim>input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
+    r"|cache_creation_input_token_cost(?:_above_1hr)?)"
+    r"(?:_above_(?P<k>\d+)k_tokens)?(?:_(?P<tier>flex|priority))?$"
+)
+_LITELLM_DIMS = {
+    "input_cost_per_token": "input",
+    "output_cost_per_token": "output",
+    "cache_read_input_token_cost": "cached_input",
+    "cache_creation_input_token_cost": "cache_write",
+    "cache_creation_input_token_cost_above_1hr": "cache_write_1h",
+}
+_UNBOUNDED_OUTPUT = (
+    "output_cost_per_image",
+    "output_cost_per_character",
+    "output_cost_per_second",
+    "output_cost_per_video",
+)
+
+
+def _litellm_tiers(entry: Mapping[str, Any], where: str) -> tuple[Tier, tuple[Tier, ...]]:
+    """An entry's standard base prices and the tiers that replace them.  A tier
+    needs both an input and an output price, or it is left out (and a request
+    for it refused)."""
+    found: dict[tuple[str | None, int], dict[str, Decimal]] = {}
+    for key, value in entry.items():
+        match = _LITELLM_KEY.match(key)
+        if match is None or not _is_number(value):
+            continue
+        above = int(match["k"]) * 1000 if match["k"] else 0
+        found.setdefault((match["tier"], above), {})[_LITELLM_DIMS[match["dim"]]] = _clean(value, f"{where}.{key}")
+    return _tiers_from(found)
+
+
+def _tiers_from(found: Mapping[tuple[str | None, int], Mapping[str, Decimal]]) -> tuple[Tier, tuple[Tier, ...]]:
+    standard = found.get((None, 0), {})
+    base = Tier(
+        None,
+        0,
+        standard.get("input", Decimal(0)),
+        standard.get("output", Decimal(0)),
+        standard.get("cached_input"),
+        standard.get("cache_write"),
+        standard.get("cache_write_1h"),
+    )
+    tiers = []
+    for (service_tier, above), values in sorted(found.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+        if (service_tier, above) == (None, 0) or "input" not in values or "output" not in values:
+            continue
+        if service_tier is not None and (service_tier, 0) not in found:
+            continue
+        tiers.append(Tier(service_tier, above, **{name: values.get(name) for name in _TIER_FIELDS}))  # type: ignore[arg-type]
+    return base, tuple(tiers)
+
+
+def _our_tiers(spec: Mapping[str, Any], where: str) -> tuple[Tier, ...]:
+    """``above`` (input tokens -> prices) and ``service_tiers`` (name -> prices,
+    with their own ``above``) of our format, per 1M tokens."""
+    found: dict[tuple[str | None, int], dict[str, Decimal]] = {}
+
+    def read(prices: object, service_tier: str | None, above: int, at: str) -> None:
+        if not isinstance(prices, Mapping):
+            raise ValueError(f"{at}: must be an object")
+        for key in prices:
+            if key not in _TIER_FIELDS and key != "above":
+                raise ValueError(f"{at}: unknown price {key!r} (one of {', '.join(_TIER_FIELDS)})")
+        values = {k: _decimal(prices[k], f"{at}.{k}") / _MILLION for k in _TIER_FIELDS if prices.get(k) is not None}
+        if "input" not in values or "output" not in values:
+            raise ValueError(f"{at}: 'input' and 'output' are required")
+        found[(service_tier, above)] = values
+
+    def read_above(spec: object, service_tier: str | None, at: str) -> None:
+        if spec is None:
+            return
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"{at}: must map input token counts to prices")
+        for threshold, prices in spec.items():
+            if not str(threshold).isdigit() or int(threshold) < 1:
+                raise ValueError(f"{at}: {threshold!r} is not a positive token count")
+            read(prices, service_tier, int(threshold), f"{at}.{threshold}")
+
+    read_above(spec.get("above"), None, f"{where}.above")
+    service = spec.get("service_tiers") or {}
+    if not isinstance(service, Mapping):
+        raise ValueError(f"{where}.service_tiers: must be an object")
+    for name, prices in service.items():
+        if name not in _SERVICE_TIERS:
+            raise ValueError(f"{where}.service_tiers: unknown tier {name!r} (one of {', '.join(_SERVICE_TIERS)})")
+        read(prices, name, 0, f"{where}.service_tiers.{name}")
+        read_above(prices.get("above"), name, f"{where}.service_tiers.{name}.above")
+    found[(None, 0)] = {"input": Decimal(0), "output": Decimal(0)}
+    return _tiers_from(found)[1]
 
 
 def _bundled_text() -> bytes:

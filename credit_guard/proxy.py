@@ -2,12 +2,26 @@
 
 ``create_proxy(upstream)`` forwards every request to ``upstream`` + path, and
 streams the answer back chunk by chunk as it arrives: nothing is buffered.
+
+The path forwarded is the one the guard priced: ``routes.target_segments`` of
+the request, re-encoded, below the upstream URL's own path; a target that is
+not a plain path gets a 400, and a URL whose scheme, host or port is not the
+upstream's is never requested (400), so no request target can send the
+upstream key elsewhere.
+
 The caller's key is for the gateway, never for the upstream: ``Authorization``
 and ``x-api-key`` are dropped and, where ``api_key`` is given, replaced by the
 upstream's own key.  Upstream answers pass through with their status and body
-(a 429 or a 500 reaches the client as the upstream wrote it); an upstream that
-cannot be reached gets a 502, and one that times out a 504, in the error
+(a 429 or a 500 reaches the client as the upstream wrote it), except where they
+concern the gateway's own upstream account: a 401, 402 or 403 becomes a 502
+``UPSTREAM_REJECTED`` (the upstream body, which may show that account's
+figures, is not passed on), and the upstream's own ``X-Credits-*``,
+``X-Credit-Guard-*``, ``Date`` and ``Server`` headers are dropped.  An upstream
+that cannot be reached gets a 502, and one that times out a 504, in the error
 envelope.
+
+``GATEWAY_OPEN_READS`` and ``gateway_policy`` are the guard settings every
+deployment of this proxy uses (``credit-guard serve`` and the examples).
 
 Responses are asked for uncompressed (``Accept-Encoding: identity``) so the
 guard in front can read their usage.
@@ -15,13 +29,30 @@ guard in front can read their usage.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-import orjson
 
-__all__ = ["create_proxy", "Proxy"]
+from .errors import CreditGuardError, error_body, error_headers, request_id_from
+from .routes import BadTarget, target_segments
+
+__all__ = ["create_proxy", "gateway_policy", "GATEWAY_OPEN_READS", "Proxy", "UpstreamRejected"]
+
+#: The bodiless reads a gateway forwards with its own upstream key: the model
+#: list and one model.  Others (``GET /v1/chat/completions`` lists stored
+#: completions, ``/v1/files``, ``/v1/batches``, ``/v1/responses/{id}``) would
+#: show one caller what another stored under the same upstream account.
+GATEWAY_OPEN_READS: tuple[str, ...] = ("/v1/models", "/v1/models/*", "/models", "/models/*")
+
+
+def gateway_policy(allow_read: Iterable[str] = ()) -> dict[str, Any]:
+    """The ``CreditGuard`` options for a guard in front of this proxy: nothing
+    anonymous and nothing unpriced reaches the upstream, and of bodiless reads
+    only ``GATEWAY_OPEN_READS`` and ``allow_read`` (glob patterns)."""
+    return {"unpriced": "refuse", "open_reads": GATEWAY_OPEN_READS + tuple(allow_read)}
+
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,6 +76,32 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _GATEWAY_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"api-key"})
+# Response headers that are the guard's (or the server's) to write, not the upstream's.
+_UPSTREAM_OWN = frozenset({b"date", b"server"})
+_UPSTREAM_OWN_PREFIXES = (b"x-credits-", b"x-credit-guard-")
+# Upstream statuses about the gateway's own upstream account, not the caller.
+_REJECTED = frozenset({401, 402, 403})
+# Path segments are re-encoded with these left as they are (RFC 3986 pchar).
+_SEGMENT_SAFE = "!$&'()*+,=:@~"
+
+
+class UpstreamError(CreditGuardError):
+    status = 502
+    type = "upstream_error"
+    code = "UPSTREAM_ERROR"
+
+
+class UpstreamTimeout(CreditGuardError):
+    status = 504
+    type = "upstream_timeout"
+    code = "UPSTREAM_TIMEOUT"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the gateway's own credentials or account (401, 402,
+    403): the gateway's problem, not the caller's balance."""
+
+    code = "UPSTREAM_REJECTED"
 
 
 class Proxy:
@@ -63,6 +120,11 @@ class Proxy:
         if not upstream.startswith(("http://", "https://")):
             raise ValueError(f"the upstream must be an http:// or https:// URL, not {upstream!r}")
         self.upstream = upstream.rstrip("/")
+        self._base = httpx.URL(self.upstream)
+        if not self._base.host or self._base.query or self._base.fragment or self._base.userinfo:
+            raise ValueError(f"the upstream must be a plain http(s)://host[:port][/path] URL, not {upstream!r}")
+        # Its own path (e.g. /v1) names the API root.
+        self._base_segments = tuple(segment for segment in self._base.path.split("/") if segment)
         self.api_key = api_key
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._transport = transport
@@ -88,6 +150,11 @@ class Proxy:
             return
         if scope["type"] != "http":
             return
+        try:
+            url = self.url_for(scope)
+        except CreditGuardError as error:
+            await _error(send, scope, error)
+            return
         body = bytearray()
         while True:
             message = await receive()
@@ -96,11 +163,6 @@ class Proxy:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        path = scope.get("raw_path") or scope["path"].encode()
-        # The upstream URL's own path (e.g. /v1) is already in the client's path.
-        url = self.upstream + _base_relative(self.upstream, path.decode("latin-1"))
-        if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("latin-1")
         headers = [
             (k, v)
             for k, v in scope.get("headers", ())
@@ -114,17 +176,26 @@ class Proxy:
         try:
             response = await client.send(request, stream=True)
         except httpx.TimeoutException:
-            await _error(send, 504, "upstream_timeout", "The upstream did not answer in time.")
+            await _error(send, scope, UpstreamTimeout("The upstream did not answer in time."))
             return
         except httpx.HTTPError as exc:
-            await _error(send, 502, "upstream_error", f"The upstream could not be reached: {type(exc).__name__}.")
+            await _error(send, scope, UpstreamError(f"The upstream could not be reached: {type(exc).__name__}."))
+            return
+        if response.status_code in _REJECTED:
+            # Its body describes the gateway's upstream account: not passed on.
+            await response.aclose()
+            text = (
+                f"The upstream refused this gateway's own credentials or account (HTTP {response.status_code})."
+                " This is not about your balance; nothing was charged. Tell the gateway's operator."
+            )
+            await _error(send, scope, UpstreamRejected(text))
             return
         try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP],
+                    "headers": [(k, v) for k, v in response.headers.raw if _passes(k.lower())],
                 }
             )
             try:
@@ -138,6 +209,26 @@ class Proxy:
         finally:
             await response.aclose()
 
+    def url_for(self, scope: Scope) -> httpx.URL:
+        """The upstream URL of a request: the upstream's base, then the path
+        segments the guard priced (``/v1/chat/completions`` against an upstream
+        ending in ``/v1`` is ``/v1/chat/completions``, not ``/v1/v1/...``),
+        then the query as sent.  Raises ``BadTarget`` for a target that is not
+        a plain path or for a URL that would leave the upstream's scheme, host
+        or port."""
+        segments = target_segments(scope)
+        base = self._base_segments
+        if base and tuple(s.lower() for s in segments[: len(base)]) == tuple(s.lower() for s in base):
+            segments = segments[len(base) :]
+        path = "/" + "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in (*base, *segments))
+        raw = path.encode("ascii")
+        if scope.get("query_string"):
+            raw += b"?" + scope["query_string"]
+        url = self._base.copy_with(raw_path=raw)
+        if (url.scheme, url.host, url.port) != (self._base.scheme, self._base.host, self._base.port):
+            raise BadTarget("The request target would leave the upstream; it is refused.", param="path")
+        return url
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -149,24 +240,18 @@ class Proxy:
                 return
 
 
-def _base_relative(upstream: str, path: str) -> str:
-    """``/v1/chat/completions`` against an upstream ending in ``/v1`` is
-    ``/chat/completions``: the upstream URL names the API root."""
-    base_path = httpx.URL(upstream).path.rstrip("/")
-    if base_path and path.startswith(base_path + "/"):
-        return path[len(base_path) :]
-    return path
+def _passes(name: bytes) -> bool:
+    return name not in _HOP_BY_HOP and name not in _UPSTREAM_OWN and not name.startswith(_UPSTREAM_OWN_PREFIXES)
 
 
-async def _error(send: Send, status: int, kind: str, message: str) -> None:
-    body = orjson.dumps({"error": {"type": kind, "code": kind.upper(), "status": status, "message": message}})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
+async def _error(send: Send, scope: Scope, error: CreditGuardError) -> None:
+    state = scope.get("state") or {}
+    request_id = state.get("credit_guard_request_id") or request_id_from(
+        next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
     )
+    body = error_body(error, request_id)
+    headers = error_headers(error, request_id, body)
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

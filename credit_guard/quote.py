@@ -1,12 +1,22 @@
-"""The worst-case quote of a request, the affordable ``max_tokens``, and the 402.
+"""The worst-case quote of a request, the affordable ``max_tokens``, the 402,
+and the actual cost of reported usage.
 
     required = input_cost + max_output_cost
-    input_cost = input_price * input_tokens
+    input_cost = input_price * input_tokens   (+ cache writes, below)
     max_output_cost = output_price * max_output_tokens * n
 
 ``max_output_tokens`` is the request's own cap (``max_completion_tokens`` /
 ``max_tokens`` / ``max_output_tokens``), the model's maximum output where the
 request sets none, and never more than that maximum (no more can be produced).
+
+The prices are the ones the provider bills this request at
+(``ModelPrice.rates``): the requested ``service_tier``'s (refused where the
+table has none), and the context tier the input reaches (for input and
+output alike).  A request that marks any ``cache_control`` may write all of
+its input to the cache: the hold prices the input at the cache-write price of
+the longest TTL it asks for.  The settle (``actual_cost``) charges what the
+usage reports: cached reads, 5-minute and 1-hour writes, reasoning, at the
+tier the reported input reached.
 """
 
 from __future__ import annotations
@@ -18,12 +28,14 @@ from typing import Any
 
 from .errors import InsufficientCredits, InvalidRequest
 from .money import display
-from .prices import ModelPrice
+from .prices import STANDARD_TIERS, ModelPrice, Rates, TierNotPriced
 from .shapes import Ask
+from .usage import Usage
 
 __all__ = [
     "Quote",
     "Suggestions",
+    "actual_cost",
     "affordable_max_tokens",
     "cheapest_alternative",
     "insufficient_credits",
@@ -49,6 +61,9 @@ class Quote:
     choices: int
     input_cost: Decimal
     max_output_cost: Decimal
+    rates: Rates | None = None  # the prices applied (None: the entry's base prices)
+    service_tier: str | None = None  # as the request asked
+    cache_ttl: str | None = None  # the longest cache write the request may cause
 
     @property
     def max_cost(self) -> Decimal:
@@ -56,7 +71,8 @@ class Quote:
 
     @property
     def output_price(self) -> Decimal:
-        return _output_price(self.price)
+        rates = self.rates or self.price.rates()
+        return rates.max_output
 
     def as_json(self) -> dict[str, Any]:
         """The quote as ``credit-guard quote`` prints it (amounts as Decimal)."""
@@ -74,22 +90,34 @@ class Quote:
         }
 
 
-def _output_price(price: ModelPrice) -> Decimal:
-    # Reasoning tokens bill as output and count against the same cap; where the
-    # table prices them apart, the dearer of the two bounds the worst case.
-    if price.reasoning_output_price is not None and price.reasoning_output_price > price.output_price:
-        return price.reasoning_output_price
-    return price.output_price
+def request_rates(ask: Ask, price: ModelPrice, input_tokens: int) -> Rates:
+    """The prices ``ask`` is billed at with this input.  Raises
+    ``InvalidRequest`` (param ``service_tier``) for a service tier the table
+    does not price."""
+    try:
+        return price.rates(ask.service_tier, input_tokens)
+    except TierNotPriced as exc:
+        offered = ", ".join(price.service_tiers()) or "none"
+        raise InvalidRequest(
+            f"'service_tier' {ask.service_tier!r} cannot be priced: {exc} (priced tiers beyond the "
+            f"standard one: {offered}).",
+            param="service_tier",
+        ) from None
 
 
 def make_quote(ask: Ask, price: ModelPrice, input_tokens: int, input_exact: bool = True) -> Quote:
     """Price ``ask``'s worst case.
 
     Raises ``InvalidRequest`` when the request sets no output cap and the
-    table knows no maximum output for the model (the worst case is unbounded).
+    table knows no maximum output for the model (the worst case is unbounded),
+    or asks for a service tier the table does not price (param ``service_tier``).
     """
+    rates = request_rates(ask, price, input_tokens)
     output_param = ask.output_param or _default_output_param(ask.kind)
     requested = ask.output_tokens
+    if requested is None and price.kind == ask.kind:
+        # The endpoint's own default cap binds only its own kind of model.
+        requested = ask.default_output_tokens
     model_max = price.max_output_tokens
     if ask.kind == "embedding":
         max_out, source = 0, "request"
@@ -105,8 +133,13 @@ def make_quote(ask: Ask, price: ModelPrice, input_tokens: int, input_exact: bool
         max_out, source = model_max, "capped"
     else:
         max_out, source = requested, "request"
-    input_cost = price.input_price * input_tokens
-    max_output_cost = _output_price(price) * max_out * ask.choices
+    # Reasoning tokens bill as output and count against the same cap; where the
+    # table prices them apart, the dearer of the two bounds the worst case.
+    max_output_cost = rates.max_output * max_out * ask.choices
+    input_cost = rates.input * input_tokens
+    if ask.cache_ttl is not None:
+        # Any marked prefix may be written; the whole input bounds them all.
+        input_cost = (rates.cache_write_1h if ask.cache_ttl == "1h" else rates.cache_write) * input_tokens
     return Quote(
         model=ask.model,
         price=price,
@@ -120,6 +153,47 @@ def make_quote(ask: Ask, price: ModelPrice, input_tokens: int, input_exact: bool
         choices=ask.choices,
         input_cost=input_cost,
         max_output_cost=max_output_cost,
+        rates=rates,
+        service_tier=ask.service_tier,
+        cache_ttl=ask.cache_ttl,
+    )
+
+
+def actual_cost(quote: Quote, usage: Usage) -> Decimal:
+    """The cost of reported usage, exact: at the service tier the response
+    says it was served at where the table prices it (the requested one
+    otherwise) and the context tier the reported input reached; cached reads at the cached price,
+    cache writes at the 5-minute or 1-hour write price (all at the 1-hour one
+    where the request asked for it and the usage does not split them),
+    reasoning output at the reasoning price.  Where the request asked for
+    caching and the usage does not say what was written (or the guard counted
+    the usage itself), all uncached input is charged as written.  Counts that overlap impossibly
+    are clipped so that no token is billed twice or below another's price."""
+    price = quote.price
+    tier = quote.service_tier
+    served = usage.service_tier
+    if served is not None and (served in STANDARD_TIERS or served in price.service_tiers()):
+        # The tier the provider says it served (and bills) the request at.
+        tier = served
+    rates = price.rates(tier, usage.input_tokens, strict=False)
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    writes = min(usage.cache_write_tokens, usage.input_tokens - cached)
+    if quote.cache_ttl is not None and not usage.cache_reported:
+        # Caching was asked for and the response does not say what it wrote:
+        # all the input not read from the cache may have been.
+        writes = usage.input_tokens - cached
+    if usage.cache_write_1h_tokens or usage.cache_write_5m_tokens:
+        long_writes = min(usage.cache_write_1h_tokens, writes)
+    else:
+        long_writes = writes if quote.cache_ttl == "1h" else 0
+    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
+    return (
+        rates.input * (usage.input_tokens - cached - writes)
+        + rates.cached_input * cached
+        + rates.cache_write * (writes - long_writes)
+        + rates.cache_write_1h * long_writes
+        + rates.output * (usage.output_tokens - reasoning)
+        + rates.reasoning_output * reasoning
     )
 
 
@@ -274,7 +348,20 @@ def _basis(quote: Quote) -> str:
         basis = f"{param}={quote.max_output_tokens}"
     if quote.choices > 1:
         basis += f" and n={quote.choices}"
-    return "based on " + basis
+    return "based on " + basis + "".join(f", {note}" for note in _price_notes(quote))
+
+
+def _price_notes(quote: Quote) -> list[str]:
+    """What the prices of this quote are, where they are not the base ones."""
+    notes = []
+    if quote.service_tier is not None and quote.service_tier not in STANDARD_TIERS:
+        notes.append(f"at the {quote.service_tier} service tier's prices")
+    reached = [t.above for t in quote.price.tiers if 0 < t.above < quote.input_tokens]
+    if reached:
+        notes.append(f"at the prices of input above {max(reached)} tokens")
+    if quote.cache_ttl is not None:
+        notes.append(f"with all input priced as a {quote.cache_ttl} prompt-cache write (cache_control)")
+    return notes
 
 
 def cheapest_alternative(

@@ -19,7 +19,7 @@ import anyio.to_thread
 from . import tokens
 from ._asgi import Message, Receive, Scope, Send
 from .prices import ModelPrice
-from .quote import Quote
+from .quote import Quote, actual_cost
 from .shapes import Ask
 from .stores.base import Hold, StoreUnavailable
 from .usage import Usage, UsageTap
@@ -48,6 +48,7 @@ class Settlement:
         self._fit_header = exchange.fit_header
         # The quote's input is the byte upper bound, not the exact count.
         self._bounded = exchange.bounded
+        self._size = exchange.size
 
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
@@ -114,12 +115,13 @@ class Settlement:
             input_tokens = quote.input_tokens
             if self._bounded:
                 # The hold used the byte bound; the charge uses the exact count.
-                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price)).tokens
+                limiter = guard.limiter_for(self._size)
+                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)).tokens
             usage = Usage(input_tokens=input_tokens, output_tokens=output)
         policy = guard.on_abort if aborted else guard.on_app_error
         charge: Decimal | None = None
         if usage is not None:
-            charge = actual_cost(price, usage)
+            charge = actual_cost(quote, usage)
         elif (failed is not None or tap.status >= 400) and policy == "charge_input":
             charge = quote.input_cost
         settlement = None
@@ -162,21 +164,6 @@ class Settlement:
                 hold.amount,
                 settlement.charged,
             )
-
-
-def actual_cost(price: ModelPrice, usage: Usage) -> Decimal:
-    """The cost of reported usage: cached input at the cached price where the
-    table has one, reasoning output at the reasoning price where it has one."""
-    cached = min(usage.cached_tokens, usage.input_tokens)
-    cached_price = price.cached_input_price if price.cached_input_price is not None else price.input_price
-    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-    reasoning_price = price.reasoning_output_price if price.reasoning_output_price is not None else price.output_price
-    return (
-        price.input_price * (usage.input_tokens - cached)
-        + cached_price * cached
-        + price.output_price * (usage.output_tokens - reasoning)
-        + reasoning_price * reasoning
-    )
 
 
 async def _count_output(texts: list[str], price: ModelPrice) -> int:

@@ -20,6 +20,13 @@ completions, embeddings) and otherwise an upper bound the bill cannot exceed
   plus ``margin`` and ``PART_MARGIN`` tokens per message for framing;
 - images of unknown size: the worst case of the model family's rule;
 - renderings the provider does not publish: whatever ``shapes`` marked inexact.
+
+Two providers add to that: Anthropic bills a tool-use system prompt whenever
+``tools`` is non-empty (``_anthropic``, by the resolved model and
+``tool_choice``); Mistral models are counted with Mistral's own tokenizer where
+the optional ``mistral-common`` is installed (``_mistral``: exact where checked
+against the API's figures), and otherwise by the byte bound with the tool
+definitions added as the JSON text Mistral's template writes.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import threading
 from collections.abc import Iterable
 from importlib import resources
@@ -34,6 +42,7 @@ from typing import NamedTuple
 
 import tiktoken
 
+from . import _anthropic, _mistral
 from .prices import ModelPrice, VisionRule
 from .shapes import Ask, ImageRef
 
@@ -43,6 +52,8 @@ __all__ = [
     "count_input",
     "count_output",
     "count_text",
+    "CountCache",
+    "COUNT_CACHE",
     "encoding_for",
     "get_encoding",
     "image_tokens",
@@ -200,12 +211,100 @@ _SHORT_LEN = 32
 _SHORT_KEPT = 8192
 
 
+class CountCache:
+    """Token counts of longer texts, keyed by a digest of the text and the
+    encoding's name: a system prompt, a tool block or an earlier turn of a
+    conversation is resent with every request and counted once.
+
+    Memory is capped by ``entries`` whatever the texts' sizes (an entry is a
+    16-byte digest and an int, about 150 bytes with the dict's overhead), so a
+    caller who sends a stream of distinct texts only evicts older entries
+    (oldest first): it cannot grow the cache, and it gains nothing, since
+    every text it sends is still counted once.  A 128-bit BLAKE2b digest makes
+    a collision (two texts sharing a count) infeasible to find.  Texts shorter
+    than ``min_chars`` are cheaper to count than to digest and are not kept.
+    Safe to use from several threads (the GIL makes each dict step atomic; a
+    race at worst counts a text twice).
+    """
+
+    def __init__(self, entries: int = 65_536, *, min_chars: int = 32) -> None:
+        if entries < 1:
+            raise ValueError("entries must be positive")
+        self.entries = entries
+        self.min_chars = min_chars
+        self.hits = 0
+        self.misses = 0
+        self._counts: dict[bytes, int] = {}
+
+    def count(self, encoding: tiktoken.Encoding, text: str) -> int:
+        """Tokens of ``text`` under ``encoding``, counted at most once while kept."""
+        if len(text) < self.min_chars:
+            return len(encoding.encode_ordinary(text))
+        hasher = hashlib.blake2b(encoding.name.encode(), digest_size=16)
+        hasher.update(b"\0")
+        hasher.update(text.encode("utf-8", "surrogatepass"))
+        key = hasher.digest()
+        counts = self._counts
+        found = counts.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        found = len(encoding.encode_ordinary(text))
+        if len(counts) >= self.entries:
+            # Oldest first: dicts keep insertion order.
+            try:
+                del counts[next(iter(counts))]
+            except (StopIteration, KeyError, RuntimeError):  # another thread got there first
+                pass
+        counts[key] = found
+        return found
+
+    def clear(self) -> None:
+        self._counts.clear()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+#: The process-wide cache ``count_text`` uses for texts longer than a few words.
+COUNT_CACHE = CountCache()
+
+
 def count_text(encoding: tiktoken.Encoding, text: str) -> int:
-    """Tokens of ``text`` as ordinary text (special-token text included)."""
+    """Tokens of ``text`` as ordinary text (special-token text included); for a
+    text holding a very long run without whitespace, its UTF-8 bytes, a bound
+    (see ``_count_text``)."""
+    return _count_text(encoding, text)[0]
+
+
+# A run this long without whitespace is one BPE piece, or close to it, and
+# tiktoken's merge is quadratic in a piece's length: a megabyte of one letter
+# takes a second and hundreds of megabytes to encode.  A text holding an
+# aligned window of this many characters with no whitespace (every run of
+# twice the window holds one) is bounded by its UTF-8 bytes instead, since a
+# byte-level BPE token holds at least one byte.
+_RUN_WINDOW = 32 * 1024
+_SPACE = re.compile(r"\s")
+
+
+def _has_long_run(text: str) -> bool:
+    for start in range(0, len(text) - _RUN_WINDOW + 1, _RUN_WINDOW):
+        if _SPACE.search(text, start, start + _RUN_WINDOW) is None:
+            return True
+    return False
+
+
+def _count_text(encoding: tiktoken.Encoding, text: str) -> tuple[int, bool]:
+    """``(tokens, exact)`` of ``text``: exact, or its UTF-8 bytes where a long
+    run without whitespace would make the exact count cost quadratic time."""
     if not text:
-        return 0
+        return 0, True
     if len(text) > _SHORT_LEN:
-        return len(encoding.encode_ordinary(text))
+        if len(text) >= _RUN_WINDOW and _has_long_run(text):
+            return len(text.encode("utf-8", "surrogatepass")), False
+        return COUNT_CACHE.count(encoding, text), True
     cache = _SHORT.setdefault(encoding.name, {})
     count = cache.get(text)
     if count is None:
@@ -213,7 +312,7 @@ def count_text(encoding: tiktoken.Encoding, text: str) -> int:
         if len(cache) >= _SHORT_KEPT:
             cache.clear()
         cache[text] = count
-    return count
+    return count, True
 
 
 def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
@@ -227,19 +326,49 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
     images_exact = all(image.width is not None or image.detail == "low" for image in ask.images)
     encoding = encoding_for(price)
     if encoding is None:
+        mistral = _is_mistral(ask, price)
+        if mistral:
+            _mistral.check(ask.source)
+        if mistral and not ask.images:
+            counted = _mistral.count_chat(ask.source, price.name)
+            if counted is not None:
+                # Fields Mistral's renderer does not know, as the JSON text an
+                # upstream that renders them receives.
+                unknown = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.unknown)
+                return TokenCount(counted.tokens + unknown, counted.exact and not ask.unknown)
         bound = price.token_bound
+        texts = _bounded_texts(ask)
         if bound is not None and bound.o200k_ratio is not None:
             o200k = get_encoding("o200k_base")
-            o200k_tokens = sum(count_text(o200k, t) for t in ask.texts)
+            o200k_tokens = sum(count_text(o200k, t) for t in texts)
             tokens = math.ceil(o200k_tokens * bound.o200k_ratio)
         else:
-            tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.texts)
+            tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         margin = bound.margin if bound is not None else 0
+        margin += _mistral.tools_json_bytes(ask.source) if mistral else 0
+        margin += _provider_prompt(ask, price)
         return TokenCount(tokens + ask.fixed_tokens + margin + PART_MARGIN * ask.parts + images, False)
-    tokens = ask.fixed_tokens + images
+    tokens = ask.fixed_tokens + images + _provider_prompt(ask, price) - dict(ask.savings).get(encoding.name, 0)
+    verified = ask.exact_on is None or encoding.name in ask.exact_on
+    exact = ask.exact and images_exact and verified
     for text in ask.texts:
-        tokens += count_text(encoding, text)
-    return TokenCount(tokens, ask.exact and images_exact)
+        count, known = _count_text(encoding, text)
+        tokens += count
+        exact = exact and known
+    return TokenCount(tokens, exact)
+
+
+def _provider_prompt(ask: Ask, price: ModelPrice) -> int:
+    """Tokens the provider adds to the prompt on its own: Anthropic's tool-use
+    system prompt (``ask.tool_choice`` is set only where tools are given)."""
+    if ask.tool_choice is None:
+        return 0
+    return _anthropic.tool_prompt_tokens(price.name, ask.tool_choice)
+
+
+def _is_mistral(ask: Ask, price: ModelPrice) -> bool:
+    """A chat body for a model Mistral bills (``provider`` "mistral")."""
+    return ask.source is not None and isinstance(ask.source, dict) and price.provider == "mistral"
 
 
 def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
@@ -247,14 +376,17 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     (no encoding).  ``low`` uses the longest token of the encoding (a token holds
     at most that many bytes); ``high`` that a token holds at least one byte."""
     images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images)
-    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.texts)
     name = encoding_name(price)
+    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in (ask.texts if name else _bounded_texts(ask)))
     if name is None:
         exact = count_input(ask, price) if price.token_bound and price.token_bound.o200k_ratio else None
         if exact is not None:
             return exact.tokens, exact.tokens
-        high = total + ask.fixed_tokens + PART_MARGIN * ask.parts + images
+        high = total + ask.fixed_tokens + PART_MARGIN * ask.parts + images + _provider_prompt(ask, price)
         high += price.token_bound.margin if price.token_bound else 0
+        if _is_mistral(ask, price):
+            # Mistral's tokenizer may count fewer: no floor but the images.
+            return images, high + _mistral.tools_json_bytes(ask.source)
         return high, high
     get_encoding(name)
     longest = _longest[name]
@@ -264,7 +396,15 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
         image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
         for image in ask.images
     )
-    return low + ask.fixed_tokens + known_images, total + ask.fixed_tokens + images
+    prompt = _provider_prompt(ask, price)
+    saved = max((n for _, n in ask.savings), default=0)
+    return low + ask.fixed_tokens - saved + known_images + prompt, total + ask.fixed_tokens + images + prompt
+
+
+def _bounded_texts(ask: Ask) -> tuple[str, ...]:
+    # What a model without a public tokenizer receives (tool definitions as
+    # JSON, not as the rendering OpenAI's models see).
+    return ask.texts if ask.bound_texts is None else ask.bound_texts
 
 
 def count_output(texts: Iterable[str], price: ModelPrice) -> int:
@@ -331,6 +471,43 @@ def image_tokens(rule: VisionRule | None, image: ImageRef, model: str = "") -> i
                 raise InvalidRequest(f"The image rule for {model!r} has no worst case.", param="messages")
             return cap
         assert width is not None and height is not None
-        tokens = math.ceil(width * height / rule.area_divisor)
+        # Anthropic states both width * height / 750 and one token per 28 px
+        # patch (rounded up per side, so more for small images): the larger.
+        # The image is not scaled down first, which only counts more; the cap
+        # is the most a scaled image costs.
+        patches = math.ceil(width / rule.patch_size) * math.ceil(height / rule.patch_size)
+        tokens = max(math.ceil(width * height / rule.area_divisor), patches)
         return min(tokens, cap) if cap is not None else tokens
+    if rule.method == "crop-tiles":
+        return _crop_tiles(rule, width, height) if known else _crop_tiles_worst(rule)
     raise InvalidRequest(f"Unknown image rule {rule.method!r} for {model!r}.", param="messages")
+
+
+def _crop_tiles(rule: VisionRule, width: int | None, height: int | None) -> int:
+    """Gemini's rule (Google's docs): an image with both sides at most
+    ``short_side`` costs one tile; a larger one is first fitted within
+    ``max_side`` square, then cut into square tiles whose side is its shorter
+    side / 1.5, kept between ``tile_size / 3`` and ``tile_size``; each tile
+    costs ``tile_tokens``.  A scaled image keeps its fractional sides and the
+    tile side is rounded down, so however the provider rounds, the count is
+    never below its own."""
+    assert width is not None and height is not None
+    if width <= rule.short_side and height <= rule.short_side:
+        return rule.tile_tokens
+    w, h = float(width), float(height)
+    if max(w, h) > rule.max_side:
+        scale = rule.max_side / max(w, h)
+        w, h = w * scale, h * scale
+    tile = max(rule.tile_size // 3, min(rule.tile_size, math.floor(min(w, h) / 1.5)))
+    return rule.tile_tokens * math.ceil(w / tile - 1e-9) * math.ceil(h / tile - 1e-9)
+
+
+def _crop_tiles_worst(rule: VisionRule) -> int:
+    """The most tiles any image can cost under ``_crop_tiles``: the shorter side
+    just above ``short_side`` (the smallest tiles) and the longer at ``max_side``."""
+    short = rule.short_side + 1
+    return max(
+        _crop_tiles(rule, short, rule.max_side),
+        _crop_tiles(rule, rule.max_side, rule.max_side),
+        _crop_tiles(rule, math.ceil(rule.tile_size * 1.5), rule.max_side),
+    )

@@ -35,13 +35,21 @@ class Usage:
     """Tokens a response reports (or that were counted).  ``cached_tokens`` is the
     part of ``input_tokens`` read from a prompt cache; ``reasoning_tokens`` the
     part of ``output_tokens`` spent on reasoning; ``cache_write_tokens`` input
-    written to a cache (Anthropic)."""
+    written to a cache (Anthropic), of which ``cache_write_5m_tokens`` and
+    ``cache_write_1h_tokens`` as the response splits them by TTL (both 0
+    where it does not).  ``cache_reported`` is True where the response said
+    how much it wrote to the cache (even none); ``service_tier`` the tier the
+    response says it was served at."""
 
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_reported: bool = False
+    service_tier: str | None = None
 
 
 def _int(value: object) -> int:
@@ -61,12 +69,22 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
         usage = obj["message"].get("usage")
     if not isinstance(usage, dict):
         return None
+    tier = usage.get("service_tier", obj.get("service_tier"))
+    if kind == "responses" and isinstance(obj.get("response"), dict):
+        tier = obj["response"].get("service_tier", tier)
+    tier = tier if isinstance(tier, str) else None
     if kind in ("responses", "anthropic") or "input_tokens" in usage:
         cached = usage.get("input_tokens_details") or {}
         out_details = usage.get("output_tokens_details") or {}
         input_tokens = _int(usage.get("input_tokens"))
         cache_read = _int(usage.get("cache_read_input_tokens"))
         cache_write = _int(usage.get("cache_creation_input_tokens"))
+        split = usage.get("cache_creation")
+        split = split if isinstance(split, dict) else {}
+        write_5m = _int(split.get("ephemeral_5m_input_tokens"))
+        write_1h = _int(split.get("ephemeral_1h_input_tokens"))
+        # A split larger than the total is believed over the total.
+        cache_write = max(cache_write, write_5m + write_1h)
         if kind == "anthropic":
             # Anthropic reports cache reads and writes beside input_tokens.
             return Usage(
@@ -74,19 +92,34 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
                 output_tokens=_int(usage.get("output_tokens")),
                 cached_tokens=cache_read,
                 cache_write_tokens=cache_write,
+                cache_write_5m_tokens=write_5m,
+                cache_write_1h_tokens=write_1h,
+                cache_reported="cache_creation_input_tokens" in usage or bool(split),
+                service_tier=tier,
             )
         return Usage(
             input_tokens=input_tokens,
             output_tokens=_int(usage.get("output_tokens")),
             cached_tokens=_int(cached.get("cached_tokens")) if isinstance(cached, dict) else 0,
             reasoning_tokens=_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0,
+            service_tier=tier,
         )
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
+    prompt = _int(usage.get("prompt_tokens"))
+    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    # Gateways in front of Anthropic report its cache writes here, within
+    # prompt_tokens; writes that cannot fit in it were reported beside it.
+    writes = _int(usage.get("cache_creation_input_tokens"))
+    if writes > prompt - min(cached, prompt):
+        prompt += writes
     return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
+        input_tokens=prompt,
         output_tokens=_int(usage.get("completion_tokens")),
-        cached_tokens=_int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
+        cache_write_tokens=writes,
+        cache_reported="cache_creation_input_tokens" in usage,
+        service_tier=tier,
+        cached_tokens=cached,
         reasoning_tokens=(
             _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
         ),
@@ -301,6 +334,10 @@ class UsageTap:
                     output_tokens=out,
                     cached_tokens=base.cached_tokens,
                     cache_write_tokens=base.cache_write_tokens,
+                    cache_write_5m_tokens=base.cache_write_5m_tokens,
+                    cache_write_1h_tokens=base.cache_write_1h_tokens,
+                    cache_reported=base.cache_reported,
+                    service_tier=base.service_tier,
                 )
             return None
         if self.kind == "responses":

@@ -50,6 +50,7 @@ os.environ.setdefault("CONFIG_FILE_PATH", str(config_path))
 from litellm.proxy.proxy_server import app as litellm_app  # noqa: E402
 
 from credit_guard import CreditGuard, PriceTable  # noqa: E402
+from credit_guard.proxy import gateway_policy  # noqa: E402
 from credit_guard.stores import SQLiteStore  # noqa: E402
 
 
@@ -70,6 +71,7 @@ app = CreditGuard(
     with_litellm_key(litellm_app, LITELLM_KEY),
     prices=PriceTable.default(),
     store=SQLiteStore("litellm_credits.db"),
+    **gateway_policy(),
 )
 
 

@@ -20,7 +20,7 @@ import os
 from decimal import Decimal
 
 from credit_guard import CreditGuard, PriceTable, open_store
-from credit_guard.proxy import create_proxy
+from credit_guard.proxy import create_proxy, gateway_policy
 
 ACCOUNT, KEY, BALANCE = "team", "sk-example-proxy-1", Decimal("1.00")
 
@@ -32,6 +32,7 @@ app = CreditGuard(
     prices=PriceTable.default(),
     store=open_store(store_url),
     billing_url=os.environ.get("BILLING_URL"),
+    **gateway_policy(),
 )
 
 

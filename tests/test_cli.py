@@ -126,7 +126,7 @@ def test_credits_and_keys_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_prices_show_list_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["prices", "show", "gpt-4o-2024-08-06"], capsys)
     shown = json.loads(out)
-    assert code == 0 and shown["model"] == "gpt-4o" and shown["input_per_1m"] == "2.5"
+    assert code == 0 and shown["model"] == "gpt-4o-2024-08-06" and shown["input_per_1m"] == "2.5"
     assert run(["prices", "show", "no-such-model"], capsys)[0] == 1
     code, out, _ = run(["prices", "list", "--kind", "embedding"], capsys)
     assert code == 0 and all(json.loads(line)["kind"] == "embedding" for line in out.splitlines())

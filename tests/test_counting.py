@@ -224,16 +224,28 @@ def test_response_format_schema_is_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("choice", "extra"),
-    [("none", 1), ("auto", 0), ({"type": "function", "function": {"name": "get_current_weather"}}, None)],
+    ("model", "choice", "extra", "exact"),
+    [
+        # cl100k_base: API counts verify "none" +1, "auto" +0, a name +4 in
+        # function_call (hmarr) and +7 in tool_choice (openai-messages-token-helper).
+        ("gpt-4", "none", 1, True),
+        ("gpt-4", "auto", 0, True),
+        ("gpt-4", {"type": "function", "function": {"name": "get_current_weather"}}, 7, True),
+        # o200k_base: not published; the larger reading and a margin of one.
+        ("gpt-4o", "none", 2, False),
+        ("gpt-4o", "auto", 1, False),
+        ("gpt-4o", {"type": "function", "function": {"name": "get_current_weather"}}, 8, False),
+    ],
 )
-def test_tool_choice_adds_its_tokens(choice: object, extra: int | None) -> None:
-    base = {"model": "gpt-4o", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS}
-    plain = count("chat", base).tokens
-    with_choice = count("chat", {**base, "tool_choice": choice}).tokens
-    if extra is None:
-        extra = 4 + len(tokens.get_encoding("o200k_base").encode("get_current_weather"))
-    assert with_choice - plain == extra
+def test_tool_choice_adds_its_tokens(model: str, choice: object, extra: int, exact: bool) -> None:
+    base = {"model": model, "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS}
+    plain = count("chat", base)
+    with_choice = count("chat", {**base, "tool_choice": choice})
+    if isinstance(choice, dict):
+        name = "cl100k_base" if model == "gpt-4" else "o200k_base"
+        extra += len(tokens.get_encoding(name).encode("get_current_weather"))
+    assert plain.exact is True
+    assert (with_choice.tokens - plain.tokens, with_choice.exact) == (extra, exact)
 
 
 @pytest.mark.parametrize(
@@ -251,8 +263,8 @@ def test_tool_choice_adds_its_tokens(choice: object, extra: int | None) -> None:
             "audio",
         ),
         (
-            {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "service_tier": "priority"},
-            None,
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "service_tier": 5},
+            "service_tier",
         ),
         (
             {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web"}]},
@@ -279,8 +291,11 @@ def test_output_cap_fields() -> None:
         "max_completion_tokens": 7,
         "max_tokens": 9,
     }
+    # Both set: the larger is held, since upstreams differ on which one wins.
     ask = shapes.parse("chat", both)
-    assert (ask.output_tokens, ask.output_param) == (7, "max_completion_tokens")
+    assert (ask.output_tokens, ask.output_param) == (9, "max_tokens")
+    ask = shapes.parse("chat", {**both, "max_completion_tokens": 11})
+    assert (ask.output_tokens, ask.output_param) == (11, "max_completion_tokens")
     ask = shapes.parse("chat", {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "n": 3})
     assert (ask.output_tokens, ask.output_param, ask.choices) == (None, "max_tokens", 3)
 
@@ -291,7 +306,7 @@ def test_completions_shapes() -> None:
     assert one == (len(enc.encode("Say hi")), True)
     many = shapes.parse("completion", {"model": "gpt-3.5-turbo-instruct", "prompt": ["a", "b c"], "n": 2, "best_of": 3})
     assert many.choices == 3 * 2  # best_of completions for each of the two prompts
-    assert many.output_tokens == 16  # the API's default cap
+    assert (many.output_tokens, many.default_output_tokens) == (None, 16)  # the API's default cap
     arrays = count("completion", {"model": "gpt-3.5-turbo-instruct", "prompt": [[1, 2, 3], [4, 5]]})
     assert arrays == (5, True)
     with pytest.raises(InvalidRequest):
@@ -416,20 +431,23 @@ def test_image_headers_give_the_size(make: Any) -> None:
     ],
 )
 def test_gpt_4o_image_tokens_follow_the_published_rule(size: tuple[int, int], detail: str, expected: int) -> None:
-    assert image_only(png(*size), detail) == (expected, True)
+    rule = TABLE.resolve("gpt-4o").vision
+    assert tokens.image_tokens(rule, shapes.ImageRef(detail, *size)) == expected
+    # In a message the framing around an image is not verified: a bound.
+    assert image_only(png(*size), detail) == (expected, False)
 
 
 def test_unknown_image_size_is_the_worst_case() -> None:
     assert image_only("https://example.com/cat.png", "high") == (85 + 8 * 170, False)
     assert image_only("https://example.com/cat.png", "auto") == (1445, False)
-    assert image_only("https://example.com/cat.png", "low") == (85, True)
+    assert image_only("https://example.com/cat.png", "low") == (85, False)
     # gpt-4o-mini's constants come from the table too.
     assert image_only("https://example.com/cat.png", "high", "gpt-4o-mini")[0] == 2833 + 8 * 5667
 
 
 def test_patch_rule_and_no_rule() -> None:
     # gpt-4.1-mini: 32px patches times 1.62; 1024x1024 = 1024 patches.
-    assert image_only(png(1024, 1024), "high", "gpt-4.1-mini") == (math.ceil(1024 * Decimal("1.62")), True)
+    assert image_only(png(1024, 1024), "high", "gpt-4.1-mini") == (math.ceil(1024 * Decimal("1.62")), False)
     with pytest.raises(InvalidRequest):
         count("chat", image_body(png(10, 10), model="gpt-3.5-turbo"))
 
@@ -508,9 +526,8 @@ def test_the_json_bound_for_unknown_constructs_is_never_below_the_rendering(
         "description": description,
         "parameters": {"type": "object", "properties": props},
     }
-    exact_text, exact = render([function])
+    exact_text, _ = render([function])
     bound_text, bound_exact = render([function], bound=True)
-    assert exact is True
     assert bound_exact is False
     for name in ("cl100k_base", "o200k_base"):
         encoding = tokens.get_encoding(name)
@@ -535,12 +552,14 @@ def test_renderings() -> None:
         },
     }
     text, exact = render([function, {"name": "g"}])
-    assert exact
+    # A nested description is shown (a bound: gpt-3.5-turbo dropped them).
+    assert exact is False
     assert text == (
         "namespace functions {\n\n"
         "type f = (_: {\n"
         "tags: string[],\n"
         "where?: {\n"
+        "  // deep\n"
         "  city: string,\n"
         "},\n"
         "n?: 1 | 2,\n"
@@ -566,3 +585,13 @@ def test_count_output_and_bounds() -> None:
 def test_images_need_a_rule_in_the_table() -> None:
     no_rule = VisionRule(method="fixed", max_tokens=99)
     assert tokens.image_tokens(no_rule, shapes.ImageRef("high")) == 99
+
+
+def test_tools_next_to_a_developer_message_take_no_system_saving() -> None:
+    system = {"model": "gpt-4o", "messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS}
+    developer = {**system, "messages": [{**WEATHER_MESSAGES[0], "role": "developer"}, WEATHER_MESSAGES[1]]}
+    with_system, with_developer = count("chat", system), count("chat", developer)
+    assert with_system == (101, True)
+    assert with_developer.exact is False
+    # "developer" and "system" are one token each; the saving of 5 is not taken.
+    assert with_developer.tokens == with_system.tokens + 5

@@ -34,6 +34,13 @@ needs_litellm = pytest.mark.skipif(
     not LITELLM.exists() and not os.environ.get("CI"),
     reason="LiteLLM's price map: neither ../shared/prices nor the litellm package (pip install -e '.[litellm]')",
 )
+# Output billed per image, character, second or video: a token cap does not bound it.
+UNBOUNDED_OUTPUT = (
+    "output_cost_per_image",
+    "output_cost_per_character",
+    "output_cost_per_second",
+    "output_cost_per_video",
+)
 
 OURS = {
     "format": "credit_guard/prices@1",
@@ -123,6 +130,7 @@ def test_every_priced_entry_of_litellms_map_loads() -> None:
         and entry.get("mode") in wanted
         and entry.get("input_cost_per_token") is not None
         and (entry.get("mode") == "embedding" or entry.get("output_cost_per_token") is not None)
+        and not any(key.startswith(UNBOUNDED_OUTPUT) and value for key, value in entry.items())
     }
     loaded = {m.name for m in table.models()}
     assert loaded == expected
@@ -137,7 +145,11 @@ def test_every_priced_entry_of_litellms_map_loads() -> None:
     }
     for name in skipped:
         entry = raw[name]
-        assert entry.get("input_cost_per_token") is None or entry.get("output_cost_per_token") is None
+        assert (
+            entry.get("input_cost_per_token") is None
+            or entry.get("output_cost_per_token") is None
+            or any(key.startswith(UNBOUNDED_OUTPUT) and value for key, value in entry.items())
+        )
 
 
 @needs_litellm
@@ -209,10 +221,9 @@ def test_a_float_price_in_our_format_is_refused() -> None:
     ("name", "resolved"),
     [
         ("gpt-4o", "gpt-4o"),
-        ("gpt-4o-2024-08-06", "gpt-4o"),
         ("openai/gpt-4o", "gpt-4o"),
-        ("azure/gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
         ("my-deployment", "gpt-4o"),
+        ("openai/my-deployment", "gpt-4o"),
         ("GPT-4o", "gpt-4o"),
     ],
 )
@@ -220,7 +231,23 @@ def test_resolution(name: str, resolved: str) -> None:
     assert PriceTable.from_dict(OURS).resolve(name).name == resolved
 
 
-@pytest.mark.parametrize("name", ["gpt-4", "gpt-4o-turbo", "o1", "", "gpt-4o-2024-08-06-extra", "x" * 300])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gpt-4",
+        "gpt-4o-turbo",
+        "o1",
+        "",
+        "gpt-4o-2024-08-06-extra",
+        "x" * 300,
+        # A snapshot or deployment the table does not list is never priced as its alias.
+        "gpt-4o-2024-08-06",
+        "gpt-4o-latest",
+        "azure/gpt-4o-mini-2024-07-18",
+        "azure/gpt-4o",
+        "anthropic/gpt-4o",
+    ],
+)
 def test_unknown_names_are_never_guessed(name: str) -> None:
     with pytest.raises(ModelNotPriced):
         PriceTable.from_dict(OURS).resolve(name)
@@ -251,8 +278,30 @@ def test_the_bundled_table_has_date_source_and_complete_entries() -> None:
     providers = {m.provider for m in table.models()}
     assert {"openai", "anthropic", "google", "mistral"} <= providers
     for model in table.models():
-        assert model.input_price > 0
+        if model.input_price == 0 and model.output_price == 0:
+            continue  # free as listed (Gemma on the Gemini API)
+        assert model.input_price > 0, model.name
         if model.kind != "embedding":
-            assert model.output_price > 0 and model.max_output_tokens
-        if model.provider == "openai":
-            assert model.encoding in ("o200k_base", "cl100k_base")
+            assert model.output_price > 0, model.name
+        if model.provider == "openai" and model.name.startswith(("gpt-4", "gpt-3.5", "gpt-5", "o1", "o3", "o4")):
+            assert model.encoding in ("o200k_base", "cl100k_base"), model.name
+    # An entry without a maximum output is priced only with the request's own cap.
+    assert table.resolve("gpt-4o").max_output_tokens
+
+
+@needs_litellm
+def test_the_bundled_table_is_what_the_import_script_writes() -> None:
+    """No hand edit drifts from the map: the script regenerates the table byte for byte."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "import_litellm_prices.py"
+    spec = importlib.util.spec_from_file_location("import_litellm_prices", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bundled_path = Path(__file__).resolve().parents[1] / "credit_guard" / "data" / "prices.json"
+    bundled = json.loads(bundled_path.read_text())
+    litellm = json.loads(LITELLM.read_text(), parse_float=Decimal)
+    supplement = json.loads(module.SUPPLEMENT.read_text())
+    rebuilt = module.build(litellm, bundled, supplement, bundled["as_of"])
+    assert rebuilt == bundled

@@ -107,3 +107,50 @@ async def test_upstream_down_is_502_and_slow_is_504() -> None:
 def test_upstream_must_be_http() -> None:
     with pytest.raises(ValueError):
         create_proxy("ftp://example")
+
+
+def account_app(status: int) -> Starlette:
+    """An upstream that is itself a gateway: its own credit headers, and a
+    refusal that shows its account's figures."""
+
+    async def chat(request: Request) -> Response:
+        headers = {"x-credits-remaining": "12.34", "server": "upstream-gateway", "x-ratelimit-limit-requests": "60"}
+        body = {"error": {"message": "Account acct_ops has $12.34 left"}} if status >= 400 else {"choices": []}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+@pytest.mark.parametrize("status", [401, 402, 403])
+async def test_upstream_refusals_of_the_gateway_are_502_without_the_upstream_body(status: int) -> None:
+    with serve(account_app(status)) as upstream, serve(create_proxy(upstream), lifespan="on") as proxy:
+        async with httpx.AsyncClient() as http:
+            response = await http.post(proxy + "/v1/chat/completions", content=b"{}", headers={"x-request-id": "r-1"})
+    assert response.status_code == 502
+    assert response.json()["error"] | {"message": "-"} == {
+        "type": "upstream_error",
+        "code": "UPSTREAM_REJECTED",
+        "status": 502,
+        "param": None,
+        "message": "-",
+        "request_id": "r-1",
+    }
+    assert f"HTTP {status}" in response.json()["error"]["message"]
+    assert "12.34" not in response.text and "12.34" not in str(response.headers)
+
+
+async def test_upstream_credit_and_server_headers_are_dropped() -> None:
+    with serve(account_app(200)) as upstream, serve(create_proxy(upstream), lifespan="on") as proxy:
+        async with httpx.AsyncClient() as http:
+            response = await http.post(proxy + "/v1/chat/completions", content=b"{}")
+    assert response.status_code == 200
+    assert "x-credits-remaining" not in response.headers
+    assert response.headers.get_list("server") == ["uvicorn"]
+    assert len(response.headers.get_list("date")) == 1
+    assert response.headers["x-ratelimit-limit-requests"] == "60"
+
+
+def test_upstream_must_be_a_plain_url() -> None:
+    for upstream in ("http://user:pw@example", "http://example/v1?x=1", "http:///v1"):
+        with pytest.raises(ValueError):
+            create_proxy(upstream)

@@ -8,15 +8,17 @@ import orjson
 import pytest
 
 from credit_guard.errors import InvalidRequest, error_body
-from credit_guard.prices import ModelPrice
+from credit_guard.prices import ModelPrice, Tier
 from credit_guard.quote import (
     Suggestions,
+    actual_cost,
     affordable_max_tokens,
     cheapest_alternative,
     insufficient_credits,
     make_quote,
 )
 from credit_guard.shapes import Ask
+from credit_guard.usage import Usage
 
 GPT_4O = ModelPrice(
     name="gpt-4o",
@@ -206,3 +208,57 @@ def test_cheaper_model_is_only_one_that_fits() -> None:
     assert none_fit is None
     error = insufficient_credits(quote, available=Decimal("0.001"), held=Decimal(0), cheaper=none_fit)
     assert "Use a less expensive model" in error.fields["suggestions"]
+
+
+def _m(value: str) -> Decimal:
+    return Decimal(value) / 1_000_000
+
+
+TIERED = ModelPrice(
+    name="tiered",
+    kind="chat",
+    input_price=_m("1"),
+    output_price=_m("10"),
+    cached_input_price=_m("0.1"),
+    max_output_tokens=1000,
+    tiers=(Tier(None, 100, _m("2"), _m("15")), Tier("priority", 0, _m("3"), _m("30"))),
+)
+
+
+def test_a_context_tier_prices_input_and_output_and_the_affordable_cap() -> None:
+    at_edge = make_quote(ask(10), TIERED, 100)
+    assert (at_edge.input_cost, at_edge.max_output_cost) == (_m("1") * 100, _m("10") * 10)
+    above = make_quote(ask(10), TIERED, 101)
+    assert (above.input_cost, above.max_output_cost) == (_m("2") * 101, _m("15") * 10)
+    available = above.input_cost + _m("15") * 7
+    assert affordable_max_tokens(above, available) == 7
+    assert make_quote(ask(7), TIERED, 101).max_cost <= available < make_quote(ask(8), TIERED, 101).max_cost
+
+
+def test_a_service_tier_without_a_price_is_refused_naming_the_field() -> None:
+    def tiered(tier: str) -> Ask:
+        return Ask(kind="chat", model="tiered", output_tokens=10, output_param="max_tokens", service_tier=tier)
+
+    assert make_quote(tiered("priority"), TIERED, 100).max_cost == _m("3") * 100 + _m("30") * 10
+    for tier, tokens in (("priority", 101), ("flex", 1), ("scale", 1)):
+        with pytest.raises(InvalidRequest) as caught:
+            make_quote(tiered(tier), TIERED, tokens)
+        assert caught.value.param == "service_tier" and "priority" in caught.value.message
+
+
+def test_cache_marks_hold_the_input_at_the_write_price() -> None:
+    five = Ask(kind="anthropic", model="c", output_tokens=10, output_param="max_tokens", cache_ttl="5m")
+    hour = Ask(kind="anthropic", model="c", output_tokens=10, output_param="max_tokens", cache_ttl="1h")
+    # No write prices in the table: Anthropic's multipliers, 1.25x and 2x.
+    assert make_quote(five, GPT_4O, 1000).input_cost == _m("2.50") * Decimal("1.25") * 1000
+    assert make_quote(hour, GPT_4O, 1000).input_cost == _m("2.50") * 2 * 1000
+
+
+def test_actual_cost_never_bills_a_token_twice_or_below_its_price() -> None:
+    quote = make_quote(ask(10), TIERED, 10)
+    # More cached and written than input: the input is the most that is billed.
+    odd = Usage(input_tokens=50, output_tokens=5, cached_tokens=40, cache_write_tokens=30, cache_reported=True)
+    assert actual_cost(quote, odd) == _m("0.1") * 40 + _m("1.25") * 10 + _m("10") * 5
+    # The reported input crosses the context tier: all of it at the tier's price.
+    assert actual_cost(quote, Usage(input_tokens=101, output_tokens=1)) == _m("2") * 101 + _m("15")
+    assert actual_cost(quote, Usage(input_tokens=0, output_tokens=0)) == 0

@@ -4,16 +4,19 @@
 body to what ``tokens.count_input`` counts: the texts the model reads, the
 fixed framing tokens around them, the images, and the output cap.  Everything
 that can change the bill is either priced or refused with ``InvalidRequest``
-naming the field; nothing is priced at zero because it was not understood.
+naming the field; nothing is priced at zero because it was not understood:
+each shape's ``FieldPolicy`` tables (``fields``) name the fields known to be
+free and the ones refused, and every other field's JSON text is counted.
 
 One module per API: ``chat``, ``completions`` (and embeddings), ``responses``,
 ``anthropic``; ``ask`` holds the ``Ask`` and its builder, ``fields`` the checks
-they share.
+they share, ``preamble`` the hidden input OpenAI families bill.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..errors import InvalidRequest
@@ -34,7 +37,11 @@ def parse(kind: str, body: object) -> Ask:
     parser = _PARSERS.get(kind)
     if parser is None:
         raise ValueError(f"unknown request shape {kind!r}")
-    return parser(body)
+    ask = parser(body)
+    if kind == "chat":
+        # A provider tokenizer renders the messages itself (tokens.count_input).
+        ask = replace(ask, source=body)
+    return ask
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], Ask]] = {

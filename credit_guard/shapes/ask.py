@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -43,7 +44,15 @@ class Ask:
     The rest is what ``tokens.count_input`` counts: ``texts`` (encoded),
     ``fixed_tokens`` (framing), ``images``, ``parts`` (messages or items, for
     the per-part margin of bounded models), and ``exact`` (False where a
-    rendering is bounded rather than known).
+    rendering is bounded rather than known), narrowed to the encodings in
+    ``exact_on`` where a rendering is verified on some encodings only;
+    ``savings`` takes tokens off ``fixed_tokens`` on one encoding.  ``tool_choice`` is set by shapes
+    whose provider adds a tool-use system prompt of its own (Anthropic): the
+    ``tool_choice`` type when tools are given, "" when none is set; ``source``
+    keeps the parsed chat body for a provider tokenizer that renders the
+    messages itself (Mistral's).  ``service_tier`` is the request's, as sent
+    (``quote`` prices or refuses it); ``cache_ttl`` the longest prompt-cache
+    write its ``cache_control`` marks ask for (``"5m"``, ``"1h"``, or None).
     """
 
     kind: str
@@ -58,6 +67,41 @@ class Ask:
     images: tuple[ImageRef, ...] = ()
     parts: int = 0
     exact: bool = True
+    #: ``texts`` as a model without a public tokenizer is bounded: where a
+    #: rendering the shape computed (chat tool definitions) is not what such a
+    #: model's upstream receives, the JSON text it does receive stands in.
+    #: None where the two are the same.
+    bound_texts: tuple[str, ...] | None = None
+    #: The API's own output cap where the request sets none, which applies only
+    #: on a model of the shape's own kind (16 on a completions model); a model
+    #: of another kind behind the endpoint generates up to its maximum.
+    default_output_tokens: int | None = None
+    #: Anthropic's ``tool_choice`` type where tools are given ("" when none is
+    #: named): it decides the size of the tool-use system prompt.
+    tool_choice: str | None = None
+    #: The JSON text of every field the shape does not know, also in ``texts``:
+    #: a provider tokenizer that renders the body itself (Mistral) adds them.
+    unknown: tuple[str, ...] = ()
+    #: The parsed body, for a provider tokenizer that renders it itself.
+    source: Any = field(default=None, compare=False, repr=False)
+    service_tier: str | None = None
+    cache_ttl: str | None = None
+    #: Encodings on which ``exact`` holds; None for every encoding.
+    exact_on: frozenset[str] | None = None
+    #: Tokens fewer than ``fixed_tokens`` on an encoding whose rendering is
+    #: known to be smaller (``fixed_tokens`` is the largest over encodings).
+    savings: tuple[tuple[str, int], ...] = ()
+
+
+def json_text(value: Any) -> str:
+    """``value``'s compact JSON text (what an upstream that renders a field
+    into the prompt receives).  Never raises for a parsed JSON value: integers
+    beyond 64 bits and non-finite floats (a lenient parser's) are written by
+    the standard library instead."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=False, default=str)
 
 
 class _Builder:
@@ -69,6 +113,13 @@ class _Builder:
         self.images: list[ImageRef] = []
         self.parts = 0
         self.exact = True
+        # (start, end, text): texts[start:end] is a rendering that a model
+        # without a public tokenizer does not receive; ``text`` is what it does.
+        self.swaps: list[tuple[int, int, str]] = []
+        self.unknown: list[str] = []
+        self.cache_ttl: str | None = None
+        self.exact_on: set[str] | None = None
+        self.savings: dict[str, int] = {}
 
     def text(self, value: str) -> None:
         if value:
@@ -76,9 +127,39 @@ class _Builder:
 
     def json(self, value: Any) -> None:
         """A piece whose rendering is unknown: its JSON text plus a margin."""
-        self.texts.append(orjson.dumps(value).decode())
+        self.texts.append(json_text(value))
         self.fixed += _JSON_MARGIN
         self.exact = False
+
+    def unknown_field(self, value: Any) -> None:
+        """A field the shape does not know: counted as its JSON text."""
+        self.json(value)
+        self.unknown.append(self.texts[-1])
+
+    def swap_when_bounded(self, start: int, text: str) -> None:
+        """The texts added since index ``start`` are a rendering; a model
+        without a public tokenizer is bounded on ``text`` in their place."""
+        self.swaps.append((start, len(self.texts), text))
+
+    def _bound_texts(self) -> tuple[str, ...] | None:
+        if not self.swaps:
+            return None
+        texts: list[str] = []
+        at = 0
+        for start, end, text in sorted(self.swaps):
+            texts.extend(self.texts[at:start])
+            texts.append(text)
+            at = end
+        texts.extend(self.texts[at:])
+        return tuple(texts)
+
+    def exact_only_on(self, *encodings: str) -> None:
+        """What was just added is verified on ``encodings`` only."""
+        self.exact_on = set(encodings) if self.exact_on is None else self.exact_on & set(encodings)
+
+    def save(self, encoding: str, tokens: int) -> None:
+        """``tokens`` of ``fixed`` are not billed on ``encoding``."""
+        self.savings[encoding] = self.savings.get(encoding, 0) + tokens
 
     def ask(self, kind: str, model: str, **fields: Any) -> Ask:
         """The ``Ask`` with this payload (``fields``: the output cap and the rest)."""
@@ -90,5 +171,10 @@ class _Builder:
             images=tuple(self.images),
             parts=self.parts,
             exact=fields.pop("exact", self.exact),
+            bound_texts=self._bound_texts(),
+            unknown=tuple(self.unknown),
+            cache_ttl=self.cache_ttl,
+            exact_on=None if self.exact_on is None else frozenset(self.exact_on),
+            savings=tuple(sorted((name, n) for name, n in self.savings.items() if n)),
             **fields,
         )

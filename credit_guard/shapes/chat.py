@@ -2,9 +2,13 @@
 
 The chat framing is OpenAI's: 3 tokens per message, 1 more per ``name``, 3 to
 prime the reply, and every string field of a message (role, content, name)
-encoded as text.  Renderings OpenAI does not publish (tool calls in the
-history, ``response_format`` schemas) are counted from their JSON text plus a
-margin and make the count inexact.
+encoded as text.  It is exact only on the families published counts verify
+(``preamble.chat_verified``); other OpenAI families get an allowance for
+hidden input.  Renderings OpenAI does not publish (tool calls in the history,
+``response_format`` schemas) are counted from their JSON text plus a margin
+and make the count inexact; constructs verified on cl100k_base only (function
+results, a legacy ``function_call`` in the history, some tool framings) are
+exact there and bounded elsewhere.
 """
 
 from __future__ import annotations
@@ -13,16 +17,63 @@ from typing import Any
 
 from .. import _tools
 from ..errors import InvalidRequest
-from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder
-from .fields import _bool, _image, _model, _positive_int, _refuse_fields, _service_tier
+from . import preamble
+from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder, json_text
+from .fields import (
+    OPENAI_FREE,
+    WEB_SEARCH,
+    Refused,
+    _bool,
+    _cache_control,
+    _image,
+    _model,
+    _positive_int,
+    _service_tier,
+    body_policy,
+    policy,
+)
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# hmarr's API counts on gpt-3.5-turbo (openai-chat-tokens, tests/token-counts.test.ts):
+# a function-role message bills 2 fewer than the plain framing, and an
+# assistant's function_call 3 more than its name and arguments.
+_FUNCTION_RESULT_SAVING = 2
+_FUNCTION_CALL = 3
 
-
-_CHAT_REFUSED = {
-    "audio": "audio output is billed per audio token",
-    "prediction": "predicted outputs bill rejected prediction tokens as output beyond the cap",
-    "web_search_options": "web search is billed per call",
+BODY = body_policy(
+    priced="model messages max_tokens max_completion_tokens n stream stream_options tools functions tool_choice "
+    "function_call response_format service_tier modalities",
+    # reasoning_effort and verbosity change how much is generated, but all of
+    # it (reasoning included) stays under the output cap that is held.
+    free=OPENAI_FREE + " reasoning_effort verbosity",
+    refused={
+        "web_search_options": WEB_SEARCH,
+        "audio": Refused("audio output is billed per audio token"),
+        "prediction": Refused("predicted outputs bill rejected prediction tokens as output beyond the cap"),
+        # vLLM renders the prompt with a template the request supplies: it can
+        # repeat the messages any number of times.
+        "chat_template": Refused("a template sent with the request can render the prompt any number of times"),
+    },
+)
+MESSAGE = policy(
+    priced="role content name refusal tool_calls function_call tool_call_id",
+    refused={"audio": Refused("audio in the history is billed per audio token")},
+)
+PARTS = {
+    "text": policy(priced="type text"),
+    "refusal": policy(priced="type refusal"),
+    "image_url": policy(priced="type image_url"),
+}
+IMAGE_URL = policy(priced="url detail")
+# Tool definitions: what the rendering does not show is still sent upstream,
+# where a template may render the whole definition.
+TOOL = policy(priced="type function")
+FUNCTION = policy(priced="name description parameters strict")
+# Content part types that bill as audio or as documents.
+_REFUSED_PARTS = {
+    "input_audio": "audio is billed per audio token",
+    "audio": "audio is billed per audio token",
+    "file": "files are billed per page as text and images",
 }
 
 
@@ -31,24 +82,37 @@ def _chat(body: dict[str, Any]) -> Ask:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty list.", param="messages")
-    _refuse_fields(body, _CHAT_REFUSED)
+    out = _Builder()
+    BODY.apply(body, out)
     modalities = body.get("modalities")
     if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
         raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
-    _service_tier(body)
+    service_tier = _service_tier(body)
     functions = _tools.function_definitions(body)
-    out = _builder_for_chat(messages, pad_system=bool(functions))
+    _tool_fields(body, out)
+    _add_messages(out, messages, pad_system=bool(functions))
+    allowance = preamble.chat_allowance(model)
+    if allowance:
+        out.fixed += allowance
+        out.exact = False
     if functions:
-        _tools.add_to(out, functions, has_system=_has_system(messages), tool_choice=_tool_choice(body))
+        start = len(out.texts)
+        has_system = _has_system(messages)
+        if not has_system and _has_system(messages, "developer"):
+            # Whether tool definitions join a developer message as they join a
+            # system message is not published: no saving is taken.
+            out.exact = False
+        _tools.add_to(out, functions, has_system=has_system, tool_choice=_tool_choice(body))
+        # A model without a public tokenizer (Claude, Gemini behind an
+        # OpenAI-compatible upstream) receives the definitions as JSON, with
+        # every field the rendering leaves out.
+        sent = {name: body[name] for name in ("tools", "functions", "tool_choice", "function_call") if name in body}
+        out.swap_when_bounded(start, json_text(sent))
     elif _tool_choice(body) not in (None, "none", "auto"):
         raise InvalidRequest("'tool_choice' names a tool but no tools are defined.", param="tool_choice")
     _response_format(body, out)
 
-    cap = _positive_int(body, "max_completion_tokens")
-    param = "max_completion_tokens"
-    if cap is None:
-        cap = _positive_int(body, "max_tokens")
-        param = "max_tokens" if cap is not None or "max_completion_tokens" not in body else param
+    cap, param = _output_cap(body)
     choices = _positive_int(body, "n", upper=MAX_CHOICES) or 1
     stream = _bool(body, "stream")
     options = body.get("stream_options")
@@ -63,17 +127,44 @@ def _chat(body: dict[str, Any]) -> Ask:
         choices=choices,
         stream=stream,
         include_usage=include_usage,
+        service_tier=service_tier,
     )
 
 
-def _has_system(messages: list[Any]) -> bool:
-    return any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages)
+def _tool_fields(body: dict[str, Any], out: _Builder) -> None:
+    """Apply the tool policies to definitions ``_tools`` has already checked."""
+    for index, tool in enumerate(body.get("tools") or ()):
+        TOOL.apply(tool, out, f"tools[{index}]")
+        if isinstance(tool.get("function"), dict):
+            FUNCTION.apply(tool["function"], out, f"tools[{index}].function")
+    for index, function in enumerate(body.get("functions") or ()):
+        FUNCTION.apply(function, out, f"functions[{index}]")
+
+
+def _output_cap(body: dict[str, Any]) -> tuple[int | None, str]:
+    """The output cap and the field that sets it.  With both fields set, the
+    larger one is held: upstreams differ on which one wins."""
+    newer = _positive_int(body, "max_completion_tokens")
+    legacy = _positive_int(body, "max_tokens")
+    if legacy is not None and (newer is None or legacy > newer):
+        return legacy, "max_tokens"
+    if newer is not None or "max_completion_tokens" in body:
+        return newer, "max_completion_tokens"
+    return None, "max_tokens"
+
+
+def _has_system(messages: list[Any], role: str = "system") -> bool:
+    return any(isinstance(m, dict) and m.get("role") == role for m in messages)
 
 
 def _tool_choice(body: dict[str, Any]) -> object:
     if "tool_choice" in body:
         return body["tool_choice"]
-    return body.get("function_call")
+    call = body.get("function_call")
+    if body.get("tools") and isinstance(call, dict) and "function" not in call:
+        # Next to ``tools`` a legacy call is priced as the tools form (the dearer).
+        return {"type": "function", "function": call}
+    return call
 
 
 def _response_format(body: dict[str, Any], out: _Builder) -> None:
@@ -89,11 +180,10 @@ def _response_format(body: dict[str, Any], out: _Builder) -> None:
         raise InvalidRequest(f"Unknown response_format type {fmt['type']!r}.", param="response_format")
 
 
-def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Builder:
+def _add_messages(out: _Builder, messages: list[Any], *, pad_system: bool = False) -> None:
     """Chat framing.  With ``pad_system`` (tool definitions present), the first
     system message's text gains a trailing newline, as OpenAI renders it."""
-    out = _Builder()
-    out.fixed = _REPLY_PRIMING
+    out.fixed += _REPLY_PRIMING
     for index, message in enumerate(messages):
         param = f"messages[{index}]"
         if not isinstance(message, dict):
@@ -101,9 +191,17 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
         role = message.get("role")
         if role not in _ROLES:
             raise InvalidRequest(f"Unknown message role {role!r}.", param=f"{param}.role")
+        MESSAGE.apply(message, out, param)
         out.parts += 1
         out.fixed += _PER_MESSAGE
+        _cache_control(message, out, param)
         out.text(role)
+        if role == "function":
+            # A function result bills 2 fewer than other messages on
+            # gpt-3.5-turbo (hmarr's API counts); on o200k_base nothing is
+            # published, so it is counted as a plain message there.
+            out.save("cl100k_base", _FUNCTION_RESULT_SAVING)
+            out.exact_only_on("cl100k_base")
         content = message.get("content")
         if pad_system and role in ("system", "developer"):
             pad_system = False
@@ -122,18 +220,33 @@ def _builder_for_chat(messages: list[Any], *, pad_system: bool = False) -> _Buil
             if not isinstance(message["refusal"], str):
                 raise InvalidRequest("'refusal' must be a string.", param=f"{param}.refusal")
             out.text(message["refusal"])
-        for key in ("tool_calls", "function_call", "audio"):
-            if message.get(key) is not None:
-                if key == "audio":
-                    raise InvalidRequest("Audio in the history cannot be priced.", param=f"{param}.audio")
-                out.json(message[key])
+        call = message.get("function_call")
+        if isinstance(call, dict) and set(call) <= {"name", "arguments"}:
+            _function_call(call, out, f"{param}.function_call")
+        elif call is not None:
+            out.json(call)
+        if message.get("tool_calls") is not None:
+            out.json(message["tool_calls"])
         if message.get("tool_call_id") is not None:
             if not isinstance(message["tool_call_id"], str):
                 raise InvalidRequest("'tool_call_id' must be a string.", param=f"{param}.tool_call_id")
             out.text(message["tool_call_id"])
             out.fixed += _JSON_MARGIN
             out.exact = False
-    return out
+
+
+def _function_call(call: dict[str, Any], out: _Builder, param: str) -> None:
+    """A legacy ``function_call`` in the history: its name and arguments as
+    text plus 3 tokens on gpt-3.5-turbo (hmarr's API counts); elsewhere not
+    published, so a margin is added there."""
+    for key in ("name", "arguments"):
+        value = call.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"'{key}' must be a string.", param=f"{param}.{key}")
+        out.text(value or "")
+    out.fixed += _FUNCTION_CALL + _JSON_MARGIN
+    out.save("cl100k_base", _JSON_MARGIN)
+    out.exact_only_on("cl100k_base")
 
 
 def _chat_content(content: object, out: _Builder, param: str) -> None:
@@ -148,7 +261,15 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
         where = f"{param}[{index}]"
         if not isinstance(part, dict):
             raise InvalidRequest("Each content part must be an object.", param=where)
+        _cache_control(part, out, where)  # gateways pass it on to Anthropic
         kind = part.get("type")
+        if isinstance(kind, str) and kind in _REFUSED_PARTS:
+            why = _REFUSED_PARTS[kind]
+            raise InvalidRequest(f"Content parts of type {kind!r} cannot be priced: {why}.", param=where)
+        known = PARTS.get(kind) if isinstance(kind, str) else None
+        if known is None:
+            raise InvalidRequest(f"Unknown content part type {kind!r}.", param=where)
+        known.apply(part, out, where)
         if kind in ("text", "refusal"):
             text = part.get(kind)
             if not isinstance(text, str):
@@ -160,8 +281,10 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
                 image = {"url": image}
             if not isinstance(image, dict):
                 raise InvalidRequest("An image_url part needs an 'image_url' object.", param=where)
+            IMAGE_URL.apply(image, out, f"{where}.image_url")
             out.images.append(_image(image.get("url"), image.get("detail"), where))
-        elif kind in ("input_audio", "file", "audio"):
-            raise InvalidRequest(f"Content parts of type {kind!r} cannot be priced by this gateway.", param=where)
-        else:
-            raise InvalidRequest(f"Unknown content part type {kind!r}.", param=where)
+            # The tile rule is verified image by image (the vision guide), but
+            # the API reference's "Image input" example bills 1117 where the
+            # rule and the chat framing count 1118: the framing of a message
+            # holding an image is not known exactly.
+            out.exact = False

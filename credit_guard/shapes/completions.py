@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidRequest
-from .ask import MAX_CHOICES, Ask, _Builder
-from .fields import _bool, _model, _positive_int, _service_tier
+from .ask import _JSON_MARGIN, MAX_CHOICES, Ask, _Builder
+from .fields import OPENAI_FREE, _bool, _model, _positive_int, _service_tier, body_policy
 
 #: The output cap of the completions API when the request sets none.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+COMPLETION = body_policy(
+    priced="model prompt suffix max_tokens n best_of stream service_tier",
+    # echo returns the prompt with the completion; it is not billed as output.
+    free=OPENAI_FREE + " echo stream_options",
+)
+EMBEDDING = body_policy(priced="model input dimensions", free="user encoding_format")
 
 
 def _completion(body: dict[str, Any]) -> Ask:
@@ -17,27 +24,35 @@ def _completion(body: dict[str, Any]) -> Ask:
     if "prompt" not in body:
         raise InvalidRequest("'prompt' is required.", param="prompt")
     out = _Builder()
+    COMPLETION.apply(body, out)
     prompts = _prompt_list(body["prompt"], out, "prompt")
     suffix = body.get("suffix")
     if suffix is not None:
         if not isinstance(suffix, str):
             raise InvalidRequest("'suffix' must be a string.", param="suffix")
         out.text(suffix)
+        # How the prompt and the suffix are joined is not published.
+        out.fixed += _JSON_MARGIN
+        out.exact = False
     cap = _positive_int(body, "max_tokens")
     n = _positive_int(body, "n", upper=MAX_CHOICES) or 1
     best_of = _positive_int(body, "best_of", upper=20)
     if best_of is not None and best_of < n:
         raise InvalidRequest("'best_of' must be at least 'n'.", param="best_of")
-    _service_tier(body)
+    service_tier = _service_tier(body)
     out.parts = prompts
     return out.ask(
         "completion",
         model,
-        output_tokens=cap if cap is not None else COMPLETIONS_DEFAULT_MAX_TOKENS,
+        output_tokens=cap,
         output_param="max_tokens",
+        # 16 on a completions model; a chat model served here (vLLM, LiteLLM)
+        # generates up to its maximum without a cap.
+        default_output_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS,
         # best_of completions are generated (and billed) per prompt.
         choices=max(n, best_of or 1) * prompts,
         stream=_bool(body, "stream"),
+        service_tier=service_tier,
     )
 
 
@@ -76,6 +91,7 @@ def _embedding(body: dict[str, Any]) -> Ask:
     if "input" not in body:
         raise InvalidRequest("'input' is required.", param="input")
     out = _Builder()
+    EMBEDDING.apply(body, out)
     items = _prompt_list(body["input"], out, "input")
     dimensions = body.get("dimensions")
     if dimensions is not None:

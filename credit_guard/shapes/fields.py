@@ -1,12 +1,103 @@
-"""Checks of the fields that decide a price, shared by every shape."""
+"""Checks of the fields that decide a price, shared by every shape, and the
+rule for every other field.
+
+Every field of a body, a message, a content part or an item falls in one of
+four classes of that object's ``FieldPolicy``:
+
+- *priced*: read by the shape's parser, which validates and counts it;
+- *free*: known from the provider's API reference not to change the bill
+  (sampling settings, ``user``, ``metadata``, ``store``...);
+- *refused*: it bills in a way the price table cannot express (web search,
+  audio, files, MCP servers, containers...): a 400 naming the field, whatever
+  its value but the few that mean "off";
+- anything else is *counted*: its JSON text is added to the input as a bound
+  (the count is no longer exact), since upstreams such as vLLM render fields
+  they do not know into the prompt.
+
+Nothing is ignored because it was not understood.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._images import image_size
 from ..errors import InvalidRequest
-from .ask import ImageRef
+from .ask import ImageRef, _Builder
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Why a field cannot be priced, and the values that leave it off (the
+    field is let through with one of those; refused with any other)."""
+
+    why: str
+    off: tuple[object, ...] = (None,)
+
+    def allows(self, value: object) -> bool:
+        # By type as well: 0 == False in Python, but 0 is not "off".
+        return any(type(value) is type(off) and value == off for off in self.off)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPolicy:
+    """How the fields of one kind of object bear on the bill (see the module
+    docstring): ``priced`` fields are the parser's, ``free`` ones are let
+    through, ``refused`` ones get a 400, and every other one is counted."""
+
+    priced: frozenset[str]
+    free: frozenset[str] = frozenset()
+    refused: Mapping[str, Refused] = field(default_factory=dict)
+
+    def apply(self, obj: Mapping[str, Any], out: _Builder, where: str = "") -> None:
+        """Refuse ``obj``'s refused fields and add the JSON text of its unknown
+        ones to ``out``.  ``where`` is the object's own ``param`` path ("" for
+        the body).  Raises ``InvalidRequest`` naming the first refused field."""
+        for name, value in obj.items():
+            if name in self.priced or name in self.free:
+                continue
+            param = f"{where}.{name}" if where else name
+            refusal = self.refused.get(name)
+            if refusal is not None:
+                if refusal.allows(value):
+                    continue
+                raise InvalidRequest(f"'{name}' cannot be priced by this gateway: {refusal.why}.", param=param)
+            out.unknown_field({name: value})
+
+
+def policy(priced: str = "", free: str = "", refused: Mapping[str, Refused] | None = None) -> FieldPolicy:
+    """A ``FieldPolicy`` from space-separated field names."""
+    return FieldPolicy(frozenset(priced.split()), frozenset(free.split()), dict(refused or {}))
+
+
+#: Refused on every body: fields that gateways such as LiteLLM act on before
+#: the provider sees the request.  ``extra_body`` and ``extra_headers`` are
+#: merged into the provider's request, past this guard's reading of it;
+#: ``fallbacks`` sends the request to other models at their prices.
+GATEWAY_REFUSED = {
+    "extra_body": Refused("a gateway merges it into the provider's request unpriced", (None, {})),
+    "extra_headers": Refused("a gateway forwards them, and headers switch on features billed apart", (None, {})),
+    "fallbacks": Refused("a fallback model is billed at its own price", (None, [])),
+}
+
+
+def body_policy(priced: str, free: str = "", refused: Mapping[str, Refused] | None = None) -> FieldPolicy:
+    """The ``FieldPolicy`` of a request body: ``policy`` plus ``GATEWAY_REFUSED``."""
+    return policy(priced, free, {**GATEWAY_REFUSED, **(refused or {})})
+
+
+#: Free on every OpenAI-style body: sampling and decoding settings, caller
+#: tags, storage and caching hints.  None is billed, none is rendered into the
+#: prompt by OpenAI, and each one's output effect stays under the output cap.
+OPENAI_FREE = (
+    "temperature top_p seed user metadata stop logit_bias logprobs top_logprobs presence_penalty "
+    "frequency_penalty parallel_tool_calls store safety_identifier prompt_cache_key prompt_cache_retention"
+)
+
+#: Web search, in every spelling: billed per call, which no token price expresses.
+WEB_SEARCH = Refused("web search is billed per call")
 
 
 def _model(body: dict[str, Any]) -> str:
@@ -48,29 +139,49 @@ def _bool(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _refuse_fields(body: dict[str, Any], fields: dict[str, str]) -> None:
-    for name, why in fields.items():
-        if body.get(name) not in (None, False, [], {}):
-            raise InvalidRequest(f"'{name}' cannot be priced by this gateway: {why}.", param=name)
-
-
-def _service_tier(body: dict[str, Any]) -> None:
+def _service_tier(body: dict[str, Any]) -> str | None:
+    """The request's ``service_tier``, as sent: the quote prices it at the
+    table's price for that tier or refuses it."""
     tier = body.get("service_tier")
-    if tier not in (None, "auto", "default", "flex"):
+    if tier is not None and not isinstance(tier, str):
+        raise InvalidRequest("'service_tier' must be a string.", param="service_tier")
+    return tier
+
+
+def _cache_control(block: dict[str, Any], out: _Builder, param: str) -> None:
+    """Note a ``cache_control`` mark: the prefix it ends may be written to the
+    prompt cache, billed above the input price."""
+    mark = block.get("cache_control")
+    if mark is None:
+        return
+    ttl = mark.get("ttl", "5m") if isinstance(mark, dict) else None
+    if not isinstance(mark, dict) or mark.get("type") != "ephemeral" or ttl not in ("5m", "1h"):
         raise InvalidRequest(
-            f"'service_tier' {tier!r} is billed above the listed prices and cannot be priced here.",
-            param="service_tier",
+            "'cache_control' must be {\"type\": \"ephemeral\"} with an optional 'ttl' of '5m' or '1h'.",
+            param=f"{param}.cache_control" if param else "cache_control",
         )
+    if out.cache_ttl != "1h":
+        out.cache_ttl = ttl
 
 
 def _image(url: object, detail: object, param: str) -> ImageRef:
+    """One image given by URL.  A ``data:`` URL must carry an ``image/*`` media
+    type: upstreams read a PDF or an audio file from an image part too, and
+    bill it as pages or audio."""
     if not isinstance(url, str) or not url:
         raise InvalidRequest("An image needs a non-empty 'url'.", param=param)
     if detail is None:
         detail = "auto"
     if detail not in ("low", "high", "auto"):
         raise InvalidRequest("'detail' must be 'low', 'high' or 'auto'.", param=param)
-    size = image_size(url) if url.startswith("data:") else None
+    inline = url[:5].lower() == "data:"
+    if inline:
+        media = url[5:].split(",", 1)[0].split(";", 1)[0].strip().lower()
+        if not media.startswith("image/"):
+            raise InvalidRequest(
+                f"Only images can be priced in an image part, not {media or 'text/plain'!r} data.", param=param
+            )
+    size = image_size("data:" + url[5:]) if inline else None
     if size is None:
         return ImageRef(detail=str(detail))
     return ImageRef(detail=str(detail), width=size[0], height=size[1])

@@ -1,6 +1,11 @@
 """The Responses API (``/v1/responses``).
 
 OpenAI does not publish how items are framed: every count here is a bound.
+Each item is counted with the chat framing plus a margin, tools and schemas
+as their JSON text plus a margin, and the request gets the hidden-input
+allowances of ``preamble`` (always the base; reasoning families; function
+tools), which published Responses counts show are needed: the chat framing
+alone undercounts every published Responses example.
 """
 
 from __future__ import annotations
@@ -8,25 +13,50 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidRequest
+from . import preamble
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _REPLY_PRIMING, Ask, _Builder
-from .fields import _bool, _image, _model, _positive_int, _refuse_fields, _service_tier
+from .fields import OPENAI_FREE, Refused, _bool, _image, _model, _positive_int, _service_tier, body_policy, policy
 
-_RESPONSES_REFUSED = {
-    "previous_response_id": "the earlier conversation is billed as input but is not in this request",
-    "conversation": "the stored conversation is billed as input but is not in this request",
-    "background": "a background response reports its usage later, outside this request",
-    "prompt": "a stored prompt template is billed as input but is not in this request",
+_NOT_HERE = "is billed as input but is not in this request"
+# tool_choice is not free: it is counted (a forced tool adds prompt tokens).
+BODY = body_policy(
+    priced="model input instructions max_output_tokens stream tools text service_tier",
+    # reasoning (effort, summary) changes how much is generated, but all of it
+    # stays under the output cap; include only adds fields to the response;
+    # max_tool_calls limits built-in tools, which are refused; truncation can
+    # only drop input.
+    free=OPENAI_FREE + " reasoning include max_tool_calls truncation stream_options",
+    refused={
+        "previous_response_id": Refused(f"the earlier conversation {_NOT_HERE}"),
+        "conversation": Refused(f"the stored conversation {_NOT_HERE}"),
+        "background": Refused("a background response reports its usage later, outside this request", (None, False)),
+        "prompt": Refused(f"a stored prompt template {_NOT_HERE}"),
+    },
+)
+MESSAGE = policy(priced="type role content", free="id status")
+TEXT = policy(priced="format", free="verbosity")
+PARTS = {
+    "input_text": policy(priced="type text"),
+    "output_text": policy(priced="type text"),
+    "text": policy(priced="type text"),
+    "refusal": policy(priced="type refusal"),
+    "input_image": policy(priced="type image_url detail", refused={"file_id": Refused(f"a stored file {_NOT_HERE}")}),
+}
+# Content part types that bill as audio or as documents.
+_REFUSED_PARTS = {
+    "input_file": "files are billed per page as text and images",
+    "input_audio": "audio is billed per audio token",
 }
 
 
 def _responses(body: dict[str, Any]) -> Ask:
     model = _model(body)
-    _refuse_fields(body, _RESPONSES_REFUSED)
-    _service_tier(body)
     out = _Builder()
+    BODY.apply(body, out)
+    service_tier = _service_tier(body)
     # OpenAI does not publish how items are framed: chat framing plus a margin
     # per item, so the count is a bound.
-    out.fixed = _REPLY_PRIMING
+    out.fixed += _REPLY_PRIMING + preamble.responses_allowance(model, function_tools=False)
     out.exact = False
     instructions = body.get("instructions")
     if instructions is not None:
@@ -46,9 +76,10 @@ def _responses(body: dict[str, Any]) -> Ask:
     else:
         raise InvalidRequest("'input' must be a string or a non-empty list of items.", param="input")
     tools = body.get("tools")
-    if tools:
+    if tools is not None:
         if not isinstance(tools, list):
             raise InvalidRequest("'tools' must be a list.", param="tools")
+        out.fixed += preamble.HIDDEN_FUNCTION_TOOLS
         for index, tool in enumerate(tools):
             if not isinstance(tool, dict) or tool.get("type") != "function":
                 kind = tool.get("type") if isinstance(tool, dict) else None
@@ -58,6 +89,8 @@ def _responses(body: dict[str, Any]) -> Ask:
                 )
             out.json(tool)
     text = body.get("text")
+    if isinstance(text, dict):
+        TEXT.apply(text, out, "text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         out.json(text["format"])
     cap = _positive_int(body, "max_output_tokens")
@@ -69,6 +102,7 @@ def _responses(body: dict[str, Any]) -> Ask:
         stream=_bool(body, "stream"),
         include_usage=True,
         exact=False,
+        service_tier=service_tier,
     )
 
 
@@ -82,6 +116,7 @@ def _response_item(item: object, out: _Builder, param: str) -> None:
         role = item.get("role")
         if role not in ("user", "assistant", "system", "developer"):
             raise InvalidRequest(f"Unknown input role {role!r}.", param=f"{param}.role")
+        MESSAGE.apply(item, out, param)
         out.text(role)
         content = item.get("content")
         if isinstance(content, str):
@@ -94,6 +129,14 @@ def _response_item(item: object, out: _Builder, param: str) -> None:
             if not isinstance(part, dict):
                 raise InvalidRequest("Each content part must be an object.", param=where)
             ptype = part.get("type")
+            if isinstance(ptype, str) and ptype in _REFUSED_PARTS:
+                raise InvalidRequest(
+                    f"Content parts of type {ptype!r} cannot be priced: {_REFUSED_PARTS[ptype]}.", param=where
+                )
+            known = PARTS.get(ptype) if isinstance(ptype, str) else None
+            if known is None:
+                raise InvalidRequest(f"Content parts of type {ptype!r} cannot be priced here.", param=where)
+            known.apply(part, out, where)
             if ptype in ("input_text", "output_text", "text", "refusal"):
                 text = part.get("text", part.get("refusal"))
                 if not isinstance(text, str):
@@ -106,6 +149,23 @@ def _response_item(item: object, out: _Builder, param: str) -> None:
             else:
                 raise InvalidRequest(f"Content parts of type {ptype!r} cannot be priced here.", param=where)
     elif kind in ("function_call", "function_call_output"):
+        _tool_output(item.get("output"), out, param)
         out.json(item)
     else:
         raise InvalidRequest(f"Input items of type {kind!r} cannot be priced here.", param=f"{param}.type")
+
+
+def _tool_output(output: object, out: _Builder, param: str) -> None:
+    """A function call's output given as content parts: its images are priced
+    as images and its files refused (its JSON text is counted by the caller)."""
+    if not isinstance(output, list):
+        return
+    for index, part in enumerate(output):
+        where = f"{param}.output[{index}]"
+        ptype = part.get("type") if isinstance(part, dict) else None
+        if ptype == "input_image" and isinstance(part, dict):
+            if part.get("image_url") is None:
+                raise InvalidRequest("Only images given by 'image_url' can be priced.", param=where)
+            out.images.append(_image(part.get("image_url"), part.get("detail"), where))
+        elif ptype not in ("input_text", "output_text", "text"):
+            raise InvalidRequest(f"Output parts of type {ptype!r} cannot be priced here.", param=where)

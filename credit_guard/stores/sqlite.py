@@ -1,8 +1,11 @@
 """The embedded default store: one SQLite file, safe for several processes.
 
-Every state change is one ``BEGIN IMMEDIATE`` transaction, so check-and-hold is
-atomic across every process that opens the file (uvicorn ``--workers 4``): SQLite
-admits one writer at a time and each waits up to ``busy_timeout`` for its turn.
+Every state change runs inside a ``BEGIN IMMEDIATE`` transaction, so
+check-and-hold is atomic across every process that opens the file (uvicorn
+``--workers 4``): SQLite admits one writer at a time and each waits up to
+``busy_timeout`` for its turn.  Changes that arrive while the writer is busy
+share its next transaction (group commit): one ``fsync`` for many, and no
+change returns before its transaction is committed.
 The file runs in WAL mode.  All SQLite work happens on one worker thread per
 store object, never on the event loop.
 
@@ -26,7 +29,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -101,6 +104,18 @@ MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+class _Change:
+    """One change waiting for the writer, and what came of it."""
+
+    __slots__ = ("fn", "result", "error", "done")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
 def _digest(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
@@ -117,6 +132,8 @@ class SQLiteStore:
     before ``StoreUnavailable``.  ``synchronous``: SQLite's setting; ``"FULL"``
     (default) survives power loss, ``"NORMAL"`` is faster and survives a
     process crash.  ``clock`` returns Unix seconds (tests drive expiry with it).
+    ``batch_size``: the most changes that share one transaction (group
+    commit, see ``_run``); 1 gives every change a transaction of its own.
     """
 
     def __init__(
@@ -126,9 +143,12 @@ class SQLiteStore:
         busy_timeout: float = 10.0,
         synchronous: str = "FULL",
         clock: Callable[[], float] | None = None,
+        batch_size: int = 64,
     ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.path = str(path)
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous.upper()
@@ -136,6 +156,11 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
         self._closed = False
+        # Group commit: changes waiting for the writer, and whether it is busy.
+        self._pending: list[_Change] = []
+        self._writing = False
+        self._batch_done = anyio.Event()
+        self._batch_size = batch_size
 
     # -- plumbing -------------------------------------------------------------
 
@@ -154,23 +179,91 @@ class SQLiteStore:
         return self._db
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def work() -> T:
-            db = self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(db)
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                return result
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
-            except sqlite3.DatabaseError as exc:
-                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        """Run ``fn`` in a write transaction and return its result once that
+        transaction is committed (on disk, under ``synchronous=FULL``).
 
-        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        Group commit: the changes asked for while the writer is busy wait for
+        it and then share one transaction, each in a savepoint of its own, so
+        one ``fsync`` serves them all.  A change that raises is rolled back to
+        its savepoint and raises for its caller alone; a failure of the
+        transaction itself (a lock held past ``busy_timeout``, a full disk)
+        raises ``StoreUnavailable`` for every change in it, none of which took
+        effect.  The first caller to find the writer idle drives it; the
+        others wait for their turn, and whichever of them wakes first drives
+        the next batch, so a caller that leaves (cancelled) never strands the
+        rest."""
+        item = _Change(fn)
+        self._pending.append(item)
+        try:
+            while not item.done:
+                if self._writing:
+                    done = self._batch_done
+                    await done.wait()
+                    continue
+                self._writing = True
+                self._batch_done = anyio.Event()
+                batch, self._pending = self._pending[: self._batch_size], self._pending[self._batch_size :]
+                try:
+                    await anyio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+                finally:
+                    self._writing = False
+                    self._batch_done.set()
+        finally:
+            if not item.done and item in self._pending:
+                # Cancelled before the writer took it: it never runs.
+                self._pending.remove(item)
+        if item.error is not None:
+            raise item.error
+        return cast(T, item.result)
+
+    def _commit(self, batch: list[_Change]) -> None:
+        """One transaction for ``batch`` (in the writer thread)."""
+        try:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._apply(db, batch)
+                if db.in_transaction:
+                    db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except (sqlite3.DatabaseError, StoreUnavailable) as exc:
+            failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"SQLite store {self.path}: {exc}")
+            for item in batch:
+                item.result, item.error = None, failure
+        except BaseException as exc:
+            for item in batch:
+                item.result, item.error = None, exc
+            raise
+        finally:
+            for item in batch:
+                item.done = True
+
+    def _apply(self, db: sqlite3.Connection, batch: list[_Change]) -> None:
+        """Each change of ``batch`` in a savepoint of its own (none where it is
+        alone: its transaction is its savepoint).  A change's own failure rolls
+        back that change; SQLite's failures (locked, I/O) propagate and fail
+        the transaction."""
+        alone = len(batch) == 1
+        for item in batch:
+            if not alone:
+                db.execute("SAVEPOINT change")
+            error: BaseException | None = None
+            try:
+                item.result = item.fn(db)
+            except sqlite3.IntegrityError as exc:
+                error = StoreUnavailable(f"SQLite store {self.path}: {exc}")
+            except sqlite3.DatabaseError:
+                raise
+            except Exception as exc:
+                error = exc
+            if error is not None:
+                item.result, item.error = None, error
+                db.execute("ROLLBACK" if alone else "ROLLBACK TO change")
+            if not alone:
+                db.execute("RELEASE change")
 
     # -- helpers inside a transaction -----------------------------------------
 
