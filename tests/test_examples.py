@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -29,6 +30,15 @@ from .servers import free_port, wait_for_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MINI_IN, MINI_OUT = Decimal("0.15") / 10**6, Decimal("0.60") / 10**6
+
+
+def load(name: str) -> ModuleType:
+    """An example imported in process (for tests of its configuration)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager
