@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,29 +10,10 @@ import pytest
 
 from credit_guard.prices import ModelNotPriced, PriceTable
 
+from .reference import LITELLM_PRICE_MAP, PINNED_LITELLM_PRICE_MAP, needs_litellm_map, needs_pinned_litellm_map
 
-def _litellm_map() -> Path | None:
-    """LiteLLM's public price map: a pinned copy beside the repository where
-    there is one (``../shared/prices/``), else the copy the ``litellm`` package
-    ships (the README's test command installs it)."""
-    import importlib.util
-
-    pinned = Path(__file__).resolve().parents[2] / "shared" / "prices" / "litellm_model_prices.json"
-    if pinned.exists():
-        return pinned
-    spec = importlib.util.find_spec("litellm")
-    if spec is not None and spec.origin is not None:
-        bundled = Path(spec.origin).parent / "model_prices_and_context_window_backup.json"
-        if bundled.exists():
-            return bundled
-    return None
-
-
-LITELLM = _litellm_map() or Path("litellm-price-map-not-found.json")
-needs_litellm = pytest.mark.skipif(
-    not LITELLM.exists() and not os.environ.get("CI"),
-    reason="LiteLLM's price map: neither ../shared/prices nor the litellm package (pip install -e '.[litellm]')",
-)
+LITELLM = LITELLM_PRICE_MAP
+needs_litellm = needs_litellm_map
 # Output billed per image, character, second or video: a token cap does not bound it.
 UNBOUNDED_OUTPUT = (
     "output_cost_per_image",
@@ -289,7 +269,7 @@ def test_the_bundled_table_has_date_source_and_complete_entries() -> None:
     assert table.resolve("gpt-4o").max_output_tokens
 
 
-@needs_litellm
+@needs_pinned_litellm_map
 def test_the_bundled_table_is_what_the_import_script_writes() -> None:
     """No hand edit drifts from the map: the script regenerates the table byte for byte."""
     import importlib.util
@@ -301,7 +281,7 @@ def test_the_bundled_table_is_what_the_import_script_writes() -> None:
     spec.loader.exec_module(module)
     bundled_path = Path(__file__).resolve().parents[1] / "credit_guard" / "data" / "prices.json"
     bundled = json.loads(bundled_path.read_text())
-    litellm = json.loads(LITELLM.read_text(), parse_float=Decimal)
+    litellm = json.loads(PINNED_LITELLM_PRICE_MAP.read_text(), parse_float=Decimal)
     supplement = json.loads(module.SUPPLEMENT.read_text())
     rebuilt = module.build(litellm, bundled, supplement, bundled["as_of"])
     assert rebuilt == bundled
