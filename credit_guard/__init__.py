@@ -1,6 +1,6 @@
 """credit_guard: prepaid credits enforced in front of any ASGI app.
 
-    from credit_guard import CreditGuard, PriceTable, MemoryStore
+    from credit_guard import CreditGuard, PriceTable, MemoryStore  # or SQLiteStore, RedisStore, open_store
 
     app = CreditGuard(inner_app, prices=PriceTable.default(),
                       store=MemoryStore({"acct_1": "0.02"}),
@@ -10,6 +10,8 @@ Each priced request's worst case is held before the app runs; a request the
 balance cannot cover gets a detailed 402 and never reaches the app; the hold is
 settled from the usage the response reports.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AuthenticationFailed,
@@ -26,7 +28,20 @@ from .errors import (
 from .middleware import DEFAULT_ROUTES, CreditGuard
 from .prices import ModelNotPriced, ModelPrice, PriceTable
 from .quote import Quote, Suggestions, affordable_max_tokens, insufficient_credits, make_quote
-from .stores import Balance, CreditStore, Hold, Insufficient, MemoryStore, Settlement, StoreUnavailable
+from .stores import (
+    Balance,
+    CreditStore,
+    Hold,
+    Insufficient,
+    MemoryStore,
+    Settlement,
+    SQLiteStore,
+    StoreUnavailable,
+    open_store,
+)
+
+if TYPE_CHECKING:
+    from .stores.redis import RedisStore
 
 __version__ = "0.1.0"
 
@@ -47,7 +62,9 @@ __all__ = [
     "ModelPrice",
     "PriceTable",
     "Quote",
+    "RedisStore",
     "RequestTooLarge",
+    "SQLiteStore",
     "Settlement",
     "StoreUnavailable",
     "StoreUnavailableError",
@@ -58,4 +75,14 @@ __all__ = [
     "insufficient_credits",
     "install_handler",
     "make_quote",
+    "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # redis-py is an optional extra: RedisStore is imported only when asked for.
+    if name == "RedisStore":
+        from .stores.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module 'credit_guard' has no attribute {name!r}")

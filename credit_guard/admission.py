@@ -30,6 +30,7 @@ from .errors import (
     error_headers,
     request_id_from,
 )
+from .money import json_text
 from .prices import ModelPrice
 from .quote import Quote, affordable_max_tokens, insufficient_credits, make_quote
 from .routes import EndpointNotPriced
@@ -271,18 +272,24 @@ class Exchange:
                 billing_url=guard.billing_url,
                 suggestions=guard.suggestions,
             )
-            reason = error.fields["context"]["reason"]
+            context = error.fields["context"]
+            reason = context["reason"]
             if reason == "in_flight_holds":
                 error.retry_after = guard.retry_after
-            guard.metrics.rejected(quote.model, reason, quote.max_cost - result.available)
+            guard.metrics.rejected(quote.model, reason, context["credit_deficit"])
+            # The figures of the 402 itself, in its JSON's exact text: an
+            # operator can match the line to what the caller was told.
             logger.info(
-                "credit_guard.rejected request_id=%s account=%s model=%s reason=%s required=%s available=%s",
+                "credit_guard.rejected request_id=%s account=%s model=%s reason=%s"
+                " shortfall=%s required=%s available=%s held=%s",
                 self.request_id,
                 account,
                 quote.model,
                 reason,
-                quote.max_cost,
-                result.available,
+                json_text(context["credit_deficit"]),
+                json_text(context["required_credits"]),
+                json_text(context["current_credits"]),
+                json_text(context["held_credits"]),
             )
             raise error
         guard.metrics.hold_opened(quote.model, result.amount)

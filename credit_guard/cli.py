@@ -2,14 +2,15 @@
 
     credit-guard serve --upstream URL | --demo     a guarded OpenAI-compatible endpoint
     credit-guard quote [REQUEST.json|-]            the worst case of a request, offline
-    credit-guard credits grant|balance|history     manage balances
+    credit-guard credits grant|balance|history|list   manage balances
     credit-guard keys add|revoke|list              manage API keys
     credit-guard prices list|show|check            inspect a price table
 
-Exit codes: 0 done (or affordable), 1 refused (insufficient credits, nothing
-found), 2 bad input.  Every option of ``serve`` is also read from an environment
-variable ``CREDIT_GUARD_<OPTION>`` (``CREDIT_GUARD_UPSTREAM``,
-``CREDIT_GUARD_STORE``...).
+Exit codes, the same for every subcommand: 0 done (or affordable), 1 refused or
+not found (insufficient credits, no such account, key or store, a port in use),
+2 bad input (arguments, files, request bodies).  Every option of ``serve`` is
+also read from an environment variable ``CREDIT_GUARD_<OPTION>``
+(``CREDIT_GUARD_UPSTREAM``, ``CREDIT_GUARD_STORE``...).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from . import __version__
 from .errors import CreditGuardError, dumps, error_body
 from .money import display, json_text, parse_amount
 
@@ -42,6 +44,11 @@ MIN_HOLD_TTL = 30.0
 
 class UsageError(Exception):
     """Bad input on the command line: exit 2."""
+
+
+class Refused(Exception):
+    """A command that cannot be done as asked, or whose subject does not
+    exist: exit 1."""
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -65,13 +72,33 @@ def _prices(path: str | None) -> Any:
         raise UsageError(f"invalid price table {path}: {exc}") from None
 
 
-def _store(url: str) -> Any:
+def _store(url: str, *, existing: bool = False) -> Any:
+    """The store at ``url``.  With ``existing``, a SQLite file that does not
+    exist is refused instead of created: a command that reads must not make
+    an empty store and report from it."""
     from .stores import open_store
 
+    _check_store_url(url)
+    if existing and url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        if str(path) and not path.is_file():
+            raise Refused(f"no credit store at {path} (check --store or CREDIT_GUARD_STORE)")
     try:
         return open_store(url)
     except (ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _check_store_url(url: str) -> None:
+    if url in ("memory://", "memory"):
+        raise UsageError(
+            "memory:// lives and dies with one process, not across commands: use sqlite:///FILE or redis://"
+        )
+
+
+async def _known(store: Any, account: str) -> None:
+    if not await store.account_exists(account):
+        raise Refused(f"no such account: {account}")
 
 
 # -- serve -------------------------------------------------------------------------
@@ -88,12 +115,14 @@ def build_app(
     max_body_bytes: int | None = None,
     fail_open: bool = False,
     hold_ttl: float | None = None,
+    metrics_path: str | None = None,
     allow_read: Sequence[str] = (),
 ) -> Any:
     """The guarded app ``serve`` runs: the guard in front of the proxy (or of
     the fake model with ``demo``), with ``proxy.gateway_policy``: nothing
     anonymous or unpriced is forwarded, and of bodiless reads only the model
-    list and ``allow_read`` (glob patterns)."""
+    list and ``allow_read`` (glob patterns); with ``metrics_path``, Prometheus
+    metrics served there, beside the guard."""
     from .fake_llm import create_app
     from .middleware import CreditGuard
     from .proxy import create_proxy, gateway_policy
@@ -110,6 +139,19 @@ def build_app(
         options["max_body_bytes"] = max_body_bytes
     if hold_ttl:
         options["hold_ttl"] = hold_ttl
+    if metrics_path:
+        from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+        from .metrics import PrometheusMetrics, with_metrics_endpoint
+
+        # A registry of this app's own, so that building a second app in one
+        # process does not register every metric twice.
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        metrics = PrometheusMetrics(registry)
+        guard = CreditGuard(inner, store=_store(store_url), prices=_prices(prices), metrics=metrics, **options)
+        return with_metrics_endpoint(guard, metrics_path, registry)
     return CreditGuard(inner, store=_store(store_url), prices=_prices(prices), **options)
 
 
@@ -122,6 +164,7 @@ def app_from_env() -> Any:
         store_url=_env("store") or DEFAULT_STORE,
         prices=_env("prices"),
         upstream_key=_env("upstream_key") or os.environ.get("OPENAI_API_KEY"),
+        metrics_path=_env("metrics_path"),
         billing_url=_env("billing_url"),
         max_body_bytes=int(_env("max_body_bytes") or 0) or None,
         fail_open=_env("fail_open") == "1",
@@ -130,22 +173,91 @@ def app_from_env() -> Any:
     )
 
 
-async def _prepare_demo(store_url: str, balance: str) -> str:
-    """Top the demo account up to ``balance`` and mint a key for it."""
+async def _prepare_demo(store_url: str, balance: str, key_file: Path) -> str:
+    """Top the demo account up to ``balance`` and give it its key: the one in
+    ``key_file`` when there is one (so a restarted demo keeps its key and adds
+    none), else a new one, kept there."""
     store = _store(store_url)
     try:
+        try:
+            wanted = parse_amount(balance, what="--demo-balance")
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        if wanted < 0:
+            raise UsageError("--demo-balance must not be negative")
         current = await store.balance(DEMO_ACCOUNT)
-        wanted = parse_amount(balance, what="--demo-balance")
         if current.available < wanted:
             await store.grant(DEMO_ACCOUNT, wanted - current.available)
-        key = "sk-demo-" + secrets.token_urlsafe(24)
-        await store.add_key(key, DEMO_ACCOUNT)
+        key = key_file.read_text().strip() if key_file.is_file() else ""
+        if not key.startswith("sk-demo-") or await store.account_for_key(key) not in (None, DEMO_ACCOUNT):
+            key = "sk-demo-" + secrets.token_urlsafe(24)
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            # Created private: the key is a credential, if only for the demo.
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(key + "\n")
+        if await store.account_for_key(key) != DEMO_ACCOUNT:
+            await store.add_key(key, DEMO_ACCOUNT)
         return key
     finally:
         await store.aclose()
 
 
-def _demo_banner(host: str, port: int, key: str, store_url: str, balance: str) -> str:
+def _demo_key_file(store_url: str) -> Path:
+    """Where the demo keeps its key: beside its SQLite file, or in the current
+    directory for other stores."""
+    if store_url.startswith("sqlite:///") and store_url != "sqlite:///:memory:":
+        return Path(store_url[len("sqlite:///") :] + ".key")
+    return Path("credit_guard_demo.key")
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Refuse now, before the store is touched or a banner printed, when the
+    address cannot be listened on (uvicorn would fail only after both)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        # As uvicorn binds: SO_REUSEADDR, so a port in TIME_WAIT is no refusal.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise Refused(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server? try --port)"
+            ) from None
+
+
+def _upstream_key(args: argparse.Namespace) -> tuple[str, str]:
+    """The key ``serve`` sends upstream and where it came from (never the key
+    itself, for the banner): ``--upstream-key-file``, ``--upstream-key``,
+    ``CREDIT_GUARD_UPSTREAM_KEY`` or ``OPENAI_API_KEY``, in that order."""
+    if args.upstream_key_file:
+        try:
+            key = Path(args.upstream_key_file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --upstream-key-file: {exc}") from None
+        if not key:
+            raise UsageError(f"--upstream-key-file {args.upstream_key_file} is empty")
+        return key, f"file {args.upstream_key_file}"
+    if args.upstream_key:
+        print(
+            "credit-guard: warning: --upstream-key shows the key in every process listing;"
+            " use CREDIT_GUARD_UPSTREAM_KEY or --upstream-key-file",
+            file=sys.stderr,
+        )
+        return args.upstream_key, "--upstream-key"
+    for name in ("CREDIT_GUARD_UPSTREAM_KEY", "OPENAI_API_KEY"):
+        if os.environ.get(name):
+            return os.environ[name], f"${name}"
+    return "", "none"
+
+
+def _demo_banner(host: str, port: int, key: str, store_url: str, balance: str, extra: str = "") -> str:
     base = f"http://{host}:{port}"
     return f"""
 credit_guard demo: a guarded fake OpenAI-compatible model (no network, no real keys)
@@ -154,7 +266,7 @@ credit_guard demo: a guarded fake OpenAI-compatible model (no network, no real k
   account   {DEMO_ACCOUNT}, balance topped up to ${balance}
   store     {store_url}
   base URL  {base}/v1
-
+{extra}
 A request that fits (charged from the reported usage):
   curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' \\
     -H 'Content-Type: application/json' \\
@@ -180,8 +292,6 @@ Stop with Ctrl-C.
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     store_url = args.store or _env("store") or (DEMO_STORE if args.demo else DEFAULT_STORE)
     upstream = args.upstream or _env("upstream")
     if not args.demo and not upstream:
@@ -196,25 +306,34 @@ def _serve(args: argparse.Namespace) -> int:
     hold_ttl = args.hold_ttl or float(_env("hold_ttl") or 0)
     if hold_ttl and hold_ttl < MIN_HOLD_TTL:
         raise UsageError(f"--hold-ttl must be at least {MIN_HOLD_TTL:g} seconds (holds are extended every third of it)")
+    anyio.run(_store(store_url).aclose)  # a bad URL or a missing extra: said now, not by a worker
+    metrics_path = _metrics_path(args)
+    upstream_key, key_source = ("", "none") if args.demo else _upstream_key(args)
+    _check_bind(args.host, args.port)
+    import uvicorn
+
     config = {
         "CREDIT_GUARD_UPSTREAM": upstream or "",
         "CREDIT_GUARD_DEMO": "1" if args.demo else "0",
         "CREDIT_GUARD_STORE": store_url,
         "CREDIT_GUARD_PRICES": prices or "",
-        "CREDIT_GUARD_UPSTREAM_KEY": args.upstream_key or _env("upstream_key") or "",
+        "CREDIT_GUARD_UPSTREAM_KEY": upstream_key,
         "CREDIT_GUARD_BILLING_URL": args.billing_url or _env("billing_url") or "",
         "CREDIT_GUARD_MAX_BODY_BYTES": str(args.max_body_bytes or _env("max_body_bytes") or ""),
         "CREDIT_GUARD_FAIL_OPEN": "1" if args.fail_open or _env("fail_open") == "1" else "0",
         "CREDIT_GUARD_HOLD_TTL": str(args.hold_ttl or _env("hold_ttl") or ""),
+        "CREDIT_GUARD_METRICS_PATH": metrics_path or "",
         "CREDIT_GUARD_ALLOW_READ": " ".join(args.allow_read or []) or _env("allow_read") or "",
     }
     os.environ.update(config)
+    metrics_line = f"  metrics   http://{args.host}:{args.port}{metrics_path}\n" if metrics_path else ""
     if args.demo:
-        key = anyio.run(_prepare_demo, store_url, args.demo_balance)
-        print(_demo_banner(args.host, args.port, key, store_url, args.demo_balance), flush=True)
+        key = anyio.run(_prepare_demo, store_url, args.demo_balance, _demo_key_file(store_url))
+        print(_demo_banner(args.host, args.port, key, store_url, args.demo_balance, metrics_line), flush=True)
     else:
         print(
-            f"credit_guard: guarding {upstream} on http://{args.host}:{args.port} (store {store_url})",
+            f"credit_guard: guarding {upstream} on http://{args.host}:{args.port}"
+            f" (store {store_url}; upstream key: {key_source})\n{metrics_line}",
             flush=True,
         )
     uvicorn.run(
@@ -224,15 +343,49 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=_log_config(args.log_level),
         lifespan="on",
     )
     return 0
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, with the guard's own lines (``credit_guard.rejected``
+    and the rest, see docs/deploying.md) printed beside uvicorn's at ``level``."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["credit_guard"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
+
+
+def _metrics_path(args: argparse.Namespace) -> str | None:
+    """The path ``--metrics`` serves metrics at, or None; refuses now what
+    would fail in a worker."""
+    wanted = args.metrics or _env("metrics") == "1"
+    if not wanted:
+        return None
+    path = args.metrics_path or _env("metrics_path") or "/metrics"
+    if not path.startswith("/") or path.rstrip("/") in ("", "/v1") or "?" in path:
+        raise UsageError(f"--metrics-path must be a path such as /metrics, not {path!r}")
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise UsageError("--metrics needs prometheus-client: pip install 'credit-guard[metrics]'") from None
+    if args.workers > 1:
+        # Each worker counts for itself: a scrape would see one worker's share.
+        raise UsageError("--metrics counts in one process: run it with --workers 1 (or one server per core)")
+    return str(path)
 
 
 # -- quote -------------------------------------------------------------------------
 
 
 def _read_request(source: str | None) -> Any:
+    if source is None and sys.stdin.isatty():
+        raise UsageError("quote needs a request: a JSON file, or - to read it from stdin")
     try:
         raw = sys.stdin.buffer.read() if source in (None, "-") else Path(source).read_bytes()
     except OSError as exc:
@@ -249,9 +402,17 @@ def _quote(args: argparse.Namespace) -> int:
     from .stores import MemoryStore
 
     table = _prices(args.prices)
+    available = None
+    if args.balance is not None:
+        try:
+            available = parse_amount(args.balance, what="--balance")
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        if available < 0:
+            raise UsageError("--balance must not be negative")
     try:
         body = _read_request(args.request)
-        ask = shapes.parse(args.endpoint, body)
+        ask = shapes.parse(args.endpoint or _endpoint_of(body, table), body)
         guard = CreditGuard(_nothing, store=MemoryStore(), prices=table)
         price = guard.resolve(ask)
         count = tokens.count_input(ask, price)
@@ -260,11 +421,7 @@ def _quote(args: argparse.Namespace) -> int:
         sys.stdout.write(error_body(error, "req_cli").decode() + "\n")
         print(f"credit-guard quote: {error.message}", file=sys.stderr)
         return 2
-    if args.balance is not None:
-        try:
-            available = parse_amount(args.balance, what="--balance")
-        except (TypeError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
+    if available is not None:
         if quote.max_cost > available:
             short = insufficient_credits(
                 quote,
@@ -273,9 +430,35 @@ def _quote(args: argparse.Namespace) -> int:
                 cheaper=guard.cheaper(quote, ask, available),
             )
             sys.stdout.write(error_body(short, "req_cli").decode() + "\n")
+            print(f"credit-guard quote: {short.message}", file=sys.stderr)
             return 1
     _print_json(quote.as_json())
     return 0
+
+
+def _endpoint_of(body: Any, table: Any) -> str:
+    """The API a request body is for, where ``--endpoint`` does not say: the
+    model's kind decides (an embedding model takes embeddings, a completion
+    model completions), then the body's fields (``input`` for the Responses
+    API, ``prompt`` for completions, ``messages`` for chat, or for Anthropic's
+    Messages API when an Anthropic model has ``max_tokens``)."""
+    from .prices import ModelNotPriced
+
+    if not isinstance(body, dict):
+        return "chat"  # the parser answers what is wrong with it
+    try:
+        price = table.resolve(body.get("model"))
+    except (ModelNotPriced, TypeError, ValueError):
+        price = None
+    if price is not None and price.kind in ("embedding", "completion"):
+        return str(price.kind)
+    if "messages" not in body and "input" in body:
+        return "responses"
+    if "messages" not in body and "prompt" in body:
+        return "completion"
+    if price is not None and price.provider == "anthropic" and "max_tokens" in body:
+        return "anthropic"  # Anthropic's Messages API requires max_tokens; a body without is OpenAI-style chat
+    return "chat"
 
 
 async def _nothing(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
@@ -295,24 +478,39 @@ def _balance_json(account: str, balance: Any) -> dict[str, Any]:
     }
 
 
+def _account_name(account: str | None) -> None:
+    if account is not None and (not account.strip() or account != account.strip()):
+        raise UsageError(f"an account name must be non-empty, without surrounding spaces: {account!r}")
+
+
 def _credits(args: argparse.Namespace) -> int:
+    _account_name(getattr(args, "account", None))
+
     async def run() -> int:
-        store = _store(args.store)
+        store = _store(args.store, existing=args.action != "grant")
         try:
             if args.action == "grant":
                 try:
                     amount = parse_amount(args.amount, what="AMOUNT")
-                    balance = await store.grant(args.account, amount, **({"note": args.note} if args.note else {}))
                 except (TypeError, ValueError) as exc:
                     raise UsageError(str(exc)) from None
+                try:
+                    balance = await store.grant(args.account, amount, **({"note": args.note} if args.note else {}))
+                except ValueError as exc:  # taking back more than is available
+                    raise Refused(str(exc)) from None
                 _print_json(_balance_json(args.account, balance))
+            elif args.action == "list":
+                for account in await store.accounts():
+                    _print_json(_balance_json(account, await store.balance(account)))
             elif args.action == "balance":
+                await _known(store, args.account)
                 balance = await store.balance(args.account)
                 _print_json(_balance_json(args.account, balance))
                 print(f"available {display(balance.available, owed=False)}", file=sys.stderr)
             else:
                 if not hasattr(store, "history"):
                     raise UsageError("this store keeps no history; use sqlite:/// or redis://")
+                await _known(store, args.account)
                 for line in await store.history(args.account, limit=args.limit):
                     _print_json(line)
             return 0
@@ -323,22 +521,17 @@ def _credits(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
+    _account_name(getattr(args, "account", None))
+
     async def run() -> int:
-        store = _store(args.store)
+        store = _store(args.store, existing=args.action != "add")
         try:
             if args.action == "add":
-                key = args.key or "sk-" + secrets.token_urlsafe(36)
-                try:
-                    prefix = await store.add_key(key, args.account)
-                except ValueError as exc:
-                    raise UsageError(str(exc)) from None
-                _print_json({"account": args.account, "key": key, "prefix": prefix})
-                print("Keep the key now: only its digest is stored.", file=sys.stderr)
-                return 0
+                return await _add_key(store, args)
             if args.action == "revoke":
-                count = await store.revoke_key(args.key)
-                _print_json({"revoked": count})
-                return 0 if count else 1
+                return await _revoke_key(store, args.key)
+            if args.account is not None:
+                await _known(store, args.account)
             for row in await store.list_keys(args.account):
                 _print_json(row)
             return 0
@@ -346,6 +539,38 @@ def _keys(args: argparse.Namespace) -> int:
             await store.aclose()
 
     return anyio.run(run)
+
+
+async def _add_key(store: Any, args: argparse.Namespace) -> int:
+    key = args.key or "sk-" + secrets.token_urlsafe(36)
+    owner = await store.account_for_key(key)
+    if owner is not None and owner != args.account and not args.force:
+        raise Refused(f"that key belongs to account {owner}; --force moves it to {args.account}")
+    try:
+        prefix = await store.add_key(key, args.account)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _print_json({"account": args.account, "key": key, "prefix": prefix})
+    if owner is not None and owner != args.account:
+        print(f"Moved the key from account {owner}.", file=sys.stderr)
+    print("Keep the key now: only its digest is stored.", file=sys.stderr)
+    return 0
+
+
+async def _revoke_key(store: Any, key_or_prefix: str) -> int:
+    if await store.account_for_key(key_or_prefix) is None:
+        # Not a whole live key: a listed prefix, which must name one key only.
+        matches = [row for row in await store.list_keys() if row["prefix"] == key_or_prefix and not row["revoked"]]
+        if len(matches) > 1:
+            owners = ", ".join(sorted({str(row["account"]) for row in matches}))
+            raise Refused(
+                f"the prefix {key_or_prefix} matches {len(matches)} keys (accounts: {owners}); give the whole key"
+            )
+    count = await store.revoke_key(key_or_prefix)
+    _print_json({"revoked": count})
+    if not count:
+        raise Refused(f"no live key {key_or_prefix}")
+    return 0
 
 
 # -- prices ----------------------------------------------------------------------------
@@ -415,6 +640,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="credit-guard", description="Prepaid credits in front of any OpenAI-compatible API."
     )
+    parser.add_argument("--version", action="version", version=f"credit-guard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a guarded endpoint", description="Run the guard in front of an upstream.")
@@ -423,9 +649,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help=f"store URL (default {DEFAULT_STORE}; demo: {DEMO_STORE})")
     serve.add_argument("--prices", help="price table file (default: the bundled one)")
     serve.add_argument("--host", default=_env("host", "127.0.0.1"), help="default 127.0.0.1 (CREDIT_GUARD_HOST)")
-    serve.add_argument("--port", type=int, default=int(_env("port", "8000") or 8000), help="default 8000")
-    serve.add_argument("--workers", type=int, default=int(_env("workers", "1") or 1), help="worker processes")
-    serve.add_argument("--upstream-key", help="the key sent upstream (default: $OPENAI_API_KEY)")
+    # String defaults go through type=int too: a bad CREDIT_GUARD_PORT is a usage error, not a traceback.
+    serve.add_argument("--port", type=int, default=_env("port") or "8000", help="default 8000 (CREDIT_GUARD_PORT)")
+    serve.add_argument(
+        "--workers", type=int, default=_env("workers") or "1", help="worker processes (CREDIT_GUARD_WORKERS)"
+    )
+    serve.add_argument(
+        "--upstream-key-file",
+        help="a file holding the key sent upstream (else $CREDIT_GUARD_UPSTREAM_KEY, else $OPENAI_API_KEY)",
+    )
+    serve.add_argument("--upstream-key", help="the key sent upstream (visible in process listings: prefer the above)")
+    serve.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics (needs the metrics extra; CREDIT_GUARD_METRICS=1)",
+    )
+    serve.add_argument("--metrics-path", help="where --metrics serves them (default /metrics)")
     serve.add_argument("--billing-url", help="named in the 402's suggestions")
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 16 MiB)")
     serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300, at least 30)")
@@ -447,9 +686,8 @@ def _parser() -> argparse.ArgumentParser:
     quote.add_argument("--balance", help="a balance in dollars: print the 402 when it is short")
     quote.add_argument(
         "--endpoint",
-        default="chat",
         choices=["chat", "completion", "embedding", "responses", "anthropic"],
-        help="the request's shape (default chat)",
+        help="the request's API (default: from the model's kind and the body's fields)",
     )
     quote.set_defaults(run=_quote)
 
@@ -457,11 +695,13 @@ def _parser() -> argparse.ArgumentParser:
     credits_sub = credits.add_subparsers(dest="action", required=True)
     for name, text in (
         ("grant", "add credits (negative: take back)"),
-        ("balance", "show"),
+        ("balance", "show an account's figures"),
         ("history", "the ledger"),
+        ("list", "every account with its figures"),
     ):
         cmd = credits_sub.add_parser(name, help=text)
-        cmd.add_argument("account")
+        if name != "list":
+            cmd.add_argument("account")
         if name == "grant":
             cmd.add_argument("amount", help="dollars, an exact decimal such as 10.00")
             cmd.add_argument("--note", help="why (kept in the ledger)")
@@ -475,7 +715,8 @@ def _parser() -> argparse.ArgumentParser:
     add = keys_sub.add_parser("add", help="create a key for an account (printed once)")
     add.add_argument("account")
     add.add_argument("--key", help="use this key instead of a new random one")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key (whole, or its listed prefix)")
+    add.add_argument("--force", action="store_true", help="move the key here if another account has it")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key (whole, or its listed prefix when that is unique)")
     revoke.add_argument("key")
     listing = keys_sub.add_parser("list", help="list keys (prefixes only)")
     listing.add_argument("account", nargs="?")
@@ -505,6 +746,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"credit-guard: {exc}", file=sys.stderr)
         return 2
+    except Refused as exc:
+        print(f"credit-guard: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the store and the network: say what failed, not a traceback

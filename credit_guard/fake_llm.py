@@ -9,6 +9,8 @@ fixed run of common words, each one token, cut at the request's output cap.
 Usage is counted with credit_guard's own counter, so it is exact for models
 whose encoding we ship.
 
+``python -m credit_guard.fake_llm --port 9000`` runs it alone, as an upstream.
+
 Per-request knobs, as headers (for tests): ``x-fake-tokens`` (reply length),
 ``x-fake-no-usage`` (report no usage), ``x-fake-status`` (answer that error
 status), ``x-fake-delay-ms`` (pause between stream events), ``x-fake-extra-usage``
@@ -363,3 +365,22 @@ def create_app(*, default_tokens: int = _DEFAULT_TOKENS, deterministic: bool = F
         Route("/v1/models", models, methods=["GET"]),
     ]
     return Starlette(routes=routes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m credit_guard.fake_llm [--port 9000]``: the fake model alone,
+    unguarded, as an upstream to put a guard in front of."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible model (no keys, no network).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args(argv)
+    print(f"fake OpenAI-compatible model on http://{args.host}:{args.port}/v1 (any key, or none)", flush=True)
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

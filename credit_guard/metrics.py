@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Metrics", "NullMetrics", "PrometheusMetrics"]
+__all__ = ["Metrics", "NullMetrics", "PrometheusMetrics", "with_metrics_endpoint"]
 
 
 class Metrics:
@@ -137,3 +137,27 @@ class PrometheusMetrics(Metrics):
 
     def usage_unreadable(self, model: str, reason: str) -> None:
         self.unreadable.labels(model=model, reason=reason).inc()
+
+
+def with_metrics_endpoint(app: Any, path: str = "/metrics", registry: Any = None) -> Any:
+    """``app`` with Prometheus's text exposition answered at ``GET path``
+    (``registry`` defaults to prometheus-client's global one).  The endpoint
+    sits in front of ``app``, and of a guard that ``app`` may be: a scraper
+    needs no API key.  It shows counts by model and reason, never an account
+    or a key."""
+    from prometheus_client import REGISTRY, make_asgi_app
+
+    exposition = make_asgi_app(registry if registry is not None else REGISTRY)
+    path = path.rstrip("/") or "/"
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("path", "").rstrip("/") == path
+            and scope.get("method") in ("GET", "HEAD")
+        ):
+            await exposition(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return dispatch

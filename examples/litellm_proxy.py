@@ -6,7 +6,11 @@ with no provider keys and no network; put real `litellm_params` there to guard
 real providers.
 
     pip install -e '.[litellm]'
-    python examples/litellm_proxy.py        # serves on http://127.0.0.1:8000
+    python examples/litellm_proxy.py        # http://127.0.0.1:8004 (--port or PORT to change)
+
+It sets itself up on every start, idempotently (the example account gets $1.00
+when it is new, never again, and its key, in ``litellm_credits.db`` in
+the current directory), and prints the key to use and the requests to try.
 """
 
 from __future__ import annotations
@@ -79,13 +83,58 @@ async def lifespan_context() -> AsyncIterator[None]:
         yield
 
 
-if __name__ == "__main__":
+ACCOUNT, KEY, BALANCE = "acct_1", "sk-litellm-example-1", "1.00"
+
+
+async def setup() -> None:
+    """Give the example account its first credits and its key; running it
+    again changes nothing."""
+    store = app.store
+    if not await store.account_exists(ACCOUNT):
+        await store.grant(ACCOUNT, BALANCE)
+    if await store.account_for_key(KEY) != ACCOUNT:
+        await store.add_key(KEY, ACCOUNT)
+
+
+def banner(port: int) -> str:
+    base = f"http://127.0.0.1:{port}"
+
+    def curl(fields: str) -> str:
+        return (
+            f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {KEY}' \\\n"
+            "    -H 'Content-Type: application/json' \\\n"
+            f"""    -d '{{"messages": [{{"role": "user", "content": "Hi"}}], {fields}}}'"""
+        )
+
+    return f"""
+credit_guard in front of LiteLLM's proxy (mocked models: no provider keys, no network), on {base}/v1
+
+  API key   {KEY}   (account {ACCOUNT}, ${BALANCE} granted when new)
+  store     litellm_credits.db
+
+A request that fits:
+{curl('"model": "gpt-4o-mini", "max_tokens": 20')}
+
+One the balance cannot cover (the guard's 402; LiteLLM never sees it):
+{curl('"model": "gpt-4o", "max_tokens": 16000, "n": 8')}
+
+Stop with Ctrl-C.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     import anyio
     import uvicorn
 
-    async def setup() -> None:
-        await app.store.grant("acct_1", "1.00")
-        await app.store.add_key("sk-litellm-example-1", "acct_1")
-
+    parser = argparse.ArgumentParser(description="credit_guard in front of LiteLLM's proxy server")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8004")))
+    args = parser.parse_args(argv)
     anyio.run(setup)
-    uvicorn.run(app, host="127.0.0.1", port=8000)
+    print(banner(args.port), flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zlib
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -137,19 +138,32 @@ def test_counts_offline_without_a_cache_directory() -> None:
     assert result.stdout.split() == ["2", "2"]
 
 
-SHARED_TIKTOKEN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tiktoken")
+def tiktoken_cache(directory: Path) -> Path:
+    """A tiktoken cache holding this package's encoding files under tiktoken's
+    own cache keys (the SHA-1 of each download URL).  tiktoken checks each
+    file's SHA-256 when it reads it and, finding one wrong, tries to download
+    it (refused in the test's process): so it builds its encodings from exactly
+    the published files, by its own code."""
+    import hashlib
+
+    for name in ("cl100k_base", "o200k_base"):
+        url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+        source = Path(tokens.__file__).parent / "data" / f"{name}.tiktoken"
+        (directory / hashlib.sha1(url.encode()).hexdigest()).write_bytes(source.read_bytes())
+    return directory
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_TIKTOKEN), reason="tiktoken's own cache files are not beside the repo")
-def test_bundled_encodings_equal_tiktokens_own() -> None:
+def test_bundled_encodings_equal_tiktokens_own(tmp_path: Path) -> None:
     text = "Hello, wörld! 12345 <|endoftext|>\n\n  indented\tcode() {}; 日本語のテキスト 🙂" * 20
     code = (
-        "import sys, tiktoken\n"
+        "import socket, sys, tiktoken\n"
+        "def refuse(*a, **k): raise OSError('network used')\n"
+        "socket.socket.connect = refuse\n"
         "text = sys.stdin.read()\n"
         "for name in ('cl100k_base', 'o200k_base'):\n"
         "    print(tiktoken.get_encoding(name).encode_ordinary(text))\n"
     )
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": os.path.abspath(SHARED_TIKTOKEN)}
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tiktoken_cache(tmp_path))}
     result = subprocess.run(
         [sys.executable, "-c", code], input=text, env=env, capture_output=True, text=True, timeout=120
     )

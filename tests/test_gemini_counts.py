@@ -23,6 +23,8 @@ from credit_guard import PriceTable, shapes, tokens
 from credit_guard.shapes import ImageRef
 from credit_guard.tokens import _crop_tiles, _crop_tiles_worst
 
+from .reference import LITELLM_PRICE_MAP, needs_litellm_map
+
 TABLE = PriceTable.default()
 GEMINI = TABLE.resolve("gemini-2.5-flash")
 
@@ -122,8 +124,9 @@ def test_inline_images_are_counted_from_their_header() -> None:
     assert with_image - count([{"role": "user", "content": text}]).tokens == 16 * 258
 
 
+@needs_litellm_map
 def test_gemini_3_images_cost_the_largest_media_resolution() -> None:
-    table = PriceTable.from_file("/work/shared/prices/litellm_model_prices.json")
+    table = PriceTable.from_file(LITELLM_PRICE_MAP)
     names = [m.name for m in table.models("chat") if m.name.startswith("gemini-3") and m.vision is not None]
     assert names, "the LiteLLM map carries Gemini 3 models"
     for name in names:

@@ -10,8 +10,10 @@ import pytest
 
 from credit_guard.prices import ModelNotPriced, PriceTable
 
-LITELLM = Path(__file__).resolve().parents[2] / "shared" / "prices" / "litellm_model_prices.json"
-needs_litellm = pytest.mark.skipif(not LITELLM.exists(), reason="LiteLLM's price map is not beside the repo")
+from .reference import LITELLM_PRICE_MAP, PINNED_LITELLM_PRICE_MAP, needs_litellm_map, needs_pinned_litellm_map
+
+LITELLM = LITELLM_PRICE_MAP
+needs_litellm = needs_litellm_map
 # Output billed per image, character, second or video: a token cap does not bound it.
 UNBOUNDED_OUTPUT = (
     "output_cost_per_image",
@@ -267,7 +269,7 @@ def test_the_bundled_table_has_date_source_and_complete_entries() -> None:
     assert table.resolve("gpt-4o").max_output_tokens
 
 
-@needs_litellm
+@needs_pinned_litellm_map
 def test_the_bundled_table_is_what_the_import_script_writes() -> None:
     """No hand edit drifts from the map: the script regenerates the table byte for byte."""
     import importlib.util
@@ -279,7 +281,7 @@ def test_the_bundled_table_is_what_the_import_script_writes() -> None:
     spec.loader.exec_module(module)
     bundled_path = Path(__file__).resolve().parents[1] / "credit_guard" / "data" / "prices.json"
     bundled = json.loads(bundled_path.read_text())
-    litellm = json.loads(LITELLM.read_text(), parse_float=Decimal)
+    litellm = json.loads(PINNED_LITELLM_PRICE_MAP.read_text(), parse_float=Decimal)
     supplement = json.loads(module.SUPPLEMENT.read_text())
     rebuilt = module.build(litellm, bundled, supplement, bundled["as_of"])
     assert rebuilt == bundled

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,10 +24,11 @@ import pytest
 from credit_guard import CreditGuard, MemoryStore, PriceTable
 from credit_guard.prices import ModelNotPriced, TierNotPriced, _clean
 
+from .reference import LITELLM_PRICE_MAP, PINNED_LITELLM_PRICE_MAP, needs_litellm_map, needs_pinned_litellm_map
 from .servers import serve
 
-LITELLM = Path(__file__).resolve().parents[2] / "shared" / "prices" / "litellm_model_prices.json"
-needs_litellm = pytest.mark.skipif(not LITELLM.exists(), reason="LiteLLM's price map is not beside the repo")
+LITELLM = LITELLM_PRICE_MAP
+needs_litellm = needs_litellm_map
 
 KEY = "sk-pricing-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -523,9 +523,9 @@ def test_bare_names_resolve_to_their_provider_prefixed_key_when_unambiguous() ->
     assert small.resolve("n").name == "z/n"
 
 
-@needs_litellm
+@needs_pinned_litellm_map
 def test_every_openai_snapshot_of_the_map_is_bundled_at_the_maps_price() -> None:
-    raw = json.loads(LITELLM.read_text(), parse_float=Decimal)
+    raw = json.loads(PINNED_LITELLM_PRICE_MAP.read_text(), parse_float=Decimal)
     dated = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
     checked = 0
     for name, entry in raw.items():

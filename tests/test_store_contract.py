@@ -173,6 +173,22 @@ async def test_keys_are_looked_up_by_digest(env: tuple[Any, Clock, str]) -> None
     assert await store.account_for_key("sk-test-key-0123456780") is None
 
 
+async def test_accounts_exist_once_granted_or_given_a_key(env: tuple[Any, Clock, str]) -> None:
+    store, _, account = env
+    keyed = account + "_keyed"
+    assert not await store.account_exists(account)
+    await store.balance(account)  # reading an unknown account does not create it
+    assert not await store.account_exists(account)
+    assert account not in await store.accounts()
+    await store.grant(account, "0.5")
+    await store.add_key("sk-accounts-" + uuid.uuid4().hex, keyed)
+    assert await store.account_exists(account) and await store.account_exists(keyed)
+    assert not await store.account_exists(account + "_never")
+    listed = await store.accounts()
+    assert {account, keyed} <= set(listed) and listed == sorted(listed)
+    assert account + "_never" not in listed
+
+
 async def test_1000_concurrent_reserves_admit_exactly_ten(env: tuple[Any, Clock, str]) -> None:
     store, _, account = env
     await store.grant(account, "0.10")

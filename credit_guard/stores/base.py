@@ -138,6 +138,15 @@ class CreditStore(Protocol):
         return None."""
         ...
 
+    async def account_exists(self, account: str) -> bool:
+        """Whether the store knows ``account``: it was granted credits or
+        given a key.  (``balance`` cannot tell: an unknown account is all zeros.)"""
+        ...
+
+    async def accounts(self) -> list[str]:
+        """Every account the store knows, sorted."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections.  The store may not be used afterwards."""
         ...

@@ -101,6 +101,14 @@ class MemoryStore:
     async def account_for_key(self, api_key: str) -> str | None:
         return self._keys.get(_digest(api_key))
 
+    async def account_exists(self, account: str) -> bool:
+        with self._lock:
+            return account in self._accounts or account in self._keys.values()
+
+    async def accounts(self) -> list[str]:
+        with self._lock:
+            return sorted(set(self._accounts) | set(self._keys.values()))
+
     # -- the contract -------------------------------------------------------
 
     async def reserve(self, account: str, amount: Decimal, *, ttl: float = DEFAULT_HOLD_TTL) -> Hold | Insufficient:

@@ -415,6 +415,26 @@ class RedisStore:
             raise StoreUnavailable(f"Redis: {exc}") from exc
         return revoked
 
+    async def account_exists(self, account: str) -> bool:
+        try:
+            if await self._client.exists(self._keys(account)[0]):
+                return True
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return any(row["account"] == account for row in await self.list_keys(account))
+
+    async def accounts(self) -> list[str]:
+        """Accounts with figures (found by ``SCAN``: on Redis Cluster, those of
+        the node the client talks to) and accounts with keys."""
+        found: set[str] = set()
+        try:
+            async for name in self._client.scan_iter(match="{cg:*}:acct", count=1000):
+                found.add(str(name)[len("{cg:") : -len("}:acct")])
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        found.update(str(row["account"]) for row in await self.list_keys())
+        return sorted(found)
+
     async def history(self, account: str, *, limit: int = 100) -> list[dict[str, Any]]:
         try:
             entries = await self._client.xrevrange(self._keys(account)[3], count=limit)

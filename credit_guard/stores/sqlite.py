@@ -493,6 +493,15 @@ class SQLiteStore:
 
         return await self._run(work)
 
+    async def account_exists(self, account: str) -> bool:
+        # add_key and grant both create the account's row.
+        return await self._run(
+            lambda db: db.execute("SELECT 1 FROM accounts WHERE id = ?", (account,)).fetchone() is not None
+        )
+
+    async def accounts(self) -> list[str]:
+        return await self._run(lambda db: [str(row[0]) for row in db.execute("SELECT id FROM accounts ORDER BY id")])
+
     async def history(self, account: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """The account's ledger, oldest first (the last ``limit`` lines)."""
 
