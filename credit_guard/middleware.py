@@ -45,7 +45,8 @@ from .stores.base import DEFAULT_HOLD_TTL, CreditStore
 
 __all__ = ["CreditGuard", "DEFAULT_ROUTES"]
 
-AccountLookup = Callable[[str], Awaitable[str | None]]
+#: API key -> account, or ``(account, key label)`` to name the key in usage records.
+AccountLookup = Callable[[str], Awaitable[str | tuple[str, str] | None]]
 
 # Shapes a model of each table kind can serve.
 _SERVES = {

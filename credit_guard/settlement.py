@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -20,8 +20,10 @@ from . import tokens
 from ._asgi import Message, Receive, Scope, Send
 from .prices import ModelPrice
 from .quote import Quote
+from .records import UsageRecord, clip
 from .shapes import Ask
-from .stores.base import Hold, StoreUnavailable
+from .stores.base import CreditStore, Hold, StoreUnavailable
+from .stores.base import Settlement as StoreSettlement
 from .usage import Usage, UsageTap
 
 if TYPE_CHECKING:
@@ -48,6 +50,9 @@ class Settlement:
         self._fit_header = exchange.fit_header
         # The quote's input is the byte upper bound, not the exact count.
         self._bounded = exchange.bounded
+        self._key_label = exchange.key_label
+        self._started_at = exchange.started_at
+        self._route = clip(str(exchange.scope.get("path", "-")))
 
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
@@ -123,14 +128,12 @@ class Settlement:
         elif (failed is not None or tap.status >= 400) and policy == "charge_input":
             charge = quote.input_cost
         settlement = None
+        record = self._usage_record(hold, quote, usage, charge, aborted)
         # Settle and release are idempotent, so a store that failed for a moment
         # (a Redis restart, a locked SQLite file) is simply asked again.
         for delay in _SETTLE_RETRIES:
             try:
-                if charge is not None:
-                    settlement = await guard.store.settle(hold, charge)
-                else:
-                    settlement = await guard.store.release(hold)
+                settlement = await end_hold(guard.store, hold, charge, record)
                 break
             except StoreUnavailable:
                 guard.metrics.store_error("settle")
@@ -162,6 +165,45 @@ class Settlement:
                 hold.amount,
                 settlement.charged,
             )
+
+    def _usage_record(
+        self, hold: Hold, quote: Quote, usage: Usage | None, charge: Decimal | None, aborted: bool
+    ) -> UsageRecord:
+        """What the store keeps about this request (it adds the amounts)."""
+        if aborted:
+            outcome = "client_left"
+        elif charge is None:
+            outcome = "released"
+        elif charge > hold.amount:
+            outcome = "overrun"
+        else:
+            outcome = "settled"
+        if usage is None:
+            # Charged for its input by policy, or released: no usage was reported.
+            usage = Usage(input_tokens=quote.input_tokens if charge is not None else 0, output_tokens=0)
+        return UsageRecord(
+            request_id=self.request_id,
+            key=self._key_label,
+            model=clip(quote.model),
+            route=self._route,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            outcome=outcome,
+            started_at=self._started_at,
+        )
+
+
+async def end_hold(store: CreditStore, hold: Hold, charge: Decimal | None, record: UsageRecord) -> StoreSettlement:
+    """Settle (``charge``) or release (None) a hold, with its usage record where
+    the store keeps records (``keeps_usage``); stores of the older contract are
+    called without one."""
+    if not getattr(store, "keeps_usage", False):
+        return await (store.settle(hold, charge) if charge is not None else store.release(hold))
+    keeper: Any = store
+    if charge is not None:
+        return await keeper.settle(hold, charge, record=record)  # type: ignore[no-any-return]
+    return await keeper.release(hold, record=record)  # type: ignore[no-any-return]
 
 
 def actual_cost(price: ModelPrice, usage: Usage) -> Decimal:

@@ -15,6 +15,13 @@ did.  A hold that is neither settled nor released expires ``ttl`` seconds after
 it was made (or last extended) and its amount returns to ``available``.  A settle
 that arrives after its hold expired still charges the actual cost: the upstream
 did the work, so the money is spent (``Settlement.late`` says so).
+
+Usage records (``records.py``): a store with ``keeps_usage = True`` also takes
+``settle(hold, actual, record=UsageRecord)`` and ``release(hold, record=...)``
+and writes the record in the same transaction as the change it describes (only
+the first time: a repeat writes nothing); it writes an ``expired`` record itself
+when a hold expires; and it answers ``usage_records``, ``usage_summary`` and
+``prune_usage``.  A store without the flag is called without records.
 """
 
 from __future__ import annotations

@@ -7,22 +7,26 @@ one event loop and across threads.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from ..money import from_units, parse_amount, to_units, units_ceil
+from ..records import UsageQuery, UsageRecord, UsageRow, completed, day_start, expired_record, group_rows, record_cells
 from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement
 
 __all__ = ["MemoryStore"]
 
 # Finished holds remembered for idempotent repeats.
 _FINISHED_KEPT = 100_000
+#: Usage records kept by default (the oldest go first).
+USAGE_KEPT = 10_000
 
 
 @dataclass(slots=True)
@@ -37,6 +41,7 @@ class _Live:
     account: str
     units: int
     expires_at: float
+    created: float = 0.0
 
 
 class MemoryStore:
@@ -45,7 +50,12 @@ class MemoryStore:
     ``MemoryStore({"acct_1": "0.02"})`` starts ``acct_1`` with $0.02 granted.
     ``keys`` maps API keys to accounts (kept as SHA-256 digests, never in clear).
     ``clock`` returns Unix seconds (tests pass their own to drive expiry).
+    ``usage_kept``: usage records kept in memory; the oldest are dropped first,
+    so summaries cover only the records still kept.
     """
+
+    #: Writes usage records when ``settle``/``release`` are given one.
+    keeps_usage = True
 
     def __init__(
         self,
@@ -53,7 +63,11 @@ class MemoryStore:
         *,
         keys: Mapping[str, str] | None = None,
         clock: object = None,
+        usage_kept: int = USAGE_KEPT,
     ) -> None:
+        if usage_kept < 0:
+            raise ValueError("usage_kept must not be negative")
+        self._records: deque[UsageRecord] = deque(maxlen=usage_kept)
         self._clock = clock if callable(clock) else time.time
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
@@ -123,7 +137,7 @@ class MemoryStore:
             self._accounts[account] = acct
             hold_id = "hold_" + uuid.uuid4().hex
             expires_at = now + ttl
-            self._live[hold_id] = _Live(account, units, expires_at)
+            self._live[hold_id] = _Live(account, units, expires_at, now)
             self._by_account.setdefault(account, set()).add(hold_id)
         return Hold(
             id=hold_id,
@@ -133,14 +147,14 @@ class MemoryStore:
             available=from_units(available - units),
         )
 
-    async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
+    async def settle(self, hold: Hold, actual: Decimal, *, record: UsageRecord | None = None) -> Settlement:
         charge = units_ceil(actual)
         if charge < 0:
             raise ValueError("an actual cost must not be negative")
-        return self._finish(hold, charge)
+        return self._finish(hold, charge, record)
 
-    async def release(self, hold: Hold) -> Settlement:
-        return self._finish(hold, None)
+    async def release(self, hold: Hold, *, record: UsageRecord | None = None) -> Settlement:
+        return self._finish(hold, None, record)
 
     async def extend(self, hold: Hold, ttl: float) -> bool:
         now = self._clock()
@@ -174,17 +188,47 @@ class MemoryStore:
         with self._lock:
             overdue = [hid for hid, live in self._live.items() if live.expires_at <= now]
             for hold_id in overdue:
-                self._expire_one(hold_id)
+                self._expire_one(hold_id, now)
             return len(overdue)
+
+    # -- usage records ---------------------------------------------------------
+
+    async def usage_records(self, query: UsageQuery | None = None, *, limit: int = 100) -> list[UsageRecord]:
+        """Kept records matching ``query``, newest first (at most ``limit``)."""
+        query = query or UsageQuery()
+        with self._lock:
+            kept = list(self._records)
+        found = [r for r in reversed(kept) if query.matches(r)]
+        found.sort(key=lambda r: r.ended_at, reverse=True)
+        return found[:limit]
+
+    async def usage_summary(self, query: UsageQuery | None = None, *, by: str = "day") -> list[UsageRow]:
+        """Kept records matching ``query``, summed per ``by`` (see ``records.GROUPS``)."""
+        query = query or UsageQuery()
+        with self._lock:
+            kept = list(self._records)
+        return group_rows(record_cells(r for r in kept if query.matches(r)), by)
+
+    async def prune_usage(self, before: dt.date, *, account: str | None = None) -> int:
+        """Drop records (of ``account``, or all) that ended before the UTC day
+        ``before``; returns how many."""
+        cutoff = day_start(before)
+        with self._lock:
+            kept = [r for r in self._records if r.ended_at >= cutoff or (account is not None and r.account != account)]
+            dropped = len(self._records) - len(kept)
+            self._records.clear()
+            self._records.extend(kept)
+        return dropped
 
     async def aclose(self) -> None:
         return None
 
     # -- internals ----------------------------------------------------------
 
-    def _finish(self, hold: Hold, charge: int | None) -> Settlement:
+    def _finish(self, hold: Hold, charge: int | None, record: UsageRecord | None) -> Settlement:
         with self._lock:
-            self._expire_account(hold.account, self._clock())
+            now = self._clock()
+            self._expire_account(hold.account, now)
             done = self._finished.get(hold.id)
             if done is not None:
                 return _repeat(done)
@@ -202,6 +246,18 @@ class MemoryStore:
                     released=from_units(max(live.units - charged, 0)),
                     overrun=from_units(max(charged - live.units, 0)),
                 )
+                if record is not None:
+                    self._records.append(
+                        completed(
+                            record,
+                            account=live.account,
+                            hold=hold.id,
+                            held_units=live.units,
+                            charged_units=charged,
+                            ended_at=now,
+                            late=False,
+                        )
+                    )
             else:
                 expired = self._expired.pop(hold.id, None)
                 if expired is None:
@@ -225,6 +281,18 @@ class MemoryStore:
                         overrun=from_units(charge),
                         late=True,
                     )
+                    if record is not None:
+                        self._records.append(
+                            completed(
+                                record,
+                                account=expired.account,
+                                hold=hold.id,
+                                held_units=0,
+                                charged_units=charge,
+                                ended_at=now,
+                                late=True,
+                            )
+                        )
             self._remember(result)
             return result
 
@@ -233,12 +301,17 @@ class MemoryStore:
         if not ids:
             return
         for hold_id in [h for h in ids if self._live[h].expires_at <= now]:
-            self._expire_one(hold_id)
+            self._expire_one(hold_id, now)
 
-    def _expire_one(self, hold_id: str) -> None:
+    def _expire_one(self, hold_id: str, now: float) -> None:
         live = self._live.pop(hold_id)
         self._by_account[live.account].discard(hold_id)
         self._accounts[live.account].held -= live.units
+        self._records.append(
+            expired_record(
+                account=live.account, hold=hold_id, held_units=live.units, started_at=live.created, ended_at=now
+            )
+        )
         self._expired[hold_id] = live
         while len(self._expired) > _FINISHED_KEPT:
             self._expired.popitem(last=False)
