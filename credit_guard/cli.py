@@ -4,6 +4,7 @@
     credit-guard quote [REQUEST.json|-]            the worst case of a request, offline
     credit-guard credits grant|balance|history     manage balances
     credit-guard keys add|revoke|list              manage API keys
+    credit-guard usage [summary|records|prune]     where the credits went
     credit-guard prices list|show|check            inspect a price table
 
 Exit codes: 0 done (or affordable), 1 refused (insufficient credits, nothing
@@ -333,6 +334,51 @@ def _keys(args: argparse.Namespace) -> int:
     return anyio.run(run)
 
 
+# -- usage -----------------------------------------------------------------------------
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from .records import UsageQuery, parse_day
+    from .report import render_records, render_rows
+
+    try:
+        query = UsageQuery(
+            account=args.account,
+            key=args.key,
+            model=args.model,
+            since=parse_day(args.since) if args.since else None,
+            until=parse_day(args.until) if args.until else None,
+        )
+        before = parse_day(args.before) if args.before else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.action == "prune" and before is None:
+        raise UsageError("usage prune needs --before YYYY-MM-DD")
+    if args.action != "prune" and before is not None:
+        raise UsageError("--before is for usage prune")
+
+    async def run() -> int:
+        store = _store(args.store)
+        try:
+            if not getattr(store, "keeps_usage", False):
+                raise UsageError("this store keeps no usage records")
+            if args.action == "prune":
+                assert before is not None
+                removed = await store.prune_usage(before, account=args.account)
+                _print_json({"pruned": removed, "before": before.isoformat()})
+            elif args.action == "records":
+                records = await store.usage_records(query, limit=args.limit)
+                sys.stdout.write(render_records(records, args.format))
+            else:
+                rows = await store.usage_summary(query, by=args.by)
+                sys.stdout.write(render_rows(rows, args.by, args.format))
+            return 0
+        finally:
+            await store.aclose()
+
+    return anyio.run(run)
+
+
 # -- prices ----------------------------------------------------------------------------
 
 
@@ -454,6 +500,26 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (add, revoke, listing):
         cmd.add_argument("--store", default=_env("store", DEFAULT_STORE), help=f"store URL (default {DEFAULT_STORE})")
     keys.set_defaults(run=_keys)
+
+    usage = sub.add_parser(
+        "usage",
+        help="where the credits went: summaries, records, pruning",
+        description="Usage summed per day, model, key or account (summary, the default), the records "
+        "themselves (records, newest first), or delete records before a day (prune --before DAY). "
+        "Days are UTC, YYYY-MM-DD; --since and --until are both included.",
+    )
+    usage.add_argument("action", nargs="?", default="summary", choices=["summary", "records", "prune"])
+    usage.add_argument("--account", help="only this account")
+    usage.add_argument("--key", help="only this key (its label, as 'keys list' shows it)")
+    usage.add_argument("--model", help="only this model")
+    usage.add_argument("--since", metavar="DAY", help="from this UTC day (YYYY-MM-DD)")
+    usage.add_argument("--until", metavar="DAY", help="up to and including this UTC day")
+    usage.add_argument("--by", default="day", choices=["day", "model", "key", "account"], help="group (default day)")
+    usage.add_argument("--format", default="table", choices=["table", "csv", "json"], help="json: one object a line")
+    usage.add_argument("--limit", type=int, default=100, help="records: at most this many (default 100)")
+    usage.add_argument("--before", metavar="DAY", help="prune: delete records that ended before this UTC day")
+    usage.add_argument("--store", default=_env("store", DEFAULT_STORE), help=f"store URL (default {DEFAULT_STORE})")
+    usage.set_defaults(run=_usage)
 
     prices = sub.add_parser("prices", help="inspect and check a price table")
     prices_sub = prices.add_subparsers(dest="action", required=True)

@@ -473,3 +473,113 @@ async def test_a_store_of_the_older_contract_still_works() -> None:
     balance = await old.balance("a")
     assert balance.spent > 0 and balance.held == 0
     assert await old.inner.usage_records() == []
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from credit_guard.cli import main
+
+    capsys.readouterr()
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def traffic_db(tmp_path: Path) -> tuple[str, list[str]]:
+    """A SQLite store with real traffic through the guard: two accounts, two
+    keys on the first, two models."""
+    import anyio
+
+    path = tmp_path / "credits.db"
+    keys = ["sk-one-" + uuid.uuid4().hex, "sk-two-" + uuid.uuid4().hex, "sk-three-" + uuid.uuid4().hex]
+
+    async def setup() -> None:
+        store = SQLiteStore(path)
+        for key, account in zip(keys, ["acct_a", "acct_a", "acct_b"], strict=True):
+            await store.add_key(key, account)
+        await store.grant("acct_a", "1")
+        await store.grant("acct_b", "1")
+        guard = CreditGuard(create_app(), store=store, prices=PRICES)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as http:
+            for key, model, tokens in (
+                (keys[0], "gpt-4o-mini", 10),
+                (keys[0], "gpt-4o", 20),
+                (keys[1], "gpt-4o", 30),
+                (keys[2], "gpt-4o-mini", 40),
+            ):
+                body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": tokens}
+                response = await http.post("/v1/chat/completions", json=body, headers={"x-api-key": key})
+                assert response.status_code == 200
+        await store.aclose()
+
+    anyio.run(setup)
+    return f"sqlite:///{path}", keys
+
+
+def test_usage_prints_a_table_with_a_total(
+    traffic_db: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = traffic_db
+    code, out, _ = _cli(["usage", "--store", url], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["day", "requests", "input_tokens", "output_tokens", "cached_tokens", "held", "charged"]
+    assert lines[2].split()[:2] == [day_of(time.time()), "4"]
+    assert lines[-1].split()[:2] == ["total", "4"]
+
+
+def test_usage_csv_and_json_sum_to_the_ledger(
+    traffic_db: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import csv
+    import io
+    import json
+
+    url, keys = traffic_db
+    code, out, _ = _cli(["usage", "--by", "account", "--format", "csv", "--store", url], capsys)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["account"], r["requests"]) for r in rows] == [("acct_a", "3"), ("acct_b", "1")]
+    for row in rows:
+        _, balance, _ = _cli(["credits", "balance", row["account"], "--store", url], capsys)
+        assert Decimal(row["charged"]) == Decimal(json.loads(balance, parse_float=Decimal)["spent"]) > 0
+    code, out, _ = _cli(["usage", "--account", "acct_a", "--by", "key", "--format", "json", "--store", url], capsys)
+    by_key = [json.loads(line, parse_float=Decimal) for line in out.splitlines()]
+    assert sorted(row["key"] for row in by_key) == sorted(key_label(k) for k in keys[:2])
+    assert keys[0] not in out and keys[1] not in out
+    code, out, _ = _cli(
+        ["usage", "--account", "acct_a", "--model", "gpt-4o", "--by", "model", "--format", "json", "--store", url],
+        capsys,
+    )
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert (row["model"], row["requests"]) == ("gpt-4o", 2)
+    code, out, _ = _cli(["usage", "records", "--key", key_label(keys[2]), "--format", "json", "--store", url], capsys)
+    [record] = [json.loads(line) for line in out.splitlines()]
+    assert (record["account"], record["model"], record["outcome"]) == ("acct_b", "gpt-4o-mini", "settled")
+    assert record["ended_at"].endswith("Z")
+
+
+def test_usage_ranges_prune_and_bad_input(
+    traffic_db: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    url, _ = traffic_db
+    today = dt.datetime.now(dt.timezone.utc).date()
+    tomorrow = (today + dt.timedelta(days=1)).isoformat()
+    code, out, _ = _cli(["usage", "--since", tomorrow, "--format", "json", "--store", url], capsys)
+    assert (code, out) == (0, "")
+    code, out, _ = _cli(["usage", "--until", today.isoformat(), "--format", "json", "--store", url], capsys)
+    assert json.loads(out)["requests"] == 4
+    assert _cli(["usage", "prune", "--store", url], capsys)[0] == 2
+    assert _cli(["usage", "--since", "26/11/2026", "--store", url], capsys)[0] == 2
+    assert _cli(["usage", "--before", today.isoformat(), "--store", url], capsys)[0] == 2
+    code, out, _ = _cli(["usage", "prune", "--before", today.isoformat(), "--store", url], capsys)
+    assert (code, json.loads(out)["pruned"]) == (0, 0)
+    code, out, _ = _cli(["usage", "prune", "--before", tomorrow, "--store", url], capsys)
+    assert (code, json.loads(out)["pruned"]) == (0, 4)
+    code, out, _ = _cli(["usage", "--store", url], capsys)
+    assert code == 0 and "(no usage in this range)" in out
