@@ -11,6 +11,7 @@ balance cannot cover gets a detailed 402 and never reaches the app; the hold is
 settled from the usage the response reports.
 """
 
+from .api import CreditsAPI
 from .errors import (
     AuthenticationFailed,
     CreditGuardError,
@@ -36,6 +37,7 @@ __all__ = [
     "CreditGuard",
     "CreditGuardError",
     "CreditStore",
+    "CreditsAPI",
     "DEFAULT_ROUTES",
     "Hold",
     "Insufficient",

@@ -104,7 +104,26 @@ def build_app(
         options["max_body_bytes"] = max_body_bytes
     if hold_ttl:
         options["hold_ttl"] = hold_ttl
-    return CreditGuard(inner, store=_store(store_url), prices=_prices(prices), **options)
+    guard = CreditGuard(inner, store=_store(store_url), prices=_prices(prices), **options)
+    return _with_apis(guard)
+
+
+def _with_apis(guard: Any) -> Any:
+    """The guard, with callers' ``/v1/credits`` API beside it."""
+    from .api import CreditsAPI
+
+    credits = CreditsAPI(guard.store, accounts=guard._lookup, low_balance_threshold=guard.low_balance_threshold)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = str(scope.get("path", "")).rstrip("/")
+            if path in ("/v1/credits", "/v1/credits/usage"):
+                await credits(scope, receive, send)
+                return
+        await guard(scope, receive, send)
+
+    app.guard = guard  # type: ignore[attr-defined]
+    return app
 
 
 def app_from_env() -> Any:
