@@ -226,6 +226,10 @@ class Exchange:
             if reason == "in_flight_holds":
                 error.retry_after = guard.retry_after
             guard.metrics.rejected(quote.model, reason, quote.max_cost - result.available)
+            if guard.rejections is not None:
+                guard.rejections.add(
+                    self.request_id, account, self.key_label, quote.model, reason, quote.max_cost, result.available
+                )
             logger.info(
                 "credit_guard.rejected request_id=%s account=%s model=%s reason=%s required=%s available=%s",
                 self.request_id,

@@ -85,6 +85,7 @@ def build_app(
     max_body_bytes: int | None = None,
     fail_open: bool = False,
     hold_ttl: float | None = None,
+    admin_token: str | None = None,
 ) -> Any:
     """The guarded app ``serve`` runs: the guard in front of the proxy (or of
     the fake model with ``demo``)."""
@@ -104,26 +105,55 @@ def build_app(
         options["max_body_bytes"] = max_body_bytes
     if hold_ttl:
         options["hold_ttl"] = hold_ttl
+    from .rejections import RejectionLog
+
+    options["rejections"] = RejectionLog()
     guard = CreditGuard(inner, store=_store(store_url), prices=_prices(prices), **options)
-    return _with_apis(guard)
+    return _with_apis(guard, admin_token)
 
 
-def _with_apis(guard: Any) -> Any:
-    """The guard, with callers' ``/v1/credits`` API beside it."""
+def _with_apis(guard: Any, admin_token: str | None) -> Any:
+    """The guard, with callers' ``/v1/credits`` API beside it, and the admin
+    API under ``/admin`` when a token is configured."""
+    from .admin import PREFIX, AdminAPI
     from .api import CreditsAPI
 
     credits = CreditsAPI(guard.store, accounts=guard._lookup, low_balance_threshold=guard.low_balance_threshold)
+    admin = None if admin_token is None else AdminAPI(guard.store, token=admin_token, rejections=guard.rejections)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            path = str(scope.get("path", "")).rstrip("/")
-            if path in ("/v1/credits", "/v1/credits/usage"):
+            path = str(scope.get("path", ""))
+            if path.rstrip("/") in ("/v1/credits", "/v1/credits/usage"):
                 await credits(scope, receive, send)
+                return
+            if admin is not None and (path == PREFIX or path.startswith(PREFIX + "/")):
+                await admin(scope, receive, send)
                 return
         await guard(scope, receive, send)
 
     app.guard = guard  # type: ignore[attr-defined]
     return app
+
+
+def _admin_token(file: str | None) -> str | None:
+    """The admin token: read from ``file``, else ``$CREDIT_GUARD_ADMIN_TOKEN``;
+    None (no admin API) when neither is set.  Never a default."""
+    from .admin import check_token
+
+    if file:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the admin token file {file}: {exc.strerror}") from None
+    else:
+        text = _env("admin_token") or ""
+        if not text:
+            return None
+    try:
+        return check_token(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def app_from_env() -> Any:
@@ -139,6 +169,7 @@ def app_from_env() -> Any:
         max_body_bytes=int(_env("max_body_bytes") or 0) or None,
         fail_open=_env("fail_open") == "1",
         hold_ttl=float(_env("hold_ttl") or 0) or None,
+        admin_token=_admin_token(_env("admin_token_file")),
     )
 
 
@@ -202,6 +233,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--demo and --upstream exclude each other")
     prices = args.prices or _env("prices")
     _prices(prices)  # fail now, not in a worker
+    token_file = args.admin_token_file or _env("admin_token_file")
+    admin = _admin_token(token_file) is not None  # fail now, not in a worker
     config = {
         "CREDIT_GUARD_UPSTREAM": upstream or "",
         "CREDIT_GUARD_DEMO": "1" if args.demo else "0",
@@ -212,6 +245,8 @@ def _serve(args: argparse.Namespace) -> int:
         "CREDIT_GUARD_MAX_BODY_BYTES": str(args.max_body_bytes or _env("max_body_bytes") or ""),
         "CREDIT_GUARD_FAIL_OPEN": "1" if args.fail_open or _env("fail_open") == "1" else "0",
         "CREDIT_GUARD_HOLD_TTL": str(args.hold_ttl or _env("hold_ttl") or ""),
+        # The path, not the token: workers read the file themselves.
+        "CREDIT_GUARD_ADMIN_TOKEN_FILE": token_file or "",
     }
     os.environ.update(config)
     if args.demo:
@@ -222,6 +257,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"credit_guard: guarding {upstream} on http://{args.host}:{args.port} (store {store_url})",
             flush=True,
         )
+    if admin:
+        print(f"admin API and dashboard: http://{args.host}:{args.port}/admin/ (bearer token)", flush=True)
     uvicorn.run(
         "credit_guard.cli:app_from_env",
         factory=True,
@@ -474,6 +511,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 16 MiB)")
     serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300)")
     serve.add_argument("--fail-open", action="store_true", help="forward unpriced while the store is down (risky)")
+    serve.add_argument(
+        "--admin-token-file",
+        help="turn on the admin API and dashboard under /admin with the token in this file "
+        "(or $CREDIT_GUARD_ADMIN_TOKEN); off without one",
+    )
     serve.add_argument("--demo-balance", default=DEMO_BALANCE, help=f"demo balance in dollars (default {DEMO_BALANCE})")
     serve.add_argument("--log-level", default=_env("log_level", "info"), help="uvicorn's log level")
     serve.set_defaults(run=_serve)

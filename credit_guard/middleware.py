@@ -39,6 +39,7 @@ from .quote import (
     cheapest_alternative,
     make_quote,
 )
+from .rejections import RejectionLog
 from .routes import DEFAULT_ROUTES, Router
 from .shapes import Ask
 from .stores.base import DEFAULT_HOLD_TTL, CreditStore
@@ -81,6 +82,7 @@ class CreditGuard:
     unaffordable output cap to the affordable one instead of answering 402.
     ``inject_usage`` asks a chat stream's upstream for usage when the client did
     not (and hides it from the client).
+    ``rejections``: a ``RejectionLog`` that keeps the 402s (for the admin API).
 
     Requests to routes that are not priced: ``unpriced="pass"`` (default) hands
     them to the app untouched, as a library wrapping an app wants (health
@@ -116,6 +118,7 @@ class CreditGuard:
         retry_after: int = 5,
         unpriced: str = "pass",
         metrics: Metrics | None = None,
+        rejections: RejectionLog | None = None,
     ) -> None:
         from .money import parse_amount
 
@@ -162,6 +165,7 @@ class CreditGuard:
             raise ValueError("unpriced must be 'pass', 'authenticate' or 'refuse'")
         self.unpriced = unpriced
         self.metrics = metrics or NullMetrics()
+        self.rejections = rejections
         self._warmed = False
 
     async def warm(self) -> None:

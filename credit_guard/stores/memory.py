@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from ..money import from_units, parse_amount, to_units, units_ceil
 from ..records import UsageQuery, UsageRecord, UsageRow, completed, day_start, expired_record, group_rows, record_cells
-from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement
+from .base import DEFAULT_HOLD_TTL, Balance, Grant, Hold, IdempotencyConflict, Insufficient, Settlement
 
 __all__ = ["MemoryStore"]
 
@@ -76,6 +76,7 @@ class MemoryStore:
         self._finished: OrderedDict[str, Settlement] = OrderedDict()
         self._expired: OrderedDict[str, _Live] = OrderedDict()
         self._keys: dict[str, str] = {}
+        self._grants_seen: dict[tuple[str, str], int] = {}
         self._prefixes: dict[str, str] = {}
         for account, amount in (balances or {}).items():
             units = to_units(parse_amount(amount, what=f"balance of {account}"), what="balance")
@@ -181,6 +182,31 @@ class MemoryStore:
                 raise ValueError("cannot take back more than is available")
             acct.granted += units
             return _balance(acct)
+
+    async def grant_once(
+        self, account: str, amount: Decimal | str | int, idempotency_key: str, *, note: str | None = None
+    ) -> Grant:
+        """``grant`` once per (account, ``idempotency_key``): a repeat changes
+        nothing; the same key with another amount raises ``IdempotencyConflict``."""
+        units = to_units(parse_amount(amount, what="grant"), what="grant")
+        with self._lock:
+            seen = self._grants_seen.get((account, idempotency_key))
+            acct = self._accounts.get(account) or _Account()
+            if seen is not None:
+                if seen != units:
+                    raise IdempotencyConflict("this idempotency key already granted another amount")
+                return Grant(_balance(acct), True)
+            if units < 0 and acct.granted - acct.spent - acct.held + units < 0:
+                raise ValueError("cannot take back more than is available")
+            acct.granted += units
+            self._accounts[account] = acct
+            self._grants_seen[(account, idempotency_key)] = units
+            return Grant(_balance(acct), False)
+
+    async def accounts(self) -> list[str]:
+        """Every account the store knows, sorted."""
+        with self._lock:
+            return sorted(self._accounts)
 
     async def expire(self) -> int:
         """Expire every overdue hold now; returns how many."""

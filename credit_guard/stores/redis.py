@@ -49,7 +49,16 @@ import orjson
 
 from ..money import from_units, parse_amount, to_units, units_ceil
 from ..records import UsageQuery, UsageRecord, UsageRow, check_group, day_start, group_rows
-from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement, StoreUnavailable
+from .base import (
+    DEFAULT_HOLD_TTL,
+    Balance,
+    Grant,
+    Hold,
+    IdempotencyConflict,
+    Insufficient,
+    Settlement,
+    StoreUnavailable,
+)
 
 __all__ = ["RedisStore"]
 
@@ -203,7 +212,15 @@ _GRANT = (
     _PRELUDE
     + """
 expire()
-local units, negative, note = ARGV[5], ARGV[6] == '1', ARGV[7]
+local units, negative, note, once = ARGV[5], ARGV[6] == '1', ARGV[7], ARGV[8]
+if once ~= '' then
+  local signed = (negative and '-' or '') .. units
+  local seen = redis.call('HGET', acct .. ':grants', once)
+  if seen then
+    if seen ~= signed then return {-1} end
+    return {2, figure('available'), figure('held'), figure('spent'), figure('granted')}
+  end
+end
 if negative then
   if sub('available', units) < 0 then
     add('available', units)
@@ -211,10 +228,12 @@ if negative then
   end
   sub('granted', units)
   log('grant', '-' .. units, nil, note)
+  if once ~= '' then redis.call('HSET', acct .. ':grants', once, '-' .. units) end
 else
   add('available', units)
   add('granted', units)
   log('grant', units, nil, note)
+  if once ~= '' then redis.call('HSET', acct .. ':grants', once, units) end
 end
 return {1, figure('available'), figure('held'), figure('spent'), figure('granted')}
 """
@@ -234,8 +253,9 @@ return removed
 """
 )
 
-#: The set of accounts that have usage records (outside any account's slot).
-_ACCOUNTS = "cg:usage:accounts"
+#: The set of accounts (outside any account's slot): added to on the first
+#: reserve or grant of an account in each process.
+_ACCOUNTS = "cg:accounts"
 
 
 class RedisStore:
@@ -349,13 +369,7 @@ class RedisStore:
         if units < 0:
             raise ValueError("a hold must not be negative")
         hold_id = "hold_" + uuid.uuid4().hex
-        if account not in self._indexed:
-            # Once per account and process: queries over all accounts find it here.
-            try:
-                await self._client.sadd(_ACCOUNTS, account)
-            except self._errors as exc:
-                raise StoreUnavailable(f"Redis: {exc}") from exc
-            self._indexed.add(account)
+        await self._index(account)
         result = await self._call(self._reserve, account, hold_id, units, repr(float(ttl)))
         if int(result[0]) == 0:
             available = self._int(result[1])
@@ -405,12 +419,42 @@ class RedisStore:
         return Balance(from_units(available), from_units(held), from_units(spent), from_units(granted))
 
     async def grant(self, account: str, amount: Decimal | str | int, *, note: str | None = None) -> Balance:
+        return (await self._granting(account, amount, note, "")).balance
+
+    async def grant_once(
+        self, account: str, amount: Decimal | str | int, idempotency_key: str, *, note: str | None = None
+    ) -> Grant:
+        """``grant`` once per (account, ``idempotency_key``), the key recorded by
+        the grant's own script: a repeat changes nothing; the same key with
+        another amount raises ``IdempotencyConflict``."""
+        if not idempotency_key:
+            raise ValueError("an idempotency key must not be empty")
+        return await self._granting(account, amount, note, idempotency_key)
+
+    async def _granting(self, account: str, amount: Decimal | str | int, note: str | None, once: str) -> Grant:
         units = to_units(parse_amount(amount, what="grant"), what="grant")
-        result = await self._call(self._grant, account, abs(units), "1" if units < 0 else "0", note or "")
+        await self._index(account)
+        result = await self._call(self._grant, account, abs(units), "1" if units < 0 else "0", note or "", once)
         if int(result[0]) == 0:
             raise ValueError("cannot take back more than is available")
+        if int(result[0]) == -1:
+            raise IdempotencyConflict("this idempotency key already granted another amount")
         available, held, spent, granted = (self._int(v) for v in result[1:5])
-        return Balance(from_units(available), from_units(held), from_units(spent), from_units(granted))
+        balance = Balance(from_units(available), from_units(held), from_units(spent), from_units(granted))
+        return Grant(balance, int(result[0]) == 2)
+
+    async def _index(self, account: str) -> None:
+        # Once per account and process: listings and queries over every account find it.
+        if account not in self._indexed:
+            try:
+                await self._client.sadd(_ACCOUNTS, account)
+            except self._errors as exc:
+                raise StoreUnavailable(f"Redis: {exc}") from exc
+            self._indexed.add(account)
+
+    async def accounts(self) -> list[str]:
+        """Every account this store's processes have reserved on or granted to, sorted."""
+        return await self._accounts(UsageQuery())
 
     async def expire(self, accounts: list[str] | None = None) -> int:
         """Expire overdue holds of ``accounts`` now (scripts do it anyway on

@@ -35,7 +35,16 @@ import anyio.to_thread
 
 from ..money import from_units, parse_amount, to_units, units_ceil
 from ..records import UsageQuery, UsageRecord, UsageRow, check_group, day_of, day_start, group_rows
-from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement, StoreUnavailable
+from .base import (
+    DEFAULT_HOLD_TTL,
+    Balance,
+    Grant,
+    Hold,
+    IdempotencyConflict,
+    Insufficient,
+    Settlement,
+    StoreUnavailable,
+)
 
 __all__ = ["SQLiteStore", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -139,7 +148,14 @@ _V3_SCHEMA = """
             charged INTEGER NOT NULL,
             PRIMARY KEY (account, day, key, model)
         ) WITHOUT ROWID;
-        CREATE INDEX usage_daily_day ON usage_daily(day)
+        CREATE INDEX usage_daily_day ON usage_daily(day);
+        CREATE TABLE grants_seen (
+            account TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            units INTEGER NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (account, idempotency_key)
+        )
 """
 
 
@@ -443,6 +459,46 @@ class SQLiteStore:
 
         return await self._run(work)
 
+    async def grant_once(
+        self, account: str, amount: Decimal | str | int, idempotency_key: str, *, note: str | None = None
+    ) -> Grant:
+        """``grant`` once per (account, ``idempotency_key``), the key recorded in
+        the grant's transaction: a repeat changes nothing; the same key with
+        another amount raises ``IdempotencyConflict``."""
+        units = to_units(parse_amount(amount, what="grant"), what="grant")
+
+        def work(db: sqlite3.Connection) -> Grant:
+            now = self._clock()
+            self._expire_account(db, account, now)
+            seen = db.execute(
+                "SELECT units FROM grants_seen WHERE account = ? AND idempotency_key = ?", (account, idempotency_key)
+            ).fetchone()
+            granted, spent, held = self._figures(db, account)
+            if seen is not None:
+                if int(seen[0]) != units:
+                    raise IdempotencyConflict("this idempotency key already granted another amount")
+                return Grant(_figures_balance(granted, spent, held), True)
+            if units < 0 and granted - spent - held + units < 0:
+                raise ValueError("cannot take back more than is available")
+            self._ensure(db, account, now)
+            db.execute("UPDATE accounts SET granted = granted + ? WHERE id = ?", (units, account))
+            db.execute(
+                "INSERT INTO grants_seen (account, idempotency_key, units, at) VALUES (?, ?, ?, ?)",
+                (account, idempotency_key, units, now),
+            )
+            self._log(db, now, account, "grant", units, None, note)
+            return Grant(_figures_balance(granted + units, spent, held), False)
+
+        return await self._run(work)
+
+    async def accounts(self) -> list[str]:
+        """Every account the store knows, sorted."""
+
+        def work(db: sqlite3.Connection) -> list[str]:
+            return [str(row[0]) for row in db.execute("SELECT id FROM accounts ORDER BY id")]
+
+        return await self._read(work)
+
     async def expire(self) -> int:
         """Expire every overdue hold now; returns how many."""
 
@@ -627,6 +683,10 @@ class SQLiteStore:
 
         self._closed = True
         await anyio.to_thread.run_sync(work, limiter=self._limiter)
+
+
+def _figures_balance(granted: int, spent: int, held: int) -> Balance:
+    return Balance(from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted))
 
 
 def _where(query: UsageQuery, column: str, bound: Callable[[dt.date], object]) -> tuple[str, tuple[object, ...]]:

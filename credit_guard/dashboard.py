@@ -1,0 +1,3 @@
+"""The admin dashboard: one self-contained page (``PAGE``)."""
+
+PAGE = "<!doctype html><title>credit_guard</title>"
