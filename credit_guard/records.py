@@ -62,7 +62,9 @@ def clip(text: str) -> str:
     return text if len(text) <= _TEXT_MAX else text[:_TEXT_MAX]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and one
+# is made on every priced request.  Treat it as a value all the same.
+@dataclass(slots=True)
 class UsageRecord:
     """One request's use of credits.
 
@@ -248,19 +250,4 @@ def completed(
         charged=from_units(charged_units),
         ended_at=ended_at,
         outcome="late" if late else record.outcome,
-    )
-
-
-def expired_record(*, account: str, hold: str, held_units: int, started_at: float, ended_at: float) -> UsageRecord:
-    """The record a store writes for a hold that expired unended."""
-    from .money import from_units
-
-    return UsageRecord(
-        request_id=hold,
-        outcome="expired",
-        started_at=started_at,
-        account=account,
-        hold=hold,
-        held=from_units(held_units),
-        ended_at=ended_at,
     )

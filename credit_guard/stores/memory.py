@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ..money import from_units, parse_amount, to_units, units_ceil
-from ..records import UsageQuery, UsageRecord, UsageRow, completed, day_start, expired_record, group_rows, record_cells
+from ..records import UsageQuery, UsageRecord, UsageRow, completed, day_start, group_rows, record_cells
 from .base import DEFAULT_HOLD_TTL, Balance, Grant, Hold, IdempotencyConflict, Insufficient, Settlement
 
 __all__ = ["MemoryStore"]
@@ -27,6 +27,9 @@ __all__ = ["MemoryStore"]
 _FINISHED_KEPT = 100_000
 #: Usage records kept by default (the oldest go first).
 USAGE_KEPT = 10_000
+
+
+_Kept = tuple[UsageRecord, str, str, int, int, float, bool]
 
 
 @dataclass(slots=True)
@@ -67,7 +70,9 @@ class MemoryStore:
     ) -> None:
         if usage_kept < 0:
             raise ValueError("usage_kept must not be negative")
-        self._records: deque[UsageRecord] = deque(maxlen=usage_kept)
+        # (record, account, hold, held units, charged units, ended at, late):
+        # made into a finished UsageRecord only when read, to keep settles cheap.
+        self._records: deque[_Kept] = deque(maxlen=usage_kept)
         self._clock = clock if callable(clock) else time.time
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
@@ -222,25 +227,30 @@ class MemoryStore:
     async def usage_records(self, query: UsageQuery | None = None, *, limit: int = 100) -> list[UsageRecord]:
         """Kept records matching ``query``, newest first (at most ``limit``)."""
         query = query or UsageQuery()
-        with self._lock:
-            kept = list(self._records)
-        found = [r for r in reversed(kept) if query.matches(r)]
+        found = [r for r in self._finished_records() if query.matches(r)]
+        found.reverse()
         found.sort(key=lambda r: r.ended_at, reverse=True)
         return found[:limit]
 
     async def usage_summary(self, query: UsageQuery | None = None, *, by: str = "day") -> list[UsageRow]:
         """Kept records matching ``query``, summed per ``by`` (see ``records.GROUPS``)."""
         query = query or UsageQuery()
+        return group_rows(record_cells(r for r in self._finished_records() if query.matches(r)), by)
+
+    def _finished_records(self) -> list[UsageRecord]:
         with self._lock:
             kept = list(self._records)
-        return group_rows(record_cells(r for r in kept if query.matches(r)), by)
+        return [
+            completed(r, account=a, hold=h, held_units=held, charged_units=charged, ended_at=at, late=late)
+            for r, a, h, held, charged, at, late in kept
+        ]
 
     async def prune_usage(self, before: dt.date, *, account: str | None = None) -> int:
         """Drop records (of ``account``, or all) that ended before the UTC day
         ``before``; returns how many."""
         cutoff = day_start(before)
         with self._lock:
-            kept = [r for r in self._records if r.ended_at >= cutoff or (account is not None and r.account != account)]
+            kept = [k for k in self._records if k[5] >= cutoff or (account is not None and k[1] != account)]
             dropped = len(self._records) - len(kept)
             self._records.clear()
             self._records.extend(kept)
@@ -273,17 +283,7 @@ class MemoryStore:
                     overrun=from_units(max(charged - live.units, 0)),
                 )
                 if record is not None:
-                    self._records.append(
-                        completed(
-                            record,
-                            account=live.account,
-                            hold=hold.id,
-                            held_units=live.units,
-                            charged_units=charged,
-                            ended_at=now,
-                            late=False,
-                        )
-                    )
+                    self._records.append((record, live.account, hold.id, live.units, charged, now, False))
             else:
                 expired = self._expired.pop(hold.id, None)
                 if expired is None:
@@ -308,17 +308,7 @@ class MemoryStore:
                         late=True,
                     )
                     if record is not None:
-                        self._records.append(
-                            completed(
-                                record,
-                                account=expired.account,
-                                hold=hold.id,
-                                held_units=0,
-                                charged_units=charge,
-                                ended_at=now,
-                                late=True,
-                            )
-                        )
+                        self._records.append((record, expired.account, hold.id, 0, charge, now, True))
             self._remember(result)
             return result
 
@@ -333,11 +323,8 @@ class MemoryStore:
         live = self._live.pop(hold_id)
         self._by_account[live.account].discard(hold_id)
         self._accounts[live.account].held -= live.units
-        self._records.append(
-            expired_record(
-                account=live.account, hold=hold_id, held_units=live.units, started_at=live.created, ended_at=now
-            )
-        )
+        expired = UsageRecord(hold_id, outcome="expired", started_at=live.created)
+        self._records.append((expired, live.account, hold_id, live.units, 0, now, False))
         self._expired[hold_id] = live
         while len(self._expired) > _FINISHED_KEPT:
             self._expired.popitem(last=False)
