@@ -126,6 +126,8 @@ class AdminAPI:
             raise NotFound(f"No such endpoint: {path}.", param="path")
         store: Any = self.store
         name, rest = parts[1], parts[2:]
+        if name == "accounts" and rest and not rest[0]:
+            raise InvalidRequest("An account name must not be empty.", param="account")
         if name == "accounts" and not rest:
             _need(method, "GET")
             query_params(scope, ())

@@ -89,6 +89,10 @@ class UsageRecord:
     charged: Decimal = Decimal(0)
     ended_at: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown usage record outcome {self.outcome!r}")
+
     def as_json(self) -> dict[str, object]:
         """The record for JSON: amounts as ``Decimal`` (written as exact
         numbers by ``errors.dumps``), times as ISO 8601 UTC."""

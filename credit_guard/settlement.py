@@ -183,7 +183,7 @@ class Settlement:
             usage = Usage(input_tokens=quote.input_tokens if charge is not None else 0, output_tokens=0)
         return UsageRecord(
             request_id=self.request_id,
-            key=self._key_label,
+            key=clip(self._key_label),
             model=clip(quote.model),
             route=self._route,
             input_tokens=usage.input_tokens,

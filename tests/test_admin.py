@@ -202,3 +202,32 @@ async def test_admin_api_alone_needs_a_real_token() -> None:
 
     with pytest.raises(ValueError):
         AdminAPI(MemoryStore(), token="")
+
+
+async def test_odd_admin_requests_get_the_envelope(gateway: Any) -> None:
+    app, token = gateway
+    admin = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        answers = {
+            "empty account": await http.post("/admin/api/accounts//grant", json={"amount": "1"}, headers=admin),
+            "not json": await http.post("/admin/api/accounts/a/grant", content=b"{", headers=admin),
+            "a list": await http.post("/admin/api/accounts/a/grant", json=["1"], headers=admin),
+            "bool": await http.post("/admin/api/accounts/a/grant", json={"amount": True}, headers=admin),
+            "NaN": await http.post("/admin/api/accounts/a/grant", json={"amount": "NaN"}, headers=admin),
+            "too fine": await http.post("/admin/api/accounts/a/grant", json={"amount": "1e-11"}, headers=admin),
+            "huge body": await http.post(
+                "/admin/api/accounts/a/grant",
+                content=b'{"amount": "1", "note": "' + b"x" * 70_000 + b'"}',
+                headers=admin,
+            ),
+            "unknown filter": await http.get("/admin/api/usage?acount=a", headers=admin),
+            "long key": await http.post(
+                "/admin/api/accounts/a/grant", json={"amount": "1"}, headers={**admin, "Idempotency-Key": "k" * 300}
+            ),
+        }
+        balance = await app.guard.store.balance("a")
+    for name, response in answers.items():
+        assert 400 <= response.status_code < 500, name
+        assert response.json()["error"]["status"] == response.status_code, name
+    assert answers["huge body"].status_code == 413
+    assert balance.granted == 0

@@ -583,3 +583,19 @@ def test_usage_ranges_prune_and_bad_input(
     assert (code, json.loads(out)["pruned"]) == (0, 4)
     code, out, _ = _cli(["usage", "--store", url], capsys)
     assert code == 0 and "(no usage in this range)" in out
+
+
+async def test_odd_names_come_back_exactly_from_every_store(env: tuple[Any, Clock]) -> None:
+    store, _ = env
+    account = acct()
+    await store.grant(account, "1")
+    odd_model = 'gpt-"4o"\n<script>alert(1)</script> ☃ ["-","-"]'
+    odd_key = 'team|"blue"\\ci'
+    hold = await store.reserve(account, Decimal("0.1"))
+    await store.settle(hold, Decimal("0.05"), record=rec("req_odd", key=odd_key, model=odd_model, route='/v1/x?y="z"'))
+    [record] = await store.usage_records(UsageQuery(account=account, model=odd_model, key=odd_key))
+    assert (record.model, record.key, record.route) == (odd_model, odd_key, '/v1/x?y="z"')
+    [row] = await store.usage_summary(UsageQuery(account=account, key=odd_key), by="model")
+    assert (row.group, row.charged) == (odd_model, Decimal("0.05"))
+    with pytest.raises(ValueError):
+        rec("req_bad", outcome='settled","charged":"999')

@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 
 from ..money import from_units, parse_amount, to_units, units_ceil
-from ..records import UsageQuery, UsageRecord, UsageRow, check_group, day_start, group_rows
+from ..records import OUTCOMES, UsageQuery, UsageRecord, UsageRow, check_group, day_start, group_rows
 from .base import (
     DEFAULT_HOLD_TTL,
     Balance,
@@ -630,6 +630,9 @@ def _meta(record: UsageRecord | None) -> list[str]:
     """The finish script's record arguments ("" when there is no record)."""
     if record is None:
         return ["", "", "0", "0", "0", ""]
+    if record.outcome not in OUTCOMES:
+        # The outcome is written into the record's JSON text by the script.
+        raise ValueError(f"unknown usage record outcome {record.outcome!r}")
     meta = orjson.dumps(
         {
             "request_id": record.request_id,
