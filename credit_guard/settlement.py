@@ -53,6 +53,7 @@ class Settlement:
         self._key_label = exchange.key_label
         self._started_at = exchange.started_at
         self._route = clip(str(exchange.scope.get("path", "-")))
+        self._client_left = False
 
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
@@ -81,9 +82,17 @@ class Settlement:
                         guard.metrics.store_error("extend")
             await send(message)
 
+        async def watched_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not tap.finished:
+                # An app may end quietly when its client leaves (Starlette's
+                # StreamingResponse does): the usage record says so.
+                self._client_left = True
+            return message
+
         failed: BaseException | None = None
         try:
-            await guard.app(scope, receive, tapped_send)
+            await guard.app(scope, watched_receive, tapped_send)
         except BaseException as exc:
             failed = exc
             raise
@@ -170,7 +179,7 @@ class Settlement:
         self, hold: Hold, quote: Quote, usage: Usage | None, charge: Decimal | None, aborted: bool
     ) -> UsageRecord:
         """What the store keeps about this request (it adds the amounts)."""
-        if aborted:
+        if aborted or self._client_left:
             outcome = "client_left"
         elif charge is None:
             outcome = "released"

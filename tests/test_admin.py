@@ -116,7 +116,7 @@ async def test_admin_routes_refuse_without_the_token(gateway: Any) -> None:
                 ),
                 await http.get("/admin/api/keys", headers={"x-api-key": token}),
             ]
-            granted = await app.guard.store.balance("a")
+    granted = await app.guard.store.balance("a")
     assert [r.status_code for r in answers] == [401, 403, 401, 403, 401]
     for response in answers:
         error = response.json()["error"]

@@ -47,10 +47,14 @@ def signed(payload: bytes, *, secret: str = SECRET, at: int | None = None) -> di
 @pytest.fixture
 async def webhook(tmp_path: Path) -> Any:
     store = SQLiteStore(tmp_path / "credits.db")
+    # The server's store lives on the server's event loop; the test reads the
+    # same file through its own.
+    reader = SQLiteStore(tmp_path / "credits.db")
     app = load("stripe_webhook").create_webhook_app(store, SECRET)
     with serve(app) as base:
         async with httpx.AsyncClient(base_url=base) as http:
-            yield http, store
+            yield http, reader
+    await reader.aclose()
     await store.aclose()
 
 

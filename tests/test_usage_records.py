@@ -26,6 +26,7 @@ from credit_guard.money import from_units
 from credit_guard.records import UsageQuery, UsageRecord, day_of, key_label
 from credit_guard.stores import Hold, MemoryStore, SQLiteStore
 
+from .servers import serve
 from .test_store_contract import Clock, make_store
 
 pytestmark = pytest.mark.anyio
@@ -599,3 +600,26 @@ async def test_odd_names_come_back_exactly_from_every_store(env: tuple[Any, Cloc
     assert (row.group, row.charged) == (odd_model, Decimal("0.05"))
     with pytest.raises(ValueError):
         rec("req_bad", outcome='settled","charged":"999')
+
+
+async def test_a_client_that_leaves_mid_stream_leaves_a_client_left_record(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "credits.db")
+    await store.grant("a", "1")
+    guard = CreditGuard(create_app(), store=store, prices=PRICES, accounts={"sk-leaving-client-1": "a"})
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 200, "stream": True}
+    headers = {"Authorization": "Bearer sk-leaving-client-1", "x-fake-delay-ms": "50", "x-fake-tokens": "200"}
+    try:
+        with serve(guard) as base:
+            async with httpx.AsyncClient(base_url=base) as http:
+                async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+                    assert response.status_code == 200
+                    async for _ in response.aiter_bytes():
+                        break  # the first event: then leave
+        # The server has shut down: the request it was serving has ended its hold.
+        [record] = await store.usage_records(UsageQuery(account="a"))
+        assert record.outcome == "client_left"
+        assert 0 < record.charged < record.held
+        assert record.input_tokens > 0 and record.output_tokens < 200
+        assert record.charged == (await store.balance("a")).spent
+    finally:
+        await store.aclose()
