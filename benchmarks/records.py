@@ -145,6 +145,12 @@ def scale(accounts: int, days: int) -> dict[str, float]:
                         for a in range(accounts)
                     ),
                 )
+            # Every account's totals per day and model, as the store keeps them beside.
+            db.execute(
+                "INSERT INTO usage_daily_models SELECT day, model, SUM(requests), SUM(input_tokens),"
+                " SUM(output_tokens), SUM(cached_tokens), SUM(held), SUM(charged) FROM usage_daily"
+                " GROUP BY day, model"
+            )
         db.close()
         timings["fill"] = time.perf_counter() - started
         print(f"filled {accounts:,} accounts x {days} days in {timings['fill']:.1f} s", flush=True)
@@ -159,6 +165,11 @@ def scale(accounts: int, days: int) -> dict[str, float]:
                 "all accounts, 30 days, by model": (UsageQuery(since=last - dt.timedelta(days=29)), "model"),
                 "all accounts, one day, by account": (UsageQuery(since=last, until=last), "account"),
                 "all accounts, a year, by model": (UsageQuery(), "model"),
+                "all accounts, 30 days, by key": (UsageQuery(since=last - dt.timedelta(days=29)), "key"),
+                "all accounts, 30 days, one key": (
+                    UsageQuery(key="sk-7...key", since=last - dt.timedelta(days=29)),
+                    "day",
+                ),
             }
             try:
                 for name, (query, by) in cases.items():

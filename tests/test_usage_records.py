@@ -177,7 +177,7 @@ async def test_summaries_group_and_filter_by_day_model_key_and_account(env: tupl
         await store.usage_summary(mine, by="hour")
 
 
-async def test_prune_drops_records_and_rollups_before_a_day(env: tuple[Any, Clock]) -> None:
+async def test_prune_drops_records_and_rollups_before_a_day(env: tuple[Any, Clock], kind: str) -> None:
     store, clock = env
     account = acct()
     await store.grant(account, "1")
@@ -194,6 +194,12 @@ async def test_prune_drops_records_and_rollups_before_a_day(env: tuple[Any, Cloc
     assert [r.request_id for r in await store.usage_records(UsageQuery(account=account))] == ["req_2"]
     assert [r.group for r in await store.usage_summary(UsageQuery(account=account))] == ["2026-11-22"]
     assert await store.prune_usage(dt.date(2026, 11, 22), account=account) == 0
+    if kind != "redis":  # a store of its own: every account's totals are these two accounts'
+        for by in ("day", "model"):
+            everyone = await store.usage_summary(UsageQuery(), by=by)
+            each = [r for a in (account, other) for r in await store.usage_summary(UsageQuery(account=a), by=by)]
+            assert sum((r.charged for r in everyone), Decimal(0)) == sum((r.charged for r in each), Decimal(0))
+            assert sum(r.requests for r in everyone) == sum(r.requests for r in each) == 2
     # Without an account, every account is pruned.
     assert len(await store.usage_records(UsageQuery(account=other))) == 1
     assert await store.prune_usage(dt.date(2026, 11, 23)) >= 2
@@ -341,6 +347,11 @@ def test_records_sum_to_what_the_ledger_charged(
                 rows = await store.usage_summary(UsageQuery(account=account), by=by)
                 assert sum((r.charged for r in rows), Decimal(0)) == balance.spent
                 assert sum(r.requests for r in rows) == holds
+                if store_kind == "sqlite":  # its own file: every account's totals are this account's
+                    everyone = await store.usage_summary(UsageQuery(), by=by)
+                    assert [(r.group, r.charged, r.requests, r.held) for r in everyone] == [
+                        (r.group, r.charged, r.requests, r.held) for r in rows
+                    ]
             days = await store.usage_summary(UsageQuery(account=account), by="day")
             for row in days:
                 assert row.charged == sum((r.charged for r in records if day_of(r.ended_at) == row.group), Decimal(0))

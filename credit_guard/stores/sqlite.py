@@ -149,6 +149,17 @@ _V3_SCHEMA = """
             PRIMARY KEY (account, day, key, model)
         ) WITHOUT ROWID;
         CREATE INDEX usage_daily_day ON usage_daily(day);
+        CREATE TABLE usage_daily_models (
+            day TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL,
+            held INTEGER NOT NULL,
+            charged INTEGER NOT NULL,
+            PRIMARY KEY (day, model)
+        ) WITHOUT ROWID;
         CREATE TABLE grants_seen (
             account TEXT NOT NULL,
             idempotency_key TEXT NOT NULL,
@@ -323,6 +334,27 @@ class SQLiteStore:
                 account,
                 day_of(now),
                 record.key,
+                record.model,
+                0 if record.outcome == "late" else 1,
+                record.input_tokens,
+                record.output_tokens,
+                record.cached_tokens,
+                held,
+                charged,
+            ),
+        )
+        # Every account's day per model: totals over all accounts read a few
+        # rows a day instead of one per account.
+        db.execute(
+            "INSERT INTO usage_daily_models (day, model, requests, input_tokens, output_tokens, cached_tokens,"
+            " held, charged) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (day, model) DO UPDATE SET requests = requests + excluded.requests,"
+            " input_tokens = input_tokens + excluded.input_tokens,"
+            " output_tokens = output_tokens + excluded.output_tokens,"
+            " cached_tokens = cached_tokens + excluded.cached_tokens,"
+            " held = held + excluded.held, charged = charged + excluded.charged",
+            (
+                day_of(now),
                 record.model,
                 0 if record.outcome == "late" else 1,
                 record.input_tokens,
@@ -634,12 +666,17 @@ class SQLiteStore:
         """Records matching ``query`` summed per ``by`` (see ``records.GROUPS``),
         read from the per-day rollup."""
         check_group(by)
-        where, params = _where(query or UsageQuery(), "day", lambda d: d.isoformat())
+        query = query or UsageQuery()
+        where, params = _where(query, "day", lambda d: d.isoformat())
+        if query.account is None and query.key is None and by in ("day", "model"):
+            table, account, key = "usage_daily_models", "'*'", "'*'"
+        else:
+            table, account, key = "usage_daily", "account", "key"
 
         def work(db: sqlite3.Connection) -> list[UsageRow]:
             rows = db.execute(
-                f"SELECT day, account, key, model, SUM(requests), SUM(input_tokens), SUM(output_tokens),"
-                f" SUM(cached_tokens), SUM(held), SUM(charged) FROM usage_daily{where}"
+                f"SELECT day, {account}, {key}, model, SUM(requests), SUM(input_tokens), SUM(output_tokens),"
+                f" SUM(cached_tokens), SUM(held), SUM(charged) FROM {table}{where}"
                 f" GROUP BY {by}",
                 params,
             ).fetchall()
@@ -656,6 +693,14 @@ class SQLiteStore:
         def work(db: sqlite3.Connection) -> int:
             count = db.execute(f"DELETE FROM usage_records WHERE ended_at < ?{only}", (day_start(before), *extra))
             db.execute(f"DELETE FROM usage_daily WHERE day < ?{only}", (before.isoformat(), *extra))
+            # The totals over every account for those days, rebuilt from what is left.
+            db.execute("DELETE FROM usage_daily_models WHERE day < ?", (before.isoformat(),))
+            db.execute(
+                "INSERT INTO usage_daily_models SELECT day, model, SUM(requests), SUM(input_tokens),"
+                " SUM(output_tokens), SUM(cached_tokens), SUM(held), SUM(charged) FROM usage_daily"
+                " WHERE day < ? GROUP BY day, model",
+                (before.isoformat(),),
+            )
             return int(count.rowcount)
 
         return await self._run(work)
