@@ -13,6 +13,7 @@ settled from the usage the response reports.
 
 from typing import TYPE_CHECKING, Any
 
+from .api import CreditsAPI
 from .errors import (
     AuthenticationFailed,
     CreditGuardError,
@@ -51,6 +52,7 @@ __all__ = [
     "CreditGuard",
     "CreditGuardError",
     "CreditStore",
+    "CreditsAPI",
     "DEFAULT_ROUTES",
     "Hold",
     "Insufficient",

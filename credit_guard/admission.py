@@ -11,6 +11,7 @@ All of a request's state lives on its ``Exchange``, never on the guard.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from .errors import (
 from .money import json_text
 from .prices import ModelPrice
 from .quote import Quote, affordable_max_tokens, insufficient_credits, make_quote
+from .records import key_label
 from .routes import EndpointNotPriced
 from .settlement import Settlement
 from .shapes import Ask
@@ -77,11 +79,13 @@ class Exchange:
         self.fit_header: bytes | None = None  # auto_fit lowered the output cap
         self.bounded = False  # the quote's input is the byte upper bound, not the exact count
         self.size = 0  # the decoded body's bytes
+        self.key_label = "-"  # the caller's key, by a name that is not the secret (usage records)
+        self.started_at = time.time()
 
     async def run(self, receive: Receive, send: Send) -> None:
         guard = self.guard
         try:
-            account = await self._identify()
+            account, self.key_label = await self._identify()
             try:
                 body = await read_body(self.scope, receive, guard.max_body_bytes)
             except ClientDisconnected:
@@ -153,7 +157,9 @@ class Exchange:
 
     # -- before the app -------------------------------------------------------
 
-    async def _identify(self) -> str:
+    async def _identify(self) -> tuple[str, str]:
+        """The caller's account and key label (the lookup's own label where it
+        returns ``(account, label)``, else ``records.key_label``)."""
         headers = self.scope.get("headers", ())
         key = None
         auth = first_header(headers, b"authorization")
@@ -176,9 +182,12 @@ class Exchange:
             raise StoreUnavailableError(
                 "The credit store is unavailable; the request was not forwarded. Retry shortly."
             ) from None
+        label = key_label(key)
+        if isinstance(account, tuple):
+            account, label = account
         if not account:
             raise AuthenticationFailed("The API key is not valid for this gateway.")
-        return account
+        return account, label
 
     def _understand(self, data: bytes) -> tuple[Any, Ask, ModelPrice]:
         """Parse, shape and resolve the body (pure CPU: runs in a worker thread
@@ -277,6 +286,10 @@ class Exchange:
             if reason == "in_flight_holds":
                 error.retry_after = guard.retry_after
             guard.metrics.rejected(quote.model, reason, context["credit_deficit"])
+            if guard.rejections is not None:
+                guard.rejections.add(
+                    self.request_id, account, self.key_label, quote.model, reason, quote.max_cost, result.available
+                )
             # The figures of the 402 itself, in its JSON's exact text: an
             # operator can match the line to what the caller was told.
             logger.info(

@@ -4,6 +4,7 @@
     credit-guard quote [REQUEST.json|-]            the worst case of a request, offline
     credit-guard credits grant|balance|history|list   manage balances
     credit-guard keys add|revoke|list              manage API keys
+    credit-guard usage [summary|records|prune]     where the credits went
     credit-guard prices list|show|check            inspect a price table
 
 Exit codes, the same for every subcommand: 0 done (or affordable), 1 refused or
@@ -117,6 +118,7 @@ def build_app(
     hold_ttl: float | None = None,
     metrics_path: str | None = None,
     allow_read: Sequence[str] = (),
+    admin_token: str | None = None,
 ) -> Any:
     """The guarded app ``serve`` runs: the guard in front of the proxy (or of
     the fake model with ``demo``), with ``proxy.gateway_policy``: nothing
@@ -139,6 +141,9 @@ def build_app(
         options["max_body_bytes"] = max_body_bytes
     if hold_ttl:
         options["hold_ttl"] = hold_ttl
+    from .rejections import RejectionLog
+
+    options["rejections"] = RejectionLog()
     if metrics_path:
         from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
@@ -151,8 +156,55 @@ def build_app(
         PlatformCollector(registry=registry)
         metrics = PrometheusMetrics(registry)
         guard = CreditGuard(inner, store=_store(store_url), prices=_prices(prices), metrics=metrics, **options)
-        return with_metrics_endpoint(guard, metrics_path, registry)
-    return CreditGuard(inner, store=_store(store_url), prices=_prices(prices), **options)
+        app = with_metrics_endpoint(_with_apis(guard, admin_token), metrics_path, registry)
+        app.guard = guard
+        return app
+    guard = CreditGuard(inner, store=_store(store_url), prices=_prices(prices), **options)
+    return _with_apis(guard, admin_token)
+
+
+def _with_apis(guard: Any, admin_token: str | None) -> Any:
+    """The guard, with callers' ``/v1/credits`` API beside it, and the admin
+    API under ``/admin`` when a token is configured."""
+    from .admin import PREFIX, AdminAPI
+    from .api import CreditsAPI
+
+    credits = CreditsAPI(guard.store, accounts=guard._lookup, low_balance_threshold=guard.low_balance_threshold)
+    admin = None if admin_token is None else AdminAPI(guard.store, token=admin_token, rejections=guard.rejections)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = str(scope.get("path", ""))
+            if path.rstrip("/") in ("/v1/credits", "/v1/credits/usage"):
+                await credits(scope, receive, send)
+                return
+            if admin is not None and (path == PREFIX or path.startswith(PREFIX + "/")):
+                await admin(scope, receive, send)
+                return
+        await guard(scope, receive, send)
+
+    app.guard = guard  # type: ignore[attr-defined]
+    return app
+
+
+def _admin_token(file: str | None) -> str | None:
+    """The admin token: read from ``file``, else ``$CREDIT_GUARD_ADMIN_TOKEN``;
+    None (no admin API) when neither is set.  Never a default."""
+    from .admin import check_token
+
+    if file:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the admin token file {file}: {exc.strerror}") from None
+    else:
+        text = _env("admin_token") or ""
+        if not text:
+            return None
+    try:
+        return check_token(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def app_from_env() -> Any:
@@ -170,6 +222,7 @@ def app_from_env() -> Any:
         fail_open=_env("fail_open") == "1",
         hold_ttl=float(_env("hold_ttl") or 0) or None,
         allow_read=(_env("allow_read") or "").split(),
+        admin_token=_admin_token(_env("admin_token_file")),
     )
 
 
@@ -306,6 +359,8 @@ def _serve(args: argparse.Namespace) -> int:
     hold_ttl = args.hold_ttl or float(_env("hold_ttl") or 0)
     if hold_ttl and hold_ttl < MIN_HOLD_TTL:
         raise UsageError(f"--hold-ttl must be at least {MIN_HOLD_TTL:g} seconds (holds are extended every third of it)")
+    token_file = args.admin_token_file or _env("admin_token_file")
+    admin = _admin_token(token_file) is not None  # fail now, not in a worker
     anyio.run(_store(store_url).aclose)  # a bad URL or a missing extra: said now, not by a worker
     metrics_path = _metrics_path(args)
     upstream_key, key_source = ("", "none") if args.demo else _upstream_key(args)
@@ -324,6 +379,8 @@ def _serve(args: argparse.Namespace) -> int:
         "CREDIT_GUARD_HOLD_TTL": str(args.hold_ttl or _env("hold_ttl") or ""),
         "CREDIT_GUARD_METRICS_PATH": metrics_path or "",
         "CREDIT_GUARD_ALLOW_READ": " ".join(args.allow_read or []) or _env("allow_read") or "",
+        # The path, not the token: workers read the file themselves.
+        "CREDIT_GUARD_ADMIN_TOKEN_FILE": token_file or "",
     }
     os.environ.update(config)
     metrics_line = f"  metrics   http://{args.host}:{args.port}{metrics_path}\n" if metrics_path else ""
@@ -336,6 +393,8 @@ def _serve(args: argparse.Namespace) -> int:
             f" (store {store_url}; upstream key: {key_source})\n{metrics_line}",
             flush=True,
         )
+    if admin:
+        print(f"admin API and dashboard: http://{args.host}:{args.port}/admin/ (bearer token)", flush=True)
     uvicorn.run(
         "credit_guard.cli:app_from_env",
         factory=True,
@@ -573,6 +632,51 @@ async def _revoke_key(store: Any, key_or_prefix: str) -> int:
     return 0
 
 
+# -- usage -----------------------------------------------------------------------------
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from .records import UsageQuery, parse_day
+    from .report import render_records, render_rows
+
+    try:
+        query = UsageQuery(
+            account=args.account,
+            key=args.key,
+            model=args.model,
+            since=parse_day(args.since) if args.since else None,
+            until=parse_day(args.until) if args.until else None,
+        )
+        before = parse_day(args.before) if args.before else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.action == "prune" and before is None:
+        raise UsageError("usage prune needs --before YYYY-MM-DD")
+    if args.action != "prune" and before is not None:
+        raise UsageError("--before is for usage prune")
+
+    async def run() -> int:
+        store = _store(args.store)
+        try:
+            if not getattr(store, "keeps_usage", False):
+                raise UsageError("this store keeps no usage records")
+            if args.action == "prune":
+                assert before is not None
+                removed = await store.prune_usage(before, account=args.account)
+                _print_json({"pruned": removed, "before": before.isoformat()})
+            elif args.action == "records":
+                records = await store.usage_records(query, limit=args.limit)
+                sys.stdout.write(render_records(records, args.format))
+            else:
+                rows = await store.usage_summary(query, by=args.by)
+                sys.stdout.write(render_rows(rows, args.by, args.format))
+            return 0
+        finally:
+            await store.aclose()
+
+    return anyio.run(run)
+
+
 # -- prices ----------------------------------------------------------------------------
 
 
@@ -676,6 +780,11 @@ def _parser() -> argparse.ArgumentParser:
         " ** across); repeatable; the model list is always open (CREDIT_GUARD_ALLOW_READ, space-separated)",
     )
     serve.add_argument("--fail-open", action="store_true", help="forward unpriced while the store is down (risky)")
+    serve.add_argument(
+        "--admin-token-file",
+        help="turn on the admin API and dashboard under /admin with the token in this file "
+        "(or $CREDIT_GUARD_ADMIN_TOKEN); off without one",
+    )
     serve.add_argument("--demo-balance", default=DEMO_BALANCE, help=f"demo balance in dollars (default {DEMO_BALANCE})")
     serve.add_argument("--log-level", default=_env("log_level", "info"), help="uvicorn's log level")
     serve.set_defaults(run=_serve)
@@ -723,6 +832,26 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (add, revoke, listing):
         cmd.add_argument("--store", default=_env("store", DEFAULT_STORE), help=f"store URL (default {DEFAULT_STORE})")
     keys.set_defaults(run=_keys)
+
+    usage = sub.add_parser(
+        "usage",
+        help="where the credits went: summaries, records, pruning",
+        description="Usage summed per day, model, key or account (summary, the default), the records "
+        "themselves (records, newest first), or delete records before a day (prune --before DAY). "
+        "Days are UTC, YYYY-MM-DD; --since and --until are both included.",
+    )
+    usage.add_argument("action", nargs="?", default="summary", choices=["summary", "records", "prune"])
+    usage.add_argument("--account", help="only this account")
+    usage.add_argument("--key", help="only this key (its label, as 'keys list' shows it)")
+    usage.add_argument("--model", help="only this model")
+    usage.add_argument("--since", metavar="DAY", help="from this UTC day (YYYY-MM-DD)")
+    usage.add_argument("--until", metavar="DAY", help="up to and including this UTC day")
+    usage.add_argument("--by", default="day", choices=["day", "model", "key", "account"], help="group (default day)")
+    usage.add_argument("--format", default="table", choices=["table", "csv", "json"], help="json: one object a line")
+    usage.add_argument("--limit", type=int, default=100, help="records: at most this many (default 100)")
+    usage.add_argument("--before", metavar="DAY", help="prune: delete records that ended before this UTC day")
+    usage.add_argument("--store", default=_env("store", DEFAULT_STORE), help=f"store URL (default {DEFAULT_STORE})")
+    usage.set_defaults(run=_usage)
 
     prices = sub.add_parser("prices", help="inspect and check a price table")
     prices_sub = prices.add_subparsers(dest="action", required=True)

@@ -39,13 +39,15 @@ from .quote import (
     cheapest_alternative,
     make_quote,
 )
+from .rejections import RejectionLog
 from .routes import DEFAULT_ROUTES, Router
 from .shapes import Ask
 from .stores.base import DEFAULT_HOLD_TTL, CreditStore
 
 __all__ = ["CreditGuard", "DEFAULT_ROUTES"]
 
-AccountLookup = Callable[[str], Awaitable[str | None]]
+#: API key -> account, or ``(account, key label)`` to name the key in usage records.
+AccountLookup = Callable[[str], Awaitable[str | tuple[str, str] | None]]
 
 #: Bodies at least this large are parsed and counted under ``large_bodies_at_once``.
 LARGE_BODY_BYTES = 1024 * 1024
@@ -95,6 +97,7 @@ class CreditGuard:
     ``large_bodies_at_once``: how many bodies of a mebibyte or more are parsed
     and counted at the same time (each costs memory in proportion to its
     size); the others wait for a turn.
+    ``rejections``: a ``RejectionLog`` that keeps the 402s (for the admin API).
 
     Requests to routes that are not priced: ``unpriced="pass"`` (default) hands
     them to the app untouched, as a library wrapping an app wants (health
@@ -140,6 +143,7 @@ class CreditGuard:
         open_reads: tuple[str, ...] = ("/**",),
         deployments: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
+        rejections: RejectionLog | None = None,
     ) -> None:
         from .money import parse_amount
 
@@ -200,6 +204,7 @@ class CreditGuard:
         # Parsing and counting a large body costs memory in proportion to it:
         # at most this many at once, the rest wait their turn.
         self._large_limiter = anyio.CapacityLimiter(large_bodies_at_once)
+        self.rejections = rejections
         self._warmed = False
 
     async def warm(self) -> None:

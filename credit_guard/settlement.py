@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -20,8 +20,10 @@ from . import tokens
 from ._asgi import Message, Receive, Scope, Send
 from .prices import ModelPrice
 from .quote import Quote, actual_cost
+from .records import UsageRecord, clip
 from .shapes import Ask
-from .stores.base import Hold, StoreUnavailable
+from .stores.base import CreditStore, Hold, StoreUnavailable
+from .stores.base import Settlement as StoreSettlement
 from .usage import Usage, UsageTap
 
 if TYPE_CHECKING:
@@ -49,6 +51,12 @@ class Settlement:
         # The quote's input is the byte upper bound, not the exact count.
         self._bounded = exchange.bounded
         self._size = exchange.size
+        self._key_label = exchange.key_label
+        self._started_at = exchange.started_at
+        self._route = clip(str(exchange.scope.get("path", "-")))
+        self._client_left = False
+        # The usage charged (reported, or counted by the guard), for the record.
+        self._usage: Usage | None = None
 
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
@@ -70,6 +78,14 @@ class Settlement:
                     message["body"] = chunk
             await send(message)
 
+        async def watched_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not tap.finished:
+                # An app may end quietly when its client leaves (Starlette's
+                # StreamingResponse does): the usage record says so.
+                self._client_left = True
+            return message
+
         failed: BaseException | None = None
         try:
             # The hold lives as long as the request: extended on a timer while
@@ -77,7 +93,7 @@ class Settlement:
             async with anyio.create_task_group() as keep_alive:
                 keep_alive.start_soon(self._keep_alive, hold)
                 try:
-                    await guard.app(scope, receive, tapped_send)
+                    await guard.app(scope, watched_receive, tapped_send)
                 except BaseException as exc:
                     # Raised below, outside the task group, as it came.
                     failed = exc
@@ -125,15 +141,14 @@ class Settlement:
         """End the hold (the rule: docs/deploying.md, "How a hold ends").  Never raises."""
         guard = self.guard
         charge = await self._charge(hold, quote, ask, tap, failed)
+        aborted = failed is not None and _is_cancellation(failed)
+        record = self._usage_record(hold, quote, self._usage or tap.usage, charge, aborted)
         settlement = None
         # Settle and release are idempotent, so a store that failed for a moment
         # (a Redis restart, a locked SQLite file) is simply asked again.
         for delay in _SETTLE_RETRIES:
             try:
-                if charge is not None:
-                    settlement = await guard.store.settle(hold, charge)
-                else:
-                    settlement = await guard.store.release(hold)
+                settlement = await end_hold(guard.store, hold, charge, record)
                 break
             except StoreUnavailable:
                 guard.metrics.store_error("settle")
@@ -214,6 +229,7 @@ class Settlement:
                 input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)).tokens
             usage = Usage(input_tokens=input_tokens, output_tokens=output)
         if usage is not None:
+            self._usage = usage
             return actual_cost(quote, usage)
         policy = guard.on_abort if aborted else guard.on_app_error
         if (failed is not None or tap.status >= 400) and policy == "charge_input":
@@ -228,6 +244,46 @@ class Settlement:
             reason,
         )
         self.guard.metrics.usage_unreadable(quote.model, reason)
+
+    def _usage_record(
+        self, hold: Hold, quote: Quote, usage: Usage | None, charge: Decimal | None, aborted: bool
+    ) -> UsageRecord:
+        """What the store keeps about this request (it adds the amounts)."""
+        if aborted or self._client_left:
+            outcome = "client_left"
+        elif charge is None:
+            outcome = "released"
+        elif charge > hold.amount:
+            outcome = "overrun"
+        else:
+            outcome = "settled"
+        if usage is None:
+            # Charged for its input by policy, released, or charged the hold
+            # for usage it could not read: no usage was reported.
+            usage = Usage(input_tokens=quote.input_tokens if charge is not None else 0, output_tokens=0)
+        return UsageRecord(
+            request_id=self.request_id,
+            key=clip(self._key_label),
+            model=clip(quote.model),
+            route=self._route,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            outcome=outcome,
+            started_at=self._started_at,
+        )
+
+
+async def end_hold(store: CreditStore, hold: Hold, charge: Decimal | None, record: UsageRecord) -> StoreSettlement:
+    """Settle (``charge``) or release (None) a hold, with its usage record where
+    the store keeps records (``keeps_usage``); stores of the older contract are
+    called without one."""
+    if not getattr(store, "keeps_usage", False):
+        return await (store.settle(hold, charge) if charge is not None else store.release(hold))
+    keeper: Any = store
+    if charge is not None:
+        return await keeper.settle(hold, charge, record=record)  # type: ignore[no-any-return]
+    return await keeper.release(hold, record=record)  # type: ignore[no-any-return]
 
 
 async def _count_output(texts: list[str], price: ModelPrice) -> int:

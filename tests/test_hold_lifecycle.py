@@ -178,5 +178,5 @@ async def test_an_older_store_file_is_migrated_and_keeps_its_data(tmp_path: Path
     finally:
         await store.aclose()
     check = sqlite3.connect(path)
-    assert check.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert check.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 3
     check.close()

@@ -15,6 +15,15 @@ did.  A hold that is neither settled nor released expires ``ttl`` seconds after
 it was made (or last extended) and its amount returns to ``available``.  A settle
 that arrives after its hold expired still charges the actual cost: the upstream
 did the work, so the money is spent (``Settlement.late`` says so).
+
+Usage records (``records.py``): a store with ``keeps_usage = True`` also takes
+``settle(hold, actual, record=UsageRecord)`` and ``release(hold, record=...)``
+and writes the record in the same transaction as the change it describes (only
+the first time: a repeat writes nothing); it writes an ``expired`` record itself
+when a hold expires; and it answers ``usage_records``, ``usage_summary`` and
+``prune_usage``.  A store without the flag is called without records.  Such a
+store also lists its accounts (``accounts``) and grants once per idempotency
+key (``grant_once``: the key is recorded in the grant's own transaction).
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "Balance",
     "CreditStore",
+    "Grant",
     "Hold",
+    "IdempotencyConflict",
     "Insufficient",
     "Settlement",
     "StoreUnavailable",
@@ -99,6 +110,19 @@ class Settlement:
     overrun: Decimal
     late: bool = False
     repeat: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an idempotent grant did: the balance after it, and whether this
+    idempotency key had already granted (then nothing changed)."""
+
+    balance: Balance
+    repeat: bool
+
+
+class IdempotencyConflict(ValueError):
+    """An idempotency key already granted a different amount (or account)."""
 
 
 @runtime_checkable

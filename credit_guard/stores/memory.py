@@ -7,22 +7,29 @@ one event loop and across threads.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from ..money import from_units, parse_amount, to_units, units_ceil
-from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement
+from ..records import UsageQuery, UsageRecord, UsageRow, completed, day_start, group_rows, record_cells
+from .base import DEFAULT_HOLD_TTL, Balance, Grant, Hold, IdempotencyConflict, Insufficient, Settlement
 
 __all__ = ["MemoryStore"]
 
 # Finished holds remembered for idempotent repeats.
 _FINISHED_KEPT = 100_000
+#: Usage records kept by default (the oldest go first).
+USAGE_KEPT = 10_000
+
+
+_Kept = tuple[UsageRecord, str, str, int, int, float, bool]
 
 
 @dataclass(slots=True)
@@ -37,6 +44,7 @@ class _Live:
     account: str
     units: int
     expires_at: float
+    created: float = 0.0
 
 
 class MemoryStore:
@@ -45,7 +53,12 @@ class MemoryStore:
     ``MemoryStore({"acct_1": "0.02"})`` starts ``acct_1`` with $0.02 granted.
     ``keys`` maps API keys to accounts (kept as SHA-256 digests, never in clear).
     ``clock`` returns Unix seconds (tests pass their own to drive expiry).
+    ``usage_kept``: usage records kept in memory; the oldest are dropped first,
+    so summaries cover only the records still kept.
     """
+
+    #: Writes usage records when ``settle``/``release`` are given one.
+    keeps_usage = True
 
     def __init__(
         self,
@@ -53,7 +66,13 @@ class MemoryStore:
         *,
         keys: Mapping[str, str] | None = None,
         clock: object = None,
+        usage_kept: int = USAGE_KEPT,
     ) -> None:
+        if usage_kept < 0:
+            raise ValueError("usage_kept must not be negative")
+        # (record, account, hold, held units, charged units, ended at, late):
+        # made into a finished UsageRecord only when read, to keep settles cheap.
+        self._records: deque[_Kept] = deque(maxlen=usage_kept)
         self._clock = clock if callable(clock) else time.time
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
@@ -62,6 +81,7 @@ class MemoryStore:
         self._finished: OrderedDict[str, Settlement] = OrderedDict()
         self._expired: OrderedDict[str, _Live] = OrderedDict()
         self._keys: dict[str, str] = {}
+        self._grants_seen: dict[tuple[str, str], int] = {}
         self._prefixes: dict[str, str] = {}
         for account, amount in (balances or {}).items():
             units = to_units(parse_amount(amount, what=f"balance of {account}"), what="balance")
@@ -131,7 +151,7 @@ class MemoryStore:
             self._accounts[account] = acct
             hold_id = "hold_" + uuid.uuid4().hex
             expires_at = now + ttl
-            self._live[hold_id] = _Live(account, units, expires_at)
+            self._live[hold_id] = _Live(account, units, expires_at, now)
             self._by_account.setdefault(account, set()).add(hold_id)
         return Hold(
             id=hold_id,
@@ -141,14 +161,14 @@ class MemoryStore:
             available=from_units(available - units),
         )
 
-    async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
+    async def settle(self, hold: Hold, actual: Decimal, *, record: UsageRecord | None = None) -> Settlement:
         charge = units_ceil(actual)
         if charge < 0:
             raise ValueError("an actual cost must not be negative")
-        return self._finish(hold, charge)
+        return self._finish(hold, charge, record)
 
-    async def release(self, hold: Hold) -> Settlement:
-        return self._finish(hold, None)
+    async def release(self, hold: Hold, *, record: UsageRecord | None = None) -> Settlement:
+        return self._finish(hold, None, record)
 
     async def extend(self, hold: Hold, ttl: float) -> bool:
         now = self._clock()
@@ -176,23 +196,78 @@ class MemoryStore:
             acct.granted += units
             return _balance(acct)
 
+    async def grant_once(
+        self, account: str, amount: Decimal | str | int, idempotency_key: str, *, note: str | None = None
+    ) -> Grant:
+        """``grant`` once per (account, ``idempotency_key``): a repeat changes
+        nothing; the same key with another amount raises ``IdempotencyConflict``."""
+        units = to_units(parse_amount(amount, what="grant"), what="grant")
+        with self._lock:
+            seen = self._grants_seen.get((account, idempotency_key))
+            acct = self._accounts.get(account) or _Account()
+            if seen is not None:
+                if seen != units:
+                    raise IdempotencyConflict("this idempotency key already granted another amount")
+                return Grant(_balance(acct), True)
+            if units < 0 and acct.granted - acct.spent - acct.held + units < 0:
+                raise ValueError("cannot take back more than is available")
+            acct.granted += units
+            self._accounts[account] = acct
+            self._grants_seen[(account, idempotency_key)] = units
+            return Grant(_balance(acct), False)
+
     async def expire(self) -> int:
         """Expire every overdue hold now; returns how many."""
         now = self._clock()
         with self._lock:
             overdue = [hid for hid, live in self._live.items() if live.expires_at <= now]
             for hold_id in overdue:
-                self._expire_one(hold_id)
+                self._expire_one(hold_id, now)
             return len(overdue)
+
+    # -- usage records ---------------------------------------------------------
+
+    async def usage_records(self, query: UsageQuery | None = None, *, limit: int = 100) -> list[UsageRecord]:
+        """Kept records matching ``query``, newest first (at most ``limit``)."""
+        query = query or UsageQuery()
+        found = [r for r in self._finished_records() if query.matches(r)]
+        found.reverse()
+        found.sort(key=lambda r: r.ended_at, reverse=True)
+        return found[:limit]
+
+    async def usage_summary(self, query: UsageQuery | None = None, *, by: str = "day") -> list[UsageRow]:
+        """Kept records matching ``query``, summed per ``by`` (see ``records.GROUPS``)."""
+        query = query or UsageQuery()
+        return group_rows(record_cells(r for r in self._finished_records() if query.matches(r)), by)
+
+    def _finished_records(self) -> list[UsageRecord]:
+        with self._lock:
+            kept = list(self._records)
+        return [
+            completed(r, account=a, hold=h, held_units=held, charged_units=charged, ended_at=at, late=late)
+            for r, a, h, held, charged, at, late in kept
+        ]
+
+    async def prune_usage(self, before: dt.date, *, account: str | None = None) -> int:
+        """Drop records (of ``account``, or all) that ended before the UTC day
+        ``before``; returns how many."""
+        cutoff = day_start(before)
+        with self._lock:
+            kept = [k for k in self._records if k[5] >= cutoff or (account is not None and k[1] != account)]
+            dropped = len(self._records) - len(kept)
+            self._records.clear()
+            self._records.extend(kept)
+        return dropped
 
     async def aclose(self) -> None:
         return None
 
     # -- internals ----------------------------------------------------------
 
-    def _finish(self, hold: Hold, charge: int | None) -> Settlement:
+    def _finish(self, hold: Hold, charge: int | None, record: UsageRecord | None) -> Settlement:
         with self._lock:
-            self._expire_account(hold.account, self._clock())
+            now = self._clock()
+            self._expire_account(hold.account, now)
             done = self._finished.get(hold.id)
             if done is not None:
                 return _repeat(done)
@@ -210,6 +285,8 @@ class MemoryStore:
                     released=from_units(max(live.units - charged, 0)),
                     overrun=from_units(max(charged - live.units, 0)),
                 )
+                if record is not None:
+                    self._records.append((record, live.account, hold.id, live.units, charged, now, False))
             else:
                 expired = self._expired.pop(hold.id, None)
                 if expired is None:
@@ -233,6 +310,8 @@ class MemoryStore:
                         overrun=from_units(charge),
                         late=True,
                     )
+                    if record is not None:
+                        self._records.append((record, expired.account, hold.id, 0, charge, now, True))
             self._remember(result)
             return result
 
@@ -241,12 +320,14 @@ class MemoryStore:
         if not ids:
             return
         for hold_id in [h for h in ids if self._live[h].expires_at <= now]:
-            self._expire_one(hold_id)
+            self._expire_one(hold_id, now)
 
-    def _expire_one(self, hold_id: str) -> None:
+    def _expire_one(self, hold_id: str, now: float) -> None:
         live = self._live.pop(hold_id)
         self._by_account[live.account].discard(hold_id)
         self._accounts[live.account].held -= live.units
+        expired = UsageRecord(hold_id, outcome="expired", started_at=live.created)
+        self._records.append((expired, live.account, hold_id, live.units, 0, now, False))
         self._expired[hold_id] = live
         while len(self._expired) > _FINISHED_KEPT:
             self._expired.popitem(last=False)

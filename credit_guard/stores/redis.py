@@ -37,6 +37,7 @@ the store answers; a ``WAIT`` that times out raises ``StoreUnavailable``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 import uuid
@@ -44,13 +45,25 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from ..money import from_units, parse_amount, to_units, units_ceil
-from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement, StoreUnavailable
+from ..records import OUTCOMES, UsageQuery, UsageRecord, UsageRow, check_group, day_start, group_rows
+from .base import (
+    DEFAULT_HOLD_TTL,
+    Balance,
+    Grant,
+    Hold,
+    IdempotencyConflict,
+    Insufficient,
+    Settlement,
+    StoreUnavailable,
+)
 
 __all__ = ["RedisStore"]
 
 _PRELUDE = """
-local acct, holds, prefix, ledger = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local acct, holds, prefix, ledger, usage, days = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -58,6 +71,7 @@ if not now then
 end
 local retention = ARGV[2]
 local ledger_cap = ARGV[3]
+local usage_cap = tonumber(ARGV[4])
 local function figure(name)
   return redis.call('HGET', acct, name) or '0'
 end
@@ -73,6 +87,24 @@ local function sub(field, units)
   if units ~= '0' then return redis.call('HINCRBY', acct, field, '-' .. units) end
   return tonumber(figure(field))
 end
+-- A usage record: a sorted-set member (by end time) and the day's rollup.
+-- ``meta`` is the caller's JSON object text without its closing brace.
+local function record(id, meta, dim, held, charged, outcome, tin, tout, tcached)
+  redis.call('ZADD', usage, now, meta .. ',"hold":"' .. id .. '","held":"' .. held .. '","charged":"' .. charged
+    .. '","outcome":"' .. outcome .. '","ended_at":' .. string.format('%.17g', now) .. '}')
+  if redis.call('ZCARD', usage) > usage_cap then
+    redis.call('ZREMRANGEBYRANK', usage, 0, -usage_cap - 1)
+  end
+  local day = math.floor(now / 86400)
+  local rollup = days .. ':' .. day
+  redis.call('ZADD', days, day, day)
+  if outcome ~= 'late' then redis.call('HINCRBY', rollup, 'r' .. dim, 1) end
+  redis.call('HINCRBY', rollup, 'i' .. dim, tin)
+  redis.call('HINCRBY', rollup, 'o' .. dim, tout)
+  redis.call('HINCRBY', rollup, 'c' .. dim, tcached)
+  redis.call('HINCRBY', rollup, 'h' .. dim, held)
+  redis.call('HINCRBY', rollup, 'x' .. dim, charged)
+end
 local function expire()
   local ids = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
   for _, id in ipairs(ids) do
@@ -84,6 +116,10 @@ local function expire()
       redis.call('HSET', key, 'status', 'expired')
       redis.call('EXPIRE', key, retention)
       log('expire', units, id)
+      local started = redis.call('HGET', key, 'created') or '0'
+      record(id, '{"request_id":"' .. id .. '","key":"-","model":"-","route":"-","input_tokens":0,'
+        .. '"output_tokens":0,"cached_tokens":0,"started_at":' .. started, '["-","-"]', units, '0', 'expired',
+        0, 0, 0)
     end
     redis.call('ZREM', holds, id)
   end
@@ -95,14 +131,15 @@ _RESERVE = (
     _PRELUDE
     + """
 expire()
-local id, units, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local id, units, ttl = ARGV[5], ARGV[6], tonumber(ARGV[7])
 if sub('available', units) < 0 then
   add('available', units)
   return {0, figure('available'), figure('held')}
 end
 add('held', units)
 local expires = now + ttl
-redis.call('HSET', prefix .. id, 'units', units, 'status', 'held', 'charged', '0')
+redis.call('HSET', prefix .. id, 'units', units, 'status', 'held', 'charged', '0',
+  'created', string.format('%.17g', now))
 redis.call('ZADD', holds, expires, id)
 log('hold', units, id)
 return {1, figure('available'), tostring(expires)}
@@ -113,7 +150,8 @@ _FINISH = (
     _PRELUDE
     + """
 expire()
-local id, charge = ARGV[4], ARGV[5]
+local id, charge, meta, dim, tokens_in, tokens_out, tokens_cached, outcome =
+  ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local key = prefix .. id
 local status = redis.call('HGET', key, 'status')
 if not status then return {'unknown', '0', '0', 1} end
@@ -127,6 +165,7 @@ if status == 'expired' then
   add('spent', charge)
   redis.call('HSET', key, 'status', 'settled', 'charged', charge, 'late', '1')
   log('settle', charge, id, 'late')
+  if meta ~= '' then record(id, meta, dim, '0', charge, 'late', tokens_in, tokens_out, tokens_cached) end
   return {'late', units, charge, 0}
 end
 sub('held', units)
@@ -145,6 +184,7 @@ else
   status = 'settled'
 end
 redis.call('EXPIRE', key, retention)
+if meta ~= '' then record(id, meta, dim, units, charge, outcome, tokens_in, tokens_out, tokens_cached) end
 return {status, units, charge, 0}
 """
 )
@@ -153,7 +193,7 @@ _EXTEND = (
     _PRELUDE
     + """
 expire()
-local id, ttl = ARGV[4], tonumber(ARGV[5])
+local id, ttl = ARGV[5], tonumber(ARGV[6])
 if redis.call('HGET', prefix .. id, 'status') ~= 'held' then return 0 end
 redis.call('ZADD', holds, 'XX', now + ttl, id)
 return 1
@@ -172,7 +212,15 @@ _GRANT = (
     _PRELUDE
     + """
 expire()
-local units, negative, note = ARGV[4], ARGV[5] == '1', ARGV[6]
+local units, negative, note, once = ARGV[5], ARGV[6] == '1', ARGV[7], ARGV[8]
+if once ~= '' then
+  local signed = (negative and '-' or '') .. units
+  local seen = redis.call('HGET', acct .. ':grants', once)
+  if seen then
+    if seen ~= signed then return {-1} end
+    return {2, figure('available'), figure('held'), figure('spent'), figure('granted')}
+  end
+end
 if negative then
   if sub('available', units) < 0 then
     add('available', units)
@@ -180,14 +228,34 @@ if negative then
   end
   sub('granted', units)
   log('grant', '-' .. units, nil, note)
+  if once ~= '' then redis.call('HSET', acct .. ':grants', once, '-' .. units) end
 else
   add('available', units)
   add('granted', units)
   log('grant', units, nil, note)
+  if once ~= '' then redis.call('HSET', acct .. ':grants', once, units) end
 end
 return {1, figure('available'), figure('held'), figure('spent'), figure('granted')}
 """
 )
+
+
+_PRUNE = (
+    _PRELUDE
+    + """
+local cutoff, before_day = tonumber(ARGV[5]), tonumber(ARGV[6])
+local removed = redis.call('ZREMRANGEBYSCORE', usage, '-inf', '(' .. cutoff)
+for _, day in ipairs(redis.call('ZRANGEBYSCORE', days, '-inf', '(' .. before_day)) do
+  redis.call('DEL', days .. ':' .. day)
+end
+redis.call('ZREMRANGEBYSCORE', days, '-inf', '(' .. before_day)
+return removed
+"""
+)
+
+#: The set of accounts (outside any account's slot): added to on the first
+#: reserve or grant of an account in each process.
+_ACCOUNTS = "cg:accounts"
 
 
 class RedisStore:
@@ -198,8 +266,12 @@ class RedisStore:
     of ``max_connections``, waiting up to ``pool_timeout`` seconds for one).  ``retention``: seconds a finished
     hold's record is kept for idempotent repeats.  ``wait_replicas``: replicas
     each write waits for (see the module docstring on failover).  ``clock``
-    overrides Redis's clock (tests only).
+    overrides Redis's clock (tests only).  ``usage_cap``: raw usage records
+    kept per account (the oldest go first; the per-day rollups keep the totals).
     """
+
+    #: Writes usage records when ``settle``/``release`` are given one.
+    keeps_usage = True
 
     def __init__(
         self,
@@ -210,6 +282,7 @@ class RedisStore:
         pool_timeout: float = 10.0,
         retention: int = 7 * 24 * 3600,
         ledger_cap: int = 100_000,
+        usage_cap: int = 100_000,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
         clock: Callable[[], float] | None = None,
@@ -248,6 +321,11 @@ class RedisStore:
         )
         self._retention = str(int(retention))
         self._ledger_cap = str(int(ledger_cap))
+        if usage_cap < 1:
+            raise ValueError("usage_cap must be at least 1")
+        self._usage_cap = str(int(usage_cap))
+        # Accounts this process has already put in the usage index.
+        self._indexed: set[str] = set()
         self._wait_replicas = wait_replicas
         self._wait_timeout = wait_timeout_ms
         self._clock = clock
@@ -256,17 +334,18 @@ class RedisStore:
         self._extend = self._client.register_script(_EXTEND)
         self._balance = self._client.register_script(_BALANCE)
         self._grant = self._client.register_script(_GRANT)
+        self._prune = self._client.register_script(_PRUNE)
 
     # -- plumbing ------------------------------------------------------------
 
     @staticmethod
     def _keys(account: str) -> list[str]:
         tag = "{cg:" + account + "}"
-        return [tag + ":acct", tag + ":holds", tag + ":hold:", tag + ":ledger"]
+        return [tag + ":acct", tag + ":holds", tag + ":hold:", tag + ":ledger", tag + ":usage", tag + ":udays"]
 
     def _argv(self, *extra: object) -> list[str]:
         now = "" if self._clock is None else repr(self._clock())
-        return [now, self._retention, self._ledger_cap, *[str(e) for e in extra]]
+        return [now, self._retention, self._ledger_cap, self._usage_cap, *[str(e) for e in extra]]
 
     async def _call(self, script: Any, account: str, *extra: object) -> Any:
         try:
@@ -290,6 +369,7 @@ class RedisStore:
         if units < 0:
             raise ValueError("a hold must not be negative")
         hold_id = "hold_" + uuid.uuid4().hex
+        await self._index(account)
         result = await self._call(self._reserve, account, hold_id, units, repr(float(ttl)))
         if int(result[0]) == 0:
             available = self._int(result[1])
@@ -298,14 +378,14 @@ class RedisStore:
             )
         return Hold(hold_id, account, from_units(units), float(result[2]), from_units(self._int(result[1])))
 
-    async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
+    async def settle(self, hold: Hold, actual: Decimal, *, record: UsageRecord | None = None) -> Settlement:
         charge = units_ceil(actual)
         if charge < 0:
             raise ValueError("an actual cost must not be negative")
-        return self._settlement(hold, await self._call(self._finish, hold.account, hold.id, charge))
+        return self._settlement(hold, await self._call(self._finish, hold.account, hold.id, charge, *_meta(record)))
 
-    async def release(self, hold: Hold) -> Settlement:
-        return self._settlement(hold, await self._call(self._finish, hold.account, hold.id, ""))
+    async def release(self, hold: Hold, *, record: UsageRecord | None = None) -> Settlement:
+        return self._settlement(hold, await self._call(self._finish, hold.account, hold.id, "", *_meta(record)))
 
     def _settlement(self, hold: Hold, result: Any) -> Settlement:
         status, units, charged, repeat = (
@@ -339,12 +419,38 @@ class RedisStore:
         return Balance(from_units(available), from_units(held), from_units(spent), from_units(granted))
 
     async def grant(self, account: str, amount: Decimal | str | int, *, note: str | None = None) -> Balance:
+        return (await self._granting(account, amount, note, "")).balance
+
+    async def grant_once(
+        self, account: str, amount: Decimal | str | int, idempotency_key: str, *, note: str | None = None
+    ) -> Grant:
+        """``grant`` once per (account, ``idempotency_key``), the key recorded by
+        the grant's own script: a repeat changes nothing; the same key with
+        another amount raises ``IdempotencyConflict``."""
+        if not idempotency_key:
+            raise ValueError("an idempotency key must not be empty")
+        return await self._granting(account, amount, note, idempotency_key)
+
+    async def _granting(self, account: str, amount: Decimal | str | int, note: str | None, once: str) -> Grant:
         units = to_units(parse_amount(amount, what="grant"), what="grant")
-        result = await self._call(self._grant, account, abs(units), "1" if units < 0 else "0", note or "")
+        await self._index(account)
+        result = await self._call(self._grant, account, abs(units), "1" if units < 0 else "0", note or "", once)
         if int(result[0]) == 0:
             raise ValueError("cannot take back more than is available")
+        if int(result[0]) == -1:
+            raise IdempotencyConflict("this idempotency key already granted another amount")
         available, held, spent, granted = (self._int(v) for v in result[1:5])
-        return Balance(from_units(available), from_units(held), from_units(spent), from_units(granted))
+        balance = Balance(from_units(available), from_units(held), from_units(spent), from_units(granted))
+        return Grant(balance, int(result[0]) == 2)
+
+    async def _index(self, account: str) -> None:
+        # Once per account and process: listings and queries over every account find it.
+        if account not in self._indexed:
+            try:
+                await self._client.sadd(_ACCOUNTS, account)
+            except self._errors as exc:
+                raise StoreUnavailable(f"Redis: {exc}") from exc
+            self._indexed.add(account)
 
     async def expire(self, accounts: list[str] | None = None) -> int:
         """Expire overdue holds of ``accounts`` now (scripts do it anyway on
@@ -459,6 +565,149 @@ class RedisStore:
             )
         return rows
 
+    # -- usage records ------------------------------------------------------------
+
+    async def _accounts(self, query: UsageQuery) -> list[str]:
+        if query.account is not None:
+            return [query.account]
+        try:
+            return sorted(str(name) for name in await self._client.smembers(_ACCOUNTS))
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+
+    async def usage_records(self, query: UsageQuery | None = None, *, limit: int = 100) -> list[UsageRecord]:
+        """Kept records matching ``query``, newest first (at most ``limit``).
+        Without an account, every account's records are read: slower."""
+        query = query or UsageQuery()
+        start, end = query.start(), query.end()
+        low = "-inf" if start is None else repr(start)
+        high = "+inf" if end is None else "(" + repr(end)
+        found: list[UsageRecord] = []
+        page = max(limit, 500)
+        try:
+            for account in await self._accounts(query):
+                name = self._keys(account)[4]
+                offset = 0
+                taken = 0
+                while taken < limit:
+                    members = await self._client.zrevrangebyscore(name, high, low, start=offset, num=page)
+                    for member in members:
+                        record = _parse_record(account, str(member))
+                        if query.matches(record):
+                            found.append(record)
+                            taken += 1
+                    if len(members) < page:
+                        break
+                    offset += page
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        found.sort(key=lambda r: r.ended_at, reverse=True)
+        return found[:limit]
+
+    async def usage_summary(self, query: UsageQuery | None = None, *, by: str = "day") -> list[UsageRow]:
+        """Records matching ``query`` summed per ``by`` (see ``records.GROUPS``),
+        read from the per-day rollups."""
+        check_group(by)
+        query = query or UsageQuery()
+        low = "-inf" if query.since is None else str(_day_number(query.since))
+        high = "+inf" if query.until is None else str(_day_number(query.until))
+        cells: list[tuple[str, str, str, str, int, int, int, int, int, int]] = []
+        try:
+            for account in await self._accounts(query):
+                keys = self._keys(account)
+                day_numbers = [str(n) for n in await self._client.zrangebyscore(keys[5], low, high)]
+                if not day_numbers:
+                    continue
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for number in day_numbers:
+                        pipe.hgetall(keys[5] + ":" + number)
+                    rollups = await pipe.execute()
+                for number, rollup in zip(day_numbers, rollups, strict=True):
+                    cells.extend(_cells(account, int(number), rollup, query))
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from exc
+        return group_rows(cells, by)
+
+    async def prune_usage(self, before: dt.date, *, account: str | None = None) -> int:
+        """Delete records (of ``account``, or every account) that ended before
+        the UTC day ``before``, and the rollups of those days; returns how many
+        records."""
+        removed = 0
+        for name in await self._accounts(UsageQuery(account=account)):
+            removed += int(await self._call(self._prune, name, repr(day_start(before)), _day_number(before)))
+        return removed
+
     async def aclose(self) -> None:
         if self._owns:
             await self._client.aclose()
+
+
+def _meta(record: UsageRecord | None) -> list[str]:
+    """The finish script's record arguments ("" when there is no record)."""
+    if record is None:
+        return ["", "", "0", "0", "0", ""]
+    if record.outcome not in OUTCOMES:
+        # The outcome is written into the record's JSON text by the script.
+        raise ValueError(f"unknown usage record outcome {record.outcome!r}")
+    meta = orjson.dumps(
+        {
+            "request_id": record.request_id,
+            "key": record.key,
+            "model": record.model,
+            "route": record.route,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "cached_tokens": record.cached_tokens,
+            "started_at": record.started_at,
+        }
+    ).decode()
+    dim = orjson.dumps([record.key, record.model]).decode()
+    return [
+        meta[:-1],
+        dim,
+        str(record.input_tokens),
+        str(record.output_tokens),
+        str(record.cached_tokens),
+        record.outcome,
+    ]
+
+
+def _parse_record(account: str, member: str) -> UsageRecord:
+    data = orjson.loads(member)
+    return UsageRecord(
+        request_id=str(data["request_id"]),
+        key=str(data["key"]),
+        model=str(data["model"]),
+        route=str(data["route"]),
+        input_tokens=int(data["input_tokens"]),
+        output_tokens=int(data["output_tokens"]),
+        cached_tokens=int(data["cached_tokens"]),
+        outcome=str(data["outcome"]),
+        started_at=float(data["started_at"]),
+        account=account,
+        hold=str(data["hold"]),
+        held=from_units(int(data["held"])),
+        charged=from_units(int(data["charged"])),
+        ended_at=float(data["ended_at"]),
+    )
+
+
+def _day_number(day: dt.date) -> int:
+    return int(day_start(day)) // 86400
+
+
+def _cells(
+    account: str, number: int, rollup: dict[str, str], query: UsageQuery
+) -> list[tuple[str, str, str, str, int, int, int, int, int, int]]:
+    """Rollup cells of one account's day hash (fields ``<metric>["key","model"]``)."""
+    metrics = "riochx"
+    sums: dict[str, list[int]] = {}
+    for name, value in rollup.items():
+        sums.setdefault(name[1:], [0] * 6)[metrics.index(name[0])] = int(value)
+    day = (dt.date(1970, 1, 1) + dt.timedelta(days=number)).isoformat()
+    cells = []
+    for dim, t in sums.items():
+        key, model = orjson.loads(dim)
+        if (query.key is None or key == query.key) and (query.model is None or model == query.model):
+            cells.append((day, account, str(key), str(model), t[0], t[1], t[2], t[3], t[4], t[5]))
+    return cells

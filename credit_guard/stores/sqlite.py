@@ -22,11 +22,13 @@ holds, and ``expire()`` does it for all accounts.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -35,7 +37,17 @@ import anyio
 import anyio.to_thread
 
 from ..money import from_units, parse_amount, to_units, units_ceil
-from .base import DEFAULT_HOLD_TTL, Balance, Hold, Insufficient, Settlement, StoreUnavailable
+from ..records import UsageQuery, UsageRecord, UsageRow, check_group, day_of, day_start, group_rows
+from .base import (
+    DEFAULT_HOLD_TTL,
+    Balance,
+    Grant,
+    Hold,
+    IdempotencyConflict,
+    Insufficient,
+    Settlement,
+    StoreUnavailable,
+)
 
 __all__ = ["SQLiteStore", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -99,8 +111,70 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE ledger ADD COLUMN note TEXT")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    # Usage records, and their per-day rollup at the grain (account, day, key, model).
+    for statement in _V3_SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_V3_SCHEMA = """
+        CREATE TABLE usage_records (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            request_id TEXT NOT NULL,
+            hold TEXT NOT NULL,
+            account TEXT NOT NULL,
+            key TEXT NOT NULL,
+            model TEXT NOT NULL,
+            route TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL,
+            held INTEGER NOT NULL,
+            charged INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL NOT NULL
+        );
+        CREATE INDEX usage_records_account ON usage_records(account, ended_at);
+        CREATE INDEX usage_records_ended ON usage_records(ended_at);
+        CREATE TABLE usage_daily (
+            account TEXT NOT NULL,
+            day TEXT NOT NULL,
+            key TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL,
+            held INTEGER NOT NULL,
+            charged INTEGER NOT NULL,
+            PRIMARY KEY (account, day, key, model)
+        ) WITHOUT ROWID;
+        CREATE INDEX usage_daily_day ON usage_daily(day);
+        CREATE TABLE usage_daily_models (
+            day TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL,
+            held INTEGER NOT NULL,
+            charged INTEGER NOT NULL,
+            PRIMARY KEY (day, model)
+        ) WITHOUT ROWID;
+        CREATE TABLE grants_seen (
+            account TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            units INTEGER NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (account, idempotency_key)
+        )
+"""
+
+
 #: Schema migrations, applied in order; the schema's version is their count.
-MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_v1, _v2)
+MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -135,6 +209,9 @@ class SQLiteStore:
     ``batch_size``: the most changes that share one transaction (group
     commit, see ``_run``); 1 gives every change a transaction of its own.
     """
+
+    #: Writes usage records when ``settle``/``release`` are given one.
+    keeps_usage = True
 
     def __init__(
         self,
@@ -293,14 +370,93 @@ class SQLiteStore:
 
     def _expire_account(self, db: sqlite3.Connection, account: str, now: float) -> int:
         overdue = db.execute(
-            "SELECT id, units FROM holds WHERE account = ? AND status = 'held' AND expires_at <= ?",
+            "SELECT id, units, created FROM holds WHERE account = ? AND status = 'held' AND expires_at <= ?",
             (account, now),
         ).fetchall()
-        for hold_id, units in overdue:
+        for hold_id, units, created in overdue:
             db.execute("UPDATE holds SET status = 'expired', finished = ? WHERE id = ?", (now, hold_id))
             db.execute("UPDATE accounts SET held = held - ? WHERE id = ?", (units, account))
             self._log(db, now, account, "expire", units, hold_id)
+            self._record(
+                db, UsageRecord(hold_id, outcome="expired", started_at=created), account, hold_id, units, 0, now
+            )
         return len(overdue)
+
+    def _record(
+        self,
+        db: sqlite3.Connection,
+        record: UsageRecord,
+        account: str,
+        hold: str,
+        held: int,
+        charged: int,
+        now: float,
+    ) -> None:
+        """Write a usage record and add it to its day's rollup (inside the
+        transaction that ends the hold)."""
+        db.execute(
+            "INSERT INTO usage_records (request_id, hold, account, key, model, route, input_tokens, output_tokens,"
+            " cached_tokens, held, charged, outcome, started_at, ended_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.request_id,
+                hold,
+                account,
+                record.key,
+                record.model,
+                record.route,
+                record.input_tokens,
+                record.output_tokens,
+                record.cached_tokens,
+                held,
+                charged,
+                record.outcome,
+                record.started_at,
+                now,
+            ),
+        )
+        db.execute(
+            "INSERT INTO usage_daily (account, day, key, model, requests, input_tokens, output_tokens,"
+            " cached_tokens, held, charged) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (account, day, key, model) DO UPDATE SET requests = requests + excluded.requests,"
+            " input_tokens = input_tokens + excluded.input_tokens,"
+            " output_tokens = output_tokens + excluded.output_tokens,"
+            " cached_tokens = cached_tokens + excluded.cached_tokens,"
+            " held = held + excluded.held, charged = charged + excluded.charged",
+            (
+                account,
+                day_of(now),
+                record.key,
+                record.model,
+                0 if record.outcome == "late" else 1,
+                record.input_tokens,
+                record.output_tokens,
+                record.cached_tokens,
+                held,
+                charged,
+            ),
+        )
+        # Every account's day per model: totals over all accounts read a few
+        # rows a day instead of one per account.
+        db.execute(
+            "INSERT INTO usage_daily_models (day, model, requests, input_tokens, output_tokens, cached_tokens,"
+            " held, charged) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (day, model) DO UPDATE SET requests = requests + excluded.requests,"
+            " input_tokens = input_tokens + excluded.input_tokens,"
+            " output_tokens = output_tokens + excluded.output_tokens,"
+            " cached_tokens = cached_tokens + excluded.cached_tokens,"
+            " held = held + excluded.held, charged = charged + excluded.charged",
+            (
+                day_of(now),
+                record.model,
+                0 if record.outcome == "late" else 1,
+                record.input_tokens,
+                record.output_tokens,
+                record.cached_tokens,
+                held,
+                charged,
+            ),
+        )
 
     # -- the contract ------------------------------------------------------------
 
@@ -328,16 +484,16 @@ class SQLiteStore:
 
         return await self._run(work)
 
-    async def settle(self, hold: Hold, actual: Decimal) -> Settlement:
+    async def settle(self, hold: Hold, actual: Decimal, *, record: UsageRecord | None = None) -> Settlement:
         charge = units_ceil(actual)
         if charge < 0:
             raise ValueError("an actual cost must not be negative")
-        return await self._run(lambda db: self._finish(db, hold, charge))
+        return await self._run(lambda db: self._finish(db, hold, charge, record))
 
-    async def release(self, hold: Hold) -> Settlement:
-        return await self._run(lambda db: self._finish(db, hold, None))
+    async def release(self, hold: Hold, *, record: UsageRecord | None = None) -> Settlement:
+        return await self._run(lambda db: self._finish(db, hold, None, record))
 
-    def _finish(self, db: sqlite3.Connection, hold: Hold, charge: int | None) -> Settlement:
+    def _finish(self, db: sqlite3.Connection, hold: Hold, charge: int | None, record: UsageRecord | None) -> Settlement:
         now = self._clock()
         self._expire_account(db, hold.account, now)
         row = db.execute("SELECT account, units, status, charged FROM holds WHERE id = ?", (hold.id,)).fetchone()
@@ -364,6 +520,8 @@ class SQLiteStore:
             )
             db.execute("UPDATE accounts SET spent = spent + ? WHERE id = ?", (charge, account))
             self._log(db, now, account, "settle", charge, hold.id, "late")
+            if record is not None:
+                self._record(db, replace(record, outcome="late"), account, hold.id, 0, charge, now)
             return Settlement(hold.id, "settled", from_units(charge), Decimal(0), from_units(charge), late=True)
         taken = 0 if charge is None else charge
         new_status = "released" if charge is None else "settled"
@@ -380,6 +538,8 @@ class SQLiteStore:
             units if charge is None else taken,
             hold.id,
         )
+        if record is not None:
+            self._record(db, record, account, hold.id, units, taken, now)
         return Settlement(
             hold.id,
             new_status,
@@ -423,6 +583,46 @@ class SQLiteStore:
             return Balance(from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted))
 
         return await self._run(work)
+
+    async def grant_once(
+        self, account: str, amount: Decimal | str | int, idempotency_key: str, *, note: str | None = None
+    ) -> Grant:
+        """``grant`` once per (account, ``idempotency_key``), the key recorded in
+        the grant's transaction: a repeat changes nothing; the same key with
+        another amount raises ``IdempotencyConflict``."""
+        units = to_units(parse_amount(amount, what="grant"), what="grant")
+
+        def work(db: sqlite3.Connection) -> Grant:
+            now = self._clock()
+            self._expire_account(db, account, now)
+            seen = db.execute(
+                "SELECT units FROM grants_seen WHERE account = ? AND idempotency_key = ?", (account, idempotency_key)
+            ).fetchone()
+            granted, spent, held = self._figures(db, account)
+            if seen is not None:
+                if int(seen[0]) != units:
+                    raise IdempotencyConflict("this idempotency key already granted another amount")
+                return Grant(_figures_balance(granted, spent, held), True)
+            if units < 0 and granted - spent - held + units < 0:
+                raise ValueError("cannot take back more than is available")
+            self._ensure(db, account, now)
+            db.execute("UPDATE accounts SET granted = granted + ? WHERE id = ?", (units, account))
+            db.execute(
+                "INSERT INTO grants_seen (account, idempotency_key, units, at) VALUES (?, ?, ?, ?)",
+                (account, idempotency_key, units, now),
+            )
+            self._log(db, now, account, "grant", units, None, note)
+            return Grant(_figures_balance(granted + units, spent, held), False)
+
+        return await self._run(work)
+
+    async def accounts(self) -> list[str]:
+        """Every account the store knows, sorted."""
+
+        def work(db: sqlite3.Connection) -> list[str]:
+            return [str(row[0]) for row in db.execute("SELECT id FROM accounts ORDER BY id")]
+
+        return await self._read(work)
 
     async def expire(self) -> int:
         """Expire every overdue hold now; returns how many."""
@@ -499,9 +699,6 @@ class SQLiteStore:
             lambda db: db.execute("SELECT 1 FROM accounts WHERE id = ?", (account,)).fetchone() is not None
         )
 
-    async def accounts(self) -> list[str]:
-        return await self._run(lambda db: [str(row[0]) for row in db.execute("SELECT id FROM accounts ORDER BY id")])
-
     async def history(self, account: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """The account's ledger, oldest first (the last ``limit`` lines)."""
 
@@ -529,6 +726,99 @@ class SQLiteStore:
 
         return await self._run(work)
 
+    # -- usage records ------------------------------------------------------------
+
+    async def usage_records(self, query: UsageQuery | None = None, *, limit: int = 100) -> list[UsageRecord]:
+        """Records matching ``query``, newest first (at most ``limit``)."""
+        where, params = _where(query or UsageQuery(), "ended_at", lambda d: day_start(d))
+
+        def work(db: sqlite3.Connection) -> list[UsageRecord]:
+            rows = db.execute(
+                "SELECT request_id, key, model, route, input_tokens, output_tokens, cached_tokens, outcome,"
+                " started_at, account, hold, held, charged, ended_at FROM usage_records"
+                f"{where} ORDER BY ended_at DESC, seq DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            return [
+                UsageRecord(
+                    request_id=r[0],
+                    key=r[1],
+                    model=r[2],
+                    route=r[3],
+                    input_tokens=r[4],
+                    output_tokens=r[5],
+                    cached_tokens=r[6],
+                    outcome=r[7],
+                    started_at=r[8],
+                    account=r[9],
+                    hold=r[10],
+                    held=from_units(r[11]),
+                    charged=from_units(r[12]),
+                    ended_at=r[13],
+                )
+                for r in rows
+            ]
+
+        return await self._read(work)
+
+    async def usage_summary(self, query: UsageQuery | None = None, *, by: str = "day") -> list[UsageRow]:
+        """Records matching ``query`` summed per ``by`` (see ``records.GROUPS``),
+        read from the per-day rollup."""
+        check_group(by)
+        query = query or UsageQuery()
+        where, params = _where(query, "day", lambda d: d.isoformat())
+        if query.account is None and query.key is None and by in ("day", "model"):
+            table, account, key = "usage_daily_models", "'*'", "'*'"
+        else:
+            table, account, key = "usage_daily", "account", "key"
+
+        def work(db: sqlite3.Connection) -> list[UsageRow]:
+            rows = db.execute(
+                f"SELECT day, {account}, {key}, model, SUM(requests), SUM(input_tokens), SUM(output_tokens),"
+                f" SUM(cached_tokens), SUM(held), SUM(charged) FROM {table}{where}"
+                f" GROUP BY {by}",
+                params,
+            ).fetchall()
+            return group_rows(rows, by)
+
+        return await self._read(work)
+
+    async def prune_usage(self, before: dt.date, *, account: str | None = None) -> int:
+        """Delete records (of ``account``, or all) that ended before the UTC day
+        ``before``, and the rollups of those days; returns how many records."""
+        only = "" if account is None else " AND account = ?"
+        extra: tuple[str, ...] = () if account is None else (account,)
+
+        def work(db: sqlite3.Connection) -> int:
+            count = db.execute(f"DELETE FROM usage_records WHERE ended_at < ?{only}", (day_start(before), *extra))
+            db.execute(f"DELETE FROM usage_daily WHERE day < ?{only}", (before.isoformat(), *extra))
+            # The totals over every account for those days, rebuilt from what is left.
+            db.execute("DELETE FROM usage_daily_models WHERE day < ?", (before.isoformat(),))
+            db.execute(
+                "INSERT INTO usage_daily_models SELECT day, model, SUM(requests), SUM(input_tokens),"
+                " SUM(output_tokens), SUM(cached_tokens), SUM(held), SUM(charged) FROM usage_daily"
+                " WHERE day < ? GROUP BY day, model",
+                (before.isoformat(),),
+            )
+            return int(count.rowcount)
+
+        return await self._run(work)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # Reads take no write lock: a query never delays a settle.
+        def work() -> T:
+            db = self._connect()
+            try:
+                db.execute("BEGIN")
+                try:
+                    return fn(db)
+                finally:
+                    db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+
     async def aclose(self) -> None:
         def work() -> None:
             if self._db is not None:
@@ -537,6 +827,28 @@ class SQLiteStore:
 
         self._closed = True
         await anyio.to_thread.run_sync(work, limiter=self._limiter)
+
+
+def _figures_balance(granted: int, spent: int, held: int) -> Balance:
+    return Balance(from_units(granted - spent - held), from_units(held), from_units(spent), from_units(granted))
+
+
+def _where(query: UsageQuery, column: str, bound: Callable[[dt.date], object]) -> tuple[str, tuple[object, ...]]:
+    """A WHERE clause for ``query``: on ``column`` for the time range, with
+    ``bound`` turning a day into that column's value."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for name, value in (("account", query.account), ("key", query.key), ("model", query.model)):
+        if value is not None:
+            clauses.append(f"{name} = ?")
+            params.append(value)
+    if query.since is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(bound(query.since))
+    if query.until is not None:
+        clauses.append(f"{column} < ?")
+        params.append(bound(query.until + dt.timedelta(days=1)))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
