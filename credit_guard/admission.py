@@ -351,8 +351,11 @@ def _with_body_headers(scope: Scope, raw: bytes, *, decoded: bool) -> Scope:
 
 def _ask_for_usage(scope: Scope, obj: dict[str, Any], raw: bytes, *, spliceable: bool) -> tuple[bytes, Scope]:
     """The body with ``stream_options.include_usage`` set, and a scope to match."""
-    if obj.get("stream_options") is None and spliceable and raw[:1] == b"{":
+    if "stream_options" not in obj and spliceable and raw[:1] == b"{":
         # Splice the field in, leaving every byte the client sent as it was.
+        # Only where the body has no stream_options at all, in any spelling:
+        # beside a caller's ``null`` it would be a duplicate key, and an
+        # upstream that keeps the last one reads no include_usage.
         sep = b"," if raw[1:].lstrip()[:1] != b"}" else b""
         new = b'{"stream_options":{"include_usage":true}' + sep + raw[1:]
         return new, _with_body_headers(scope, new, decoded=False)

@@ -1,0 +1,124 @@
+"""Hostile callers and strange upstreams against the whole gateway.
+
+Each test is one way a caller could get compute it has not paid for, or the
+gateway could bill below the provider, tried over real HTTP: the guard as
+``credit-guard serve --upstream`` builds it (``cli.build_app``) in front of an
+upstream that reads the bytes it receives with a lenient parser (Python's
+``json``: the last of two equal keys wins) and bills what it reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from credit_guard import PriceTable
+from credit_guard.cli import build_app
+from credit_guard.usage import Usage
+
+from .servers import serve
+from .test_targets import KEY, UPSTREAM_KEY, Gateway, Recorder, port_of, prepare
+
+PRICES = PriceTable.default()
+
+
+@dataclass
+class LenientUpstream:
+    """An OpenAI-compatible upstream that reads the body as Python's ``json``
+    does and streams a chat completion: the usage chunk only where the body it
+    read asks for it, reporting ``usage`` (prompt, completion, reasoning)."""
+
+    usage: dict[str, Any]
+    text: str = "Hi"
+    seen: list[Any] = field(default_factory=list)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        data = b""
+        while True:
+            message = await receive()
+            data += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        body = json.loads(data)
+        self.seen.append(body)
+        options = body.get("stream_options") or {}
+        delta = {"index": 0, "delta": {"content": self.text}}
+        chunk = {"id": "c", "object": "chat.completion.chunk", "choices": [delta]}
+        events = [b"data: " + orjson.dumps(chunk) + b"\n\n"]
+        if options.get("include_usage") is True:
+            tail = {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": self.usage}
+            events.append(b"data: " + orjson.dumps(tail) + b"\n\n")
+        events.append(b"data: [DONE]\n\n")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@contextmanager
+def gateway_to(tmp_path: Path, upstream: Any) -> Iterator[Gateway]:
+    """``credit-guard serve --upstream`` in front of ``upstream``."""
+    db = tmp_path / "credits.db"
+    prepare(db)
+    with serve(upstream) as up:
+        app = build_app(
+            upstream=up + "/v1", demo=False, store_url=f"sqlite:///{db}", prices=None, upstream_key=UPSTREAM_KEY
+        )
+        with serve(app, lifespan="on") as url:
+            yield Gateway(url, port_of(url), Recorder(), Recorder(), 0, db)
+
+
+def provider_bill(model: str, prompt: int, completion: int, reasoning: int = 0) -> Decimal:
+    from credit_guard.quote import actual_cost, make_quote
+    from credit_guard.shapes import parse
+
+    ask = parse("chat", {"model": model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1})
+    quote = make_quote(ask, PRICES.resolve(model), prompt)
+    return actual_cost(quote, Usage(input_tokens=prompt, output_tokens=completion, reasoning_tokens=reasoning))
+
+
+# -- a stream's usage is asked for in a way every parser reads ------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"o3-mini","messages":[{"role":"user","content":"Think hard"}],"max_tokens":4000,'
+        b'"stream":true,"stream_options":null}',
+        b'{"model":"o3-mini","messages":[{"role":"user","content":"Think hard"}],"max_tokens":4000,'
+        b'"stream":true,"stream_opti\\u006fns":null}',
+    ],
+    ids=["null", "escaped-key-null"],
+)
+def test_a_null_stream_options_cannot_hide_a_streams_usage(tmp_path: Path, body: bytes) -> None:
+    """The guard asks a stream for its usage; with ``"stream_options": null`` in
+    the body, splicing its own ``stream_options`` in front left the caller's
+    ``null`` after it, which a last-key-wins upstream reads: no usage, and a
+    settlement on the visible text only (the reasoning went unbilled)."""
+    usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 3000,
+        "total_tokens": 3010,
+        "completion_tokens_details": {"reasoning_tokens": 2999},
+    }
+    upstream = LenientUpstream(usage)
+    with gateway_to(tmp_path, upstream) as gw:
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            answer = client.post("/v1/chat/completions", content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert b'"usage"' not in answer.content  # the client did not ask for it
+        figures = gw.settled()
+    assert figures.spent >= provider_bill("o3-mini", 10, 3000, 2999), figures
+    assert upstream.seen[0]["stream_options"] == {"include_usage": True}
