@@ -144,3 +144,37 @@ def test_a_stream_without_usage_on_a_reasoning_model_costs_the_hold(tmp_path: Pa
         assert answer.status_code == 200, answer.text
         figures = gw.settled()
     assert figures.spent >= provider_bill("o3-mini", 10, 3000, 2999), figures
+
+
+# -- every cache_control mark of a chat body is priced as a cache write ------------------
+
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+ONE_HOUR = {"type": "ephemeral", "ttl": "1h"}
+
+
+@pytest.mark.parametrize(
+    "marked",
+    [
+        {"tools": [{**TOOL, "cache_control": ONE_HOUR}]},
+        {"tools": [{**TOOL, "function": {**TOOL["function"], "cache_control": ONE_HOUR}}]},
+        {"tools": [TOOL], "cache_control": ONE_HOUR},
+    ],
+    ids=["tool", "function", "body"],
+)
+def test_a_cache_mark_anywhere_in_a_chat_body_is_priced_as_a_write(tmp_path: Path, marked: dict[str, Any]) -> None:
+    """A Claude model behind an OpenAI-compatible gateway (LiteLLM) writes
+    the prompt to a 1-hour cache where a tool definition carries
+    ``cache_control``, billed at twice the input price; the gateway's usage
+    reports the writes without their TTL.  A mark the guard did not see was
+    settled at the 5-minute price."""
+    usage = {"prompt_tokens": 20_000, "completion_tokens": 10, "cache_creation_input_tokens": 20_000}
+    upstream = Recorder(body=orjson.dumps({"id": "x", "object": "chat.completion", "choices": [], "usage": usage}))
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10, **marked}
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            answer = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+        assert answer.status_code == 200, answer.text
+        figures = gw.settled()
+    price = PRICES.resolve("claude-sonnet-4-5")
+    bill = 20_000 * price.input_price * 2 + 10 * price.output_price
+    assert figures.spent >= bill, figures

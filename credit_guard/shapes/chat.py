@@ -42,7 +42,7 @@ _FUNCTION_CALL = 3
 
 BODY = body_policy(
     priced="model messages max_tokens max_completion_tokens n stream stream_options tools functions tool_choice "
-    "function_call response_format service_tier modalities",
+    "function_call response_format service_tier modalities cache_control",
     # reasoning_effort and verbosity change how much is generated, but all of
     # it (reasoning included) stays under the output cap that is held.
     free=OPENAI_FREE + " reasoning_effort verbosity",
@@ -67,8 +67,8 @@ PARTS = {
 IMAGE_URL = policy(priced="url detail")
 # Tool definitions: what the rendering does not show is still sent upstream,
 # where a template may render the whole definition.
-TOOL = policy(priced="type function")
-FUNCTION = policy(priced="name description parameters strict")
+TOOL = policy(priced="type function cache_control")
+FUNCTION = policy(priced="name description parameters strict cache_control")
 # Content part types that bill as audio or as documents.
 _REFUSED_PARTS = {
     "input_audio": "audio is billed per audio token",
@@ -88,6 +88,9 @@ def _chat(body: dict[str, Any]) -> Ask:
     if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
         raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
     service_tier = _service_tier(body)
+    # Gateways pass cache_control marks on to Anthropic wherever they stand:
+    # on the body (automatic caching), a message, a part or a tool.
+    _cache_control(body, out, "")
     functions = _tools.function_definitions(body)
     _tool_fields(body, out)
     _add_messages(out, messages, pad_system=bool(functions))
@@ -135,10 +138,13 @@ def _tool_fields(body: dict[str, Any], out: _Builder) -> None:
     """Apply the tool policies to definitions ``_tools`` has already checked."""
     for index, tool in enumerate(body.get("tools") or ()):
         TOOL.apply(tool, out, f"tools[{index}]")
+        _cache_control(tool, out, f"tools[{index}]")
         if isinstance(tool.get("function"), dict):
             FUNCTION.apply(tool["function"], out, f"tools[{index}].function")
+            _cache_control(tool["function"], out, f"tools[{index}].function")
     for index, function in enumerate(body.get("functions") or ()):
         FUNCTION.apply(function, out, f"functions[{index}]")
+        _cache_control(function, out, f"functions[{index}]")
 
 
 def _output_cap(body: dict[str, Any]) -> tuple[int | None, str]:
