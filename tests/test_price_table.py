@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from credit_guard.prices import ModelNotPriced, PriceTable
+from credit_guard.prices import ModelNotPriced, PriceTable, _billed_per_call
 
 LITELLM = Path(__file__).resolve().parents[2] / "shared" / "prices" / "litellm_model_prices.json"
 needs_litellm = pytest.mark.skipif(not LITELLM.exists(), reason="LiteLLM's price map is not beside the repo")
@@ -109,6 +109,7 @@ def test_every_priced_entry_of_litellms_map_loads() -> None:
         and entry.get("input_cost_per_token") is not None
         and (entry.get("mode") == "embedding" or entry.get("output_cost_per_token") is not None)
         and not any(key.startswith(UNBOUNDED_OUTPUT) and value for key, value in entry.items())
+        and not _billed_per_call(name, entry)
     }
     loaded = {m.name for m in table.models()}
     assert loaded == expected
@@ -127,6 +128,7 @@ def test_every_priced_entry_of_litellms_map_loads() -> None:
             entry.get("input_cost_per_token") is None
             or entry.get("output_cost_per_token") is None
             or any(key.startswith(UNBOUNDED_OUTPUT) and value for key, value in entry.items())
+            or _billed_per_call(name, entry)
         )
 
 

@@ -178,3 +178,64 @@ def test_a_cache_mark_anywhere_in_a_chat_body_is_priced_as_a_write(tmp_path: Pat
     price = PRICES.resolve("claude-sonnet-4-5")
     bill = 20_000 * price.input_price * 2 + 10 * price.output_price
     assert figures.spent >= bill, figures
+
+
+# -- a LiteLLM map served with --prices leaves out what bills per call ------------------
+
+LITELLM = Path("/work/shared/prices/litellm_model_prices.json")
+PER_CALL = [
+    "gpt-4o-search-preview",  # searches the web on every request, $25 per 1000 calls
+    "gpt-4o-mini-search-preview-2025-03-11",
+    "gpt-5-search-api",
+    "openai/gpt-4o-search-preview",
+    "perplexity/sonar",  # Perplexity searches on every request
+    "sonar",  # the bare name must not fall back to another host's sonar
+    "sonar-pro",
+    "perplexity/sonar-small-online",  # $0.005 per request, input priced at 0 per token
+    "perplexity/sonar-deep-research",  # citation tokens beside the usage
+    "azure/model-router",  # billed as whichever model it routes to
+    "model-router",
+]
+
+
+@pytest.mark.parametrize("model", PER_CALL)
+def test_a_model_billed_per_call_is_refused_from_a_litellm_map(model: str) -> None:
+    """``serve --prices model_prices_and_context_window.json`` loaded every
+    entry with a token price, including models whose every request pays a fee
+    beside its tokens: they were priced by their tokens alone (a Perplexity
+    online model's input at $0)."""
+    from credit_guard.prices import ModelNotPriced
+
+    table = PriceTable.from_file(LITELLM)
+    with pytest.raises(ModelNotPriced):
+        table.resolve(model)
+    with pytest.raises(ModelNotPriced):
+        table.with_aliases({"x": "gpt-4o"}).resolve(model)
+
+
+def test_names_near_a_per_call_model_still_resolve() -> None:
+    table = PriceTable.from_file(LITELLM)
+    assert table.resolve("gpt-4o").name == "gpt-4o"
+    assert table.resolve("sonar-medium-chat").name == "perplexity/sonar-medium-chat"
+    hermes = "deepinfra/NousResearch/Hermes-3-Llama-3.1-70B"  # "Research" is not a search model
+    assert table.resolve(hermes).name == hermes
+
+
+def test_a_search_model_never_reaches_the_upstream_through_serve(tmp_path: Path) -> None:
+    db = tmp_path / "credits.db"
+    prepare(db)
+    upstream = Recorder()
+    with serve(upstream) as up:
+        app = build_app(
+            upstream=up + "/v1", demo=False, store_url=f"sqlite:///{db}", prices=str(LITELLM), upstream_key="sk-u"
+        )
+        with serve(app, lifespan="on") as url, httpx.Client(base_url=url, timeout=30) as client:
+            body = {"model": "gpt-4o-search-preview", "messages": [{"role": "user", "content": "news?"}]}
+            answer = client.post("/v1/chat/completions", json={**body, "max_tokens": 5}, headers=_auth())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["type"] == "model_not_priced"
+    assert upstream.calls == []
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
