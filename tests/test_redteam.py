@@ -239,3 +239,32 @@ def test_a_search_model_never_reaches_the_upstream_through_serve(tmp_path: Path)
 
 def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
+
+
+# -- the hidden input of a model is that of the model priced, not of the name asked ------
+
+
+def _quote_over_http(prices: PriceTable, body: dict[str, Any]) -> dict[str, Any]:
+    """The 402's context for ``body`` (a zero balance), over real HTTP."""
+    from credit_guard import CreditGuard, MemoryStore
+
+    guard = CreditGuard(Recorder(), prices=prices, store=MemoryStore({"acct": "0"}), accounts={KEY: "acct"})
+    with serve(guard) as url, httpx.Client(base_url=url, timeout=30) as client:
+        answer = client.post("/v1/chat/completions", json=body, headers=_auth())
+    assert answer.status_code == 402, answer.text
+    context: dict[str, Any] = answer.json()["error"]["context"]
+    return context
+
+
+@pytest.mark.parametrize("alias", ["house-reasoner", "gpt-4o-house"])
+def test_an_alias_of_a_reasoning_model_holds_its_hidden_input(alias: str) -> None:
+    """An alias (``PriceTable.with_aliases``, as deployments add them) of o3:
+    the hidden input OpenAI bills on o3 was decided by the name asked, so the
+    alias held none of it and claimed an exact count."""
+    prices = PRICES.with_aliases({alias: "o3"})
+    body = {"model": "o3", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10}
+    direct = _quote_over_http(prices, body)
+    aliased = _quote_over_http(prices, {**body, "model": alias})
+    assert direct["input_tokens_exact"] is False
+    assert aliased["input_tokens_exact"] is False
+    assert aliased["input_tokens"] >= direct["input_tokens"]
