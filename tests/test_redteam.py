@@ -268,3 +268,58 @@ def test_an_alias_of_a_reasoning_model_holds_its_hidden_input(alias: str) -> Non
     assert direct["input_tokens_exact"] is False
     assert aliased["input_tokens_exact"] is False
     assert aliased["input_tokens"] >= direct["input_tokens"]
+
+
+# -- the SQLite group commit under cancellation ------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_writer_cancelled_before_its_thread_strands_no_change(tmp_path: Path) -> None:
+    """Group commit: the first waiter to wake drives the next batch, cutting it
+    from the queue before its worker thread starts.  Cancelled at that point
+    (``to_thread.run_sync`` checkpoints first), the batch was dropped: the
+    other changes in it never ran, and their callers waited forever, each
+    committing empty transactions in a loop."""
+    import sqlite3
+
+    import anyio
+
+    from credit_guard.stores import SQLiteStore
+
+    path = tmp_path / "credits.db"
+    store = SQLiteStore(path)
+    await store.grant("acct", "10")
+    lock = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+    lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    results: dict[str, Any] = {}
+    cancel_b = anyio.CancelScope()
+
+    async def first() -> None:
+        results["x"] = await store.reserve("acct", Decimal("1"))
+        cancel_b.cancel()  # lands after its batch is done, before B runs
+
+    async def b() -> None:
+        with cancel_b:
+            results["b"] = await store.reserve("acct", Decimal("1"))
+
+    async def a() -> None:
+        results["a"] = await store.reserve("acct", Decimal("1"))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            while not store._writing:
+                await anyio.sleep(0.01)
+            group.start_soon(b)
+            while len(store._pending) < 1:
+                await anyio.sleep(0.01)
+            group.start_soon(a)
+            while len(store._pending) < 2:
+                await anyio.sleep(0.01)
+            await anyio.to_thread.run_sync(lock.execute, "COMMIT")
+    lock.close()
+    assert "b" not in results and "a" in results
+    balance = await store.balance("acct")
+    assert balance.held == Decimal(2)  # x and a hold; b never ran
+    assert balance.available + balance.held + balance.spent == balance.granted
+    await store.aclose()
