@@ -335,9 +335,11 @@ async def test_openai_cached_tokens_settle_at_the_cached_price() -> None:
     usage = {"prompt_tokens": 2000, "completion_tokens": 100, "prompt_tokens_details": {"cached_tokens": 1536}}
     spent = await settle("/v1/chat/completions", chat("gpt-4o"), chat_reply(usage))
     assert spent == per_m("2.50") * 464 + per_m("1.25") * 1536 + per_m("10") * 100
-    # A report of more cached tokens than input is clipped, never a credit.
+    # A report of more cached tokens than input: the input was reported
+    # without the reads, never a credit and never reads billed as nothing.
     odd = {"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 99}}
-    assert await settle("/v1/chat/completions", chat("gpt-4o"), chat_reply(odd)) == per_m("1.25") * 10 + per_m("10")
+    expected = per_m("2.50") * 10 + per_m("1.25") * 99 + per_m("10")
+    assert await settle("/v1/chat/completions", chat("gpt-4o"), chat_reply(odd)) == expected
 
 
 @pytest.mark.anyio

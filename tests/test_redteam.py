@@ -323,3 +323,35 @@ async def test_a_writer_cancelled_before_its_thread_strands_no_change(tmp_path: 
     assert balance.held == Decimal(2)  # x and a hold; b never ran
     assert balance.available + balance.held + balance.spent == balance.granted
     await store.aclose()
+
+
+# -- usage whose parts exceed their totals is read as reported beside them -----------------
+
+
+@pytest.mark.parametrize(
+    ("usage", "bill"),
+    [
+        # Output reported without its reasoning (the reasoning beside it).
+        (
+            {"prompt_tokens": 10, "completion_tokens": 50, "completion_tokens_details": {"reasoning_tokens": 2000}},
+            lambda p: 10 * p.input_price + 2050 * p.output_price,
+        ),
+        # Input reported without the cache reads.
+        (
+            {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 9000}},
+            lambda p: 10 * p.input_price + 9000 * p.cached_input_price + 5 * p.output_price,
+        ),
+    ],
+    ids=["reasoning-above-output", "cached-above-input"],
+)
+def test_usage_parts_above_their_totals_are_billed_beside_them(tmp_path: Path, usage: Any, bill: Any) -> None:
+    """Settling ``min(part, total)`` billed 2000 reasoning tokens as 50, and
+    9000 cache reads as 10: below any reading of the usage reported."""
+    upstream = Recorder(body=orjson.dumps({"id": "x", "object": "chat.completion", "choices": [], "usage": usage}))
+    body = {"model": "o3-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4000}
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            answer = client.post("/v1/chat/completions", json=body, headers=_auth())
+        assert answer.status_code == 200, answer.text
+        figures = gw.settled()
+    assert figures.spent >= bill(PRICES.resolve("o3-mini")), figures
