@@ -355,3 +355,23 @@ def test_usage_parts_above_their_totals_are_billed_beside_them(tmp_path: Path, u
         assert answer.status_code == 200, answer.text
         figures = gw.settled()
     assert figures.spent >= bill(PRICES.resolve("o3-mini")), figures
+
+
+# -- chat fields that generate more than the usage reports ---------------------------------
+
+
+@pytest.mark.parametrize(("name", "value"), [("best_of", 20), ("use_beam_search", True)])
+def test_chat_fields_generating_unreturned_sequences_are_refused(tmp_path: Path, name: str, value: object) -> None:
+    """vLLM's chat endpoint takes ``best_of`` and ``use_beam_search``: it
+    generates that many sequences, returns ``n`` and reports the usage of those
+    only.  Counted as text, the field bought up to 20 times the compute."""
+    upstream = Recorder()
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 50, name: value}
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            answer = client.post("/v1/chat/completions", json=body, headers=_auth())
+            off = client.post("/v1/chat/completions", json={**body, name: None}, headers=_auth())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == name
+    assert off.status_code == 200, off.text
+    assert len(upstream.calls) == 1

@@ -53,6 +53,10 @@ BODY = body_policy(
         # vLLM renders the prompt with a template the request supplies: it can
         # repeat the messages any number of times.
         "chat_template": Refused("a template sent with the request can render the prompt any number of times"),
+        # vLLM generates best_of (or a beam of) sequences and reports the usage
+        # of those it returns only.
+        "best_of": Refused("sequences generated but not returned are not in the usage", (None, 1)),
+        "use_beam_search": Refused("beams generated but not returned are not in the usage", (None, False)),
     },
 )
 MESSAGE = policy(
