@@ -81,6 +81,7 @@ class Exchange:
         guard = self.guard
         try:
             account = await self._identify()
+            shapes.check_headers(self.scope.get("headers", ()))
             try:
                 body = await read_body(self.scope, receive, guard.max_body_bytes)
             except ClientDisconnected:

@@ -375,3 +375,34 @@ def test_chat_fields_generating_unreturned_sequences_are_refused(tmp_path: Path,
     assert answer.json()["error"]["param"] == name
     assert off.status_code == 200, off.text
     assert len(upstream.calls) == 1
+
+
+# -- headers that switch on what bills apart -------------------------------------------------
+
+CLAUDE_BODY = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("route", "beta"),
+    [
+        ("/v1/messages", "context-1m-2025-08-07"),  # input above 200k tokens at twice the price
+        ("/v1/messages", "prompt-caching-2024-07-31, code-execution-2025-05-22"),
+        ("/v1/chat/completions", "CONTEXT-1M-2025-08-07"),  # gateways pass it on for Claude
+        ("/v1/messages", "mcp-client-2025-04-04"),
+    ],
+)
+def test_an_anthropic_beta_billed_apart_is_refused(tmp_path: Path, route: str, beta: str) -> None:
+    """The body policy refuses ``extra_headers``, but the proxy forwarded the
+    caller's own headers: ``anthropic-beta: context-1m-2025-08-07`` bills a
+    long prompt at twice the input price the table holds."""
+    upstream = Recorder()
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            headers = {**_auth(), "anthropic-beta": beta}
+            answer = client.post(route, json=CLAUDE_BODY, headers=headers)
+            free = {**_auth(), "anthropic-beta": "prompt-caching-2024-07-31,interleaved-thinking-2025-05-14"}
+            fine = client.post(route, json=CLAUDE_BODY, headers=free)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "anthropic-beta"
+    assert fine.status_code == 200, fine.text
+    assert len(upstream.calls) == 1

@@ -100,6 +100,41 @@ OPENAI_FREE = (
 WEB_SEARCH = Refused("web search is billed per call")
 
 
+#: ``anthropic-beta`` flags that change nothing the guard does not price from
+#: the body: prompt caching (``cache_control`` marks, their TTL), thinking and
+#: effort (under ``max_tokens``), tool streaming and token-efficient tools.
+#: Any other flag may switch on what bills apart (``context-1m-...``: input
+#: above 200k tokens at twice the price; code execution, files, MCP, web
+#: fetch): refused, since gateways and the proxy pass the header on.
+ANTHROPIC_BETA_FREE = frozenset(
+    {
+        "prompt-caching-2024-07-31",
+        "extended-cache-ttl-2025-04-11",
+        "interleaved-thinking-2025-05-14",
+        "token-efficient-tools-2025-02-19",
+        "fine-grained-tool-streaming-2025-05-14",
+        "output-128k-2025-02-19",
+        "effort-2025-11-24",
+    }
+)
+
+
+def check_headers(headers: Any) -> None:
+    """Refuse request headers that switch on features billed apart from what
+    the body shows (``InvalidRequest`` naming the header)."""
+    for key, value in headers:
+        if key.lower() != b"anthropic-beta":
+            continue
+        for flag in value.decode("latin-1").split(","):
+            flag = flag.strip().lower()
+            if flag and flag not in ANTHROPIC_BETA_FREE:
+                raise InvalidRequest(
+                    f"The beta {flag!r} cannot be priced by this gateway: it may switch on features billed "
+                    "apart (long-context prices, tools the provider runs, files).",
+                    param="anthropic-beta",
+                )
+
+
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
