@@ -406,3 +406,27 @@ def test_an_anthropic_beta_billed_apart_is_refused(tmp_path: Path, route: str, b
     assert answer.json()["error"]["param"] == "anthropic-beta"
     assert fine.status_code == 200, fine.text
     assert len(upstream.calls) == 1
+
+
+# -- an exact count is claimed only for what published figures verify ----------------------
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None, "refusal": "I can't help"}],
+        [{"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}],
+        [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}],
+    ],
+    ids=["refusal-field", "refusal-part", "two-text-parts"],
+)
+def test_unpublished_chat_constructs_are_not_claimed_exact(messages: list[Any]) -> None:
+    """docs/accuracy.md verifies no refusal in the history and no message of
+    several text parts (how they are joined is not published): the quote said
+    ``input_tokens_exact: true`` for them."""
+    context = _quote_over_http(PRICES, {"model": "gpt-4o", "messages": messages, "max_tokens": 10})
+    assert context["input_tokens_exact"] is False
+    joined = [{"role": "user", "content": "Hi\nthere"}]
+    if messages[0]["content"] and isinstance(messages[0]["content"], list) and len(messages[0]["content"]) == 2:
+        plain = _quote_over_http(PRICES, {"model": "gpt-4o", "messages": joined, "max_tokens": 10})
+        assert context["input_tokens"] >= plain["input_tokens"]

@@ -230,6 +230,7 @@ def _add_messages(out: _Builder, messages: list[Any], *, pad_system: bool = Fals
             if not isinstance(message["refusal"], str):
                 raise InvalidRequest("'refusal' must be a string.", param=f"{param}.refusal")
             out.text(message["refusal"])
+            out.exact = False  # how a refusal in the history is rendered is not published
         call = message.get("function_call")
         if isinstance(call, dict) and set(call) <= {"name", "arguments"}:
             _function_call(call, out, f"{param}.function_call")
@@ -267,6 +268,12 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
         return
     if not isinstance(content, list):
         raise InvalidRequest("'content' must be a string or a list of content parts.", param=param)
+    texts = sum(1 for part in content if isinstance(part, dict) and part.get("type") in ("text", "refusal"))
+    if texts > 1:
+        # How text parts are joined is not published: a bound of one token
+        # per join (a separator such as a newline is one token).
+        out.fixed += texts - 1
+        out.exact = False
     for index, part in enumerate(content):
         where = f"{param}[{index}]"
         if not isinstance(part, dict):
@@ -285,6 +292,8 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
             if not isinstance(text, str):
                 raise InvalidRequest(f"A {kind} part needs a string '{kind}'.", param=where)
             out.text(text)
+            if kind == "refusal":
+                out.exact = False
         elif kind == "image_url":
             image = part.get("image_url")
             if isinstance(image, str):
