@@ -430,3 +430,26 @@ def test_unpublished_chat_constructs_are_not_claimed_exact(messages: list[Any]) 
     if messages[0]["content"] and isinstance(messages[0]["content"], list) and len(messages[0]["content"]) == 2:
         plain = _quote_over_http(PRICES, {"model": "gpt-4o", "messages": joined, "max_tokens": 10})
         assert context["input_tokens"] >= plain["input_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("route", "field", "value"),
+    [
+        ("/v1/messages", "inference_geo", "us"),  # every token at 1.1x on Claude 4.6 and later
+        ("/v1/messages", "speed", "fast"),
+        ("/v1/chat/completions", "inference_geo", "us"),  # passed on by gateways
+    ],
+)
+def test_anthropics_paid_variants_are_refused(tmp_path: Path, route: str, field: str, value: str) -> None:
+    """Counted as text, ``inference_geo: "us"`` bought US-only inference at the
+    global price (Anthropic bills it at 1.1x)."""
+    upstream = Recorder()
+    body = {**CLAUDE_BODY, "model": "claude-sonnet-4-6"}
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            answer = client.post(route, json={**body, field: value}, headers=_auth())
+            default = "global" if field == "inference_geo" else "standard"
+            fine = client.post(route, json={**body, field: default}, headers=_auth())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == field
+    assert fine.status_code == 200, fine.text

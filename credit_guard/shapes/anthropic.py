@@ -14,7 +14,18 @@ from typing import Any
 from .._anthropic import TOOL_CHOICES
 from ..errors import InvalidRequest
 from .ask import Ask, ImageRef, _Builder
-from .fields import WEB_SEARCH, Refused, _bool, _cache_control, _image, _model, _positive_int, body_policy, policy
+from .fields import (
+    ANTHROPIC_VARIANTS,
+    WEB_SEARCH,
+    Refused,
+    _bool,
+    _cache_control,
+    _image,
+    _model,
+    _positive_int,
+    body_policy,
+    policy,
+)
 
 # tool_choice is priced: it picks the size of the tool-use system prompt
 # Anthropic adds (``_anthropic.tool_prompt_tokens``).
@@ -25,6 +36,7 @@ BODY = body_policy(
     refused={
         "mcp_servers": Refused("MCP servers bill their tools' calls and results outside this request", (None, [])),
         "container": Refused("code execution containers are billed per session"),
+        **ANTHROPIC_VARIANTS,
     },
 )
 MESSAGE = policy(priced="role content")

@@ -20,6 +20,7 @@ from ..errors import InvalidRequest
 from . import preamble
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder, json_text
 from .fields import (
+    ANTHROPIC_VARIANTS,
     OPENAI_FREE,
     WEB_SEARCH,
     Refused,
@@ -57,6 +58,7 @@ BODY = body_policy(
         # of those it returns only.
         "best_of": Refused("sequences generated but not returned are not in the usage", (None, 1)),
         "use_beam_search": Refused("beams generated but not returned are not in the usage", (None, False)),
+        **ANTHROPIC_VARIANTS,
     },
 )
 MESSAGE = policy(

@@ -99,6 +99,14 @@ OPENAI_FREE = (
 #: Web search, in every spelling: billed per call, which no token price expresses.
 WEB_SEARCH = Refused("web search is billed per call")
 
+#: Anthropic's paid variants of one model: US-only inference bills every token
+#: at 1.1 times its price (Claude 4.6 and later), fast mode at a premium; the
+#: table has neither.  Gateways pass both on from a chat body too.
+ANTHROPIC_VARIANTS = {
+    "inference_geo": Refused("US-only inference is billed above the listed prices", (None, "global")),
+    "speed": Refused("fast mode is billed above the listed prices", (None, "standard")),
+}
+
 
 #: ``anthropic-beta`` flags that change nothing the guard does not price from
 #: the body: prompt caching (``cache_control`` marks, their TTL), thinking and
