@@ -453,3 +453,32 @@ def test_anthropics_paid_variants_are_refused(tmp_path: Path, route: str, field:
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["param"] == field
     assert fine.status_code == 200, fine.text
+
+
+# -- usage the guard cannot read costs the hold, not zero ----------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='usage.py: a count written as 3000.0 or "3000", or a usage without completion_tokens, '
+    "reads as 0 tokens instead of unreadable usage (which should cost the hold)",
+)
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 10.0, "completion_tokens": 3000.0, "total_tokens": 3010.0},
+        {"prompt_tokens": "10", "completion_tokens": "3000", "total_tokens": "3010"},
+        {"prompt_tokens": 10, "total_tokens": 3010},
+    ],
+    ids=["floats", "strings", "no-completion-count"],
+)
+def test_usage_the_guard_cannot_read_is_not_zero(tmp_path: Path, usage: dict[str, Any]) -> None:
+    upstream = Recorder(body=orjson.dumps({"id": "x", "object": "chat.completion", "choices": [], "usage": usage}))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4000}
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            answer = client.post("/v1/chat/completions", json=body, headers=_auth())
+        assert answer.status_code == 200, answer.text
+        figures = gw.settled()
+    price = PRICES.resolve("gpt-4o")
+    assert figures.spent >= 10 * price.input_price + 3000 * price.output_price, figures
