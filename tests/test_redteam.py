@@ -510,3 +510,45 @@ def test_a_response_too_large_to_read_is_not_free_output(tmp_path: Path) -> None
         figures = gw.settled()
     price = PRICES.resolve("gpt-4o")
     assert figures.spent >= 10 * price.input_price + 8000 * price.output_price, figures
+
+
+@dataclass
+class ResponsesStream:
+    """A Responses upstream streaming 'Hi' and a ``response.completed`` event
+    of ``size`` bytes carrying ``usage``."""
+
+    usage: dict[str, Any]
+    size: int
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        delta = {"type": "response.output_text.delta", "delta": "Hi"}
+        message = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hi"}]}
+        pad = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "x" * self.size}]}
+        done = {"type": "response.completed", "response": {"output": [message, pad], "usage": self.usage}}
+        events = [b"data: " + orjson.dumps(e) + b"\n\n" for e in (delta, done)]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="usage.py/settlement.py: a response.completed event past the 4 MiB event limit is skipped, "
+    "and the settle counts the visible deltas only (no reasoning); unread usage should cost the hold",
+)
+def test_a_responses_stream_whose_usage_event_is_too_large_is_not_cheap(tmp_path: Path) -> None:
+    usage = {"input_tokens": 50, "output_tokens": 3000, "output_tokens_details": {"reasoning_tokens": 2990}}
+    upstream = ResponsesStream(usage, 5 * 1024 * 1024)
+    body = {"model": "o3-mini", "input": "Think", "max_output_tokens": 4000, "stream": True}
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=60) as client:
+            answer = client.post("/v1/responses", json=body, headers=_auth())
+        assert answer.status_code == 200
+        figures = gw.settled()
+    price = PRICES.resolve("o3-mini")
+    assert figures.spent >= 50 * price.input_price + 3000 * price.output_price, figures
