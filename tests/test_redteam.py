@@ -552,3 +552,28 @@ def test_a_responses_stream_whose_usage_event_is_too_large_is_not_cheap(tmp_path
         figures = gw.settled()
     price = PRICES.resolve("o3-mini")
     assert figures.spent >= 50 * price.input_price + 3000 * price.output_price, figures
+
+
+# -- compressed bodies: the bytes priced are all the bytes an upstream decodes -----------
+
+
+@pytest.mark.parametrize("tail", [b"member", b"garbage"])
+def test_bytes_after_a_compressed_body_are_refused(tmp_path: Path, tail: bytes) -> None:
+    """The guard decoded the first gzip member and ignored whatever followed
+    it, while an upstream that decodes every member (Python's
+    ``gzip.decompress``, Go's multistream reader) reads on: the bytes priced
+    and the bytes served could differ."""
+    import gzip
+
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5})
+    extra = gzip.compress(b'\n{"model":"gpt-4o","max_tokens":4096}') if tail == b"member" else b"\x00garbage"
+    upstream = Recorder()
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            headers = {**_auth(), "content-encoding": "gzip", "content-type": "application/json"}
+            answer = client.post("/v1/chat/completions", content=gzip.compress(body) + extra, headers=headers)
+            fine = client.post("/v1/chat/completions", content=gzip.compress(body), headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "body"
+    assert fine.status_code == 200, fine.text
+    assert len(upstream.calls) == 1
