@@ -577,3 +577,65 @@ def test_bytes_after_a_compressed_body_are_refused(tmp_path: Path, tail: bytes) 
     assert answer.json()["error"]["param"] == "body"
     assert fine.status_code == 200, fine.text
     assert len(upstream.calls) == 1
+
+
+# -- field names that a case-insensitive upstream reads as priced fields ----------------------
+
+CHEAP = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
+
+
+@pytest.mark.parametrize(
+    ("raw_body", "param"),
+    [
+        # Go's encoding/json: the last key matching the field without regard to case wins.
+        (
+            b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"Model":"gpt-4o"}',
+            "Model",
+        ),
+        (
+            b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"MAX_TOKENS":16000}',
+            "MAX_TOKENS",
+        ),
+        (b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"N":128}', "N"),
+        # Unicode simple folding: the long s is "s", the Kelvin sign is "k".
+        (
+            '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"\u017ftream":true}'.encode(),
+            "\u017ftream",
+        ),
+        (
+            '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}],"max_to\u212aens":9000,"max_tokens":5}'.encode(),
+            "max_to\u212aens",
+        ),
+        (
+            b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi","Content":"x"}],"max_tokens":5}',
+            "messages[0].Content",
+        ),
+        (
+            b'{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"Hi"}],'
+            b'"Service_Tier":"priority"}',
+            "Service_Tier",
+        ),
+        (
+            b'{"model":"o3-mini","messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"stream":true,'
+            b'"stream_options":{"include_usage":true,"Include_Usage":false}}',
+            "stream_options.Include_Usage",
+        ),
+    ],
+    ids=["model", "max_tokens", "n", "long-s", "kelvin", "message-content", "service_tier", "stream_options"],
+)
+def test_a_field_spelled_in_another_case_is_refused(tmp_path: Path, raw_body: bytes, param: str) -> None:
+    """Counted as unknown text by the guard, ``"Model": "gpt-4o"`` after
+    ``"model": "gpt-4o-mini"`` is the model a Go gateway runs (its JSON
+    decoder matches names without regard to case, the last key winning): a
+    gpt-4o completion billed at gpt-4o-mini's price; ``"MAX_TOKENS"`` and
+    ``"N"`` bought output beyond the hold."""
+    upstream = Recorder()
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            headers = {**_auth(), "content-type": "application/json"}
+            answer = client.post("/v1/chat/completions", content=raw_body, headers=headers)
+            fine = client.post("/v1/chat/completions", json=CHEAP, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == param
+    assert fine.status_code == 200, fine.text
+    assert len(upstream.calls) == 1

@@ -71,6 +71,8 @@ PARTS = {
     "image_url": policy(priced="type image_url"),
 }
 IMAGE_URL = policy(priced="url detail")
+# include_usage decides whether the guard asks for the usage itself.
+STREAM_OPTIONS = policy(priced="include_usage", free="include_obfuscation continuous_usage_stats")
 # Tool definitions: what the rendering does not show is still sent upstream,
 # where a template may render the whole definition.
 TOOL = policy(priced="type function cache_control")
@@ -127,6 +129,8 @@ def _chat(body: dict[str, Any]) -> Ask:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
+    if options:
+        STREAM_OPTIONS.apply(options, out, "stream_options")
     include_usage = bool(options and options.get("include_usage") is True)
     return out.ask(
         "chat",

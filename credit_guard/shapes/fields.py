@@ -55,10 +55,19 @@ class FieldPolicy:
         """Refuse ``obj``'s refused fields and add the JSON text of its unknown
         ones to ``out``.  ``where`` is the object's own ``param`` path ("" for
         the body).  Raises ``InvalidRequest`` naming the first refused field."""
+        folded = {known.casefold(): known for known in (*self.priced, *self.free, *self.refused)}
         for name, value in obj.items():
             if name in self.priced or name in self.free:
                 continue
             param = f"{where}.{name}" if where else name
+            meant = folded.get(name.casefold())
+            if meant is not None and meant != name:
+                # Go's encoding/json (one-api, new-api, Ollama, LocalAI) matches
+                # field names without regard to case, and Unicode folds ("ſ" is
+                # "s", "K" is "k"): it would read this as the field priced.
+                raise InvalidRequest(
+                    f"'{name}' is not a field of this API; send '{meant}' as it is spelled.", param=param
+                )
             refusal = self.refused.get(name)
             if refusal is not None:
                 if refusal.allows(value):
