@@ -639,3 +639,22 @@ def test_a_field_spelled_in_another_case_is_refused(tmp_path: Path, raw_body: by
     assert answer.json()["error"]["param"] == param
     assert fine.status_code == 200, fine.text
     assert len(upstream.calls) == 1
+
+
+def test_a_cache_mark_with_another_key_is_refused(tmp_path: Path) -> None:
+    """``{"type": "ephemeral", "TTL": "1h"}`` was priced as a 5-minute write;
+    a gateway decoding without regard to case writes for an hour, at twice
+    the input price."""
+    upstream = Recorder()
+    mark = {"type": "ephemeral", "TTL": "1h"}
+    body = {
+        **CLAUDE_BODY,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": mark}]}],
+    }
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            for route in ("/v1/messages", "/v1/chat/completions"):
+                answer = client.post(route, json=body, headers=_auth())
+                assert answer.status_code == 400, answer.text
+                assert answer.json()["error"]["param"] == "messages[0].content[0].cache_control"
+    assert upstream.calls == []

@@ -207,7 +207,13 @@ def _cache_control(block: dict[str, Any], out: _Builder, param: str) -> None:
     if mark is None:
         return
     ttl = mark.get("ttl", "5m") if isinstance(mark, dict) else None
-    if not isinstance(mark, dict) or mark.get("type") != "ephemeral" or ttl not in ("5m", "1h"):
+    # No other key: a "TTL" is the ttl to an upstream that ignores case.
+    if (
+        not isinstance(mark, dict)
+        or set(mark) - {"type", "ttl"}
+        or mark.get("type") != "ephemeral"
+        or ttl not in ("5m", "1h")
+    ):
         raise InvalidRequest(
             "'cache_control' must be {\"type\": \"ephemeral\"} with an optional 'ttl' of '5m' or '1h'.",
             param=f"{param}.cache_control" if param else "cache_control",
