@@ -658,3 +658,50 @@ def test_a_cache_mark_with_another_key_is_refused(tmp_path: Path) -> None:
                 assert answer.status_code == 400, answer.text
                 assert answer.json()["error"]["param"] == "messages[0].content[0].cache_control"
     assert upstream.calls == []
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "param"),
+    [
+        (
+            "/v1/responses",
+            {
+                "model": "gpt-4o",
+                "input": "Hi",
+                "max_output_tokens": 5,
+                "tools": [{"type": "function", "name": "f", "parameters": {}, "Type": "web_search"}],
+            },
+            "tools[0].Type",
+        ),
+        (
+            "/v1/messages",
+            {**CLAUDE_BODY, "tools": [{"name": "f", "input_schema": {}, "Type": "web_search_20250305"}]},
+            "tools[0].Type",
+        ),
+        (
+            "/v1/messages",
+            {
+                **CLAUDE_BODY,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x", "Type": "document"}],
+                    }
+                ],
+            },
+            "messages[0].content[0].Type",
+        ),
+    ],
+    ids=["responses-tool", "anthropic-tool", "anthropic-tool-result"],
+)
+def test_a_tool_type_in_another_case_is_refused(tmp_path: Path, route: str, body: dict[str, Any], param: str) -> None:
+    """A function tool with ``"Type": "web_search"`` beside its ``type``: a
+    case-blind upstream keeps the last and runs the built-in tool, billed per
+    call, which the guard refuses in its own spelling."""
+    upstream = Recorder()
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            answer = client.post(route, json=body, headers=_auth())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == param
+    assert upstream.calls == []

@@ -40,11 +40,16 @@ BODY = body_policy(
     },
 )
 MESSAGE = policy(priced="role content")
+# Client tools (their JSON text is counted whole); the policy refuses a "Type"
+# that a case-blind upstream would read as a server tool's type.
+TOOL = policy(priced="type name description input_schema cache_control")
 BLOCKS = {
     "text": policy(priced="type text cache_control"),
     "image": policy(priced="type source cache_control"),
     "thinking": policy(priced="type thinking signature"),
     "redacted_thinking": policy(priced="type data"),
+    "tool_use": policy(priced="type id name input cache_control"),
+    "tool_result": policy(priced="type tool_use_id content is_error cache_control"),
 }
 # Block types that bill in ways no token price expresses.
 _REFUSED_BLOCKS = {
@@ -114,6 +119,7 @@ def _anthropic(body: dict[str, Any]) -> Ask:
                     "Only client tools (with an 'input_schema') can be priced; server tools bill per use.",
                     param=f"tools[{index}]",
                 )
+            TOOL.apply(tool, out, f"tools[{index}]")
             _cache_control(tool, out, f"tools[{index}]")
             out.json(_unmarked(tool))
     return out.ask(
