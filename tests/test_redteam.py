@@ -804,3 +804,38 @@ def test_input_reported_in_an_anthropic_message_delta_is_billed(tmp_path: Path) 
         figures = gw.settled()
     price = PRICES.resolve("claude-sonnet-4-5")
     assert figures.spent >= 50_000 * price.input_price + 10 * price.output_price, figures
+
+
+# -- gateway settings in a body that make the provider bill what the guard releases ------------
+
+
+@pytest.mark.parametrize(
+    ("route", "field", "value"),
+    [
+        ("/v1/chat/completions", "timeout", 0.001),  # LiteLLM gives up; the provider finishes and bills
+        ("/v1/chat/completions", "num_retries", 10),
+        ("/v1/responses", "request_timeout", 1),
+        ("/v1/messages", "max_retries", 5),
+        ("/v1/chat/completions", "user_config", {"model_list": []}),
+        ("/v1/embeddings", "api_base", "http://127.0.0.1:9/v1"),
+    ],
+)
+def test_gateway_settings_that_bill_unpriced_attempts_are_refused(
+    tmp_path: Path, route: str, field: str, value: object
+) -> None:
+    """LiteLLM reads ``timeout`` and ``num_retries`` from the body: a request
+    it abandons is an error to the guard, which releases the hold, while the
+    provider finishes it and bills it (each retry again)."""
+    bodies = {
+        "/v1/chat/completions": CHEAP,
+        "/v1/responses": {"model": "gpt-4o-mini", "input": "Hi", "max_output_tokens": 5},
+        "/v1/messages": CLAUDE_BODY,
+        "/v1/embeddings": {"model": "text-embedding-3-small", "input": "hi"},
+    }
+    upstream = Recorder()
+    with gateway_to(tmp_path, upstream) as gw:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            answer = client.post(route, json={**bodies[route], field: value}, headers=_auth())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == field
+    assert upstream.calls == []

@@ -89,6 +89,17 @@ GATEWAY_REFUSED = {
     "extra_body": Refused("a gateway merges it into the provider's request unpriced", (None, {})),
     "extra_headers": Refused("a gateway forwards them, and headers switch on features billed apart", (None, {})),
     "fallbacks": Refused("a fallback model is billed at its own price", (None, [])),
+    # A gateway that gives up on a request (its timeout) answers an error while
+    # the provider finishes and bills it; retries bill every attempt.
+    "timeout": Refused("a gateway abandons the request, and the provider still bills it"),
+    "request_timeout": Refused("a gateway abandons the request, and the provider still bills it"),
+    "stream_timeout": Refused("a gateway abandons the request, and the provider still bills it"),
+    "num_retries": Refused("every attempt is billed", (None, 0)),
+    "max_retries": Refused("every attempt is billed", (None, 0)),
+    # Settings that send the request somewhere else than the gateway's upstream.
+    "user_config": Refused("a model list sent with the request routes it past the priced model"),
+    "api_base": Refused("the request would be sent to another endpoint"),
+    "base_url": Refused("the request would be sent to another endpoint"),
 }
 
 
