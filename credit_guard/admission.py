@@ -86,6 +86,7 @@ class Exchange:
         guard = self.guard
         try:
             account, self.key_label = await self._identify()
+            shapes.check_headers(self.scope.get("headers", ()))
             try:
                 body = await read_body(self.scope, receive, guard.max_body_bytes)
             except ClientDisconnected:
@@ -375,6 +376,9 @@ def _ask_for_usage(scope: Scope, obj: dict[str, Any], raw: bytes, *, spliceable:
     sent none, else the client's (``null``, ``{"include_usage": false}``) replaced."""
     if "stream_options" not in obj and spliceable and raw[:1] == b"{":
         # Splice the field in, leaving every byte the client sent as it was.
+        # Only where the body has no stream_options at all, in any spelling:
+        # beside a caller's ``null`` it would be a duplicate key, and an
+        # upstream that keeps the last one reads no include_usage.
         sep = b"," if raw[1:].lstrip()[:1] != b"}" else b""
         new = b'{"stream_options":{"include_usage":true}' + sep + raw[1:]
         return new, _with_body_headers(scope, new, decoded=False)

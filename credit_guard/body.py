@@ -81,6 +81,12 @@ class _Decoder:
             if stage.unconsumed_tail:
                 # The stage stopped at the limit with input left: over it.
                 self._too_large()
+            if stage.unused_data:
+                # Bytes after the end of the compressed stream (another gzip
+                # member, or anything): an upstream may decode them too.
+                raise InvalidRequest(
+                    "The body has data after the end of its Content-Encoding stream; send one stream.", param="body"
+                )
         self._out += chunk
         if len(self._out) > self._limit:
             self._too_large()
@@ -109,6 +115,10 @@ class _ZlibStage:
     @property
     def unconsumed_tail(self) -> bytes:
         return self._d.unconsumed_tail
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
 
     @property
     def eof(self) -> bool:
@@ -143,6 +153,10 @@ class _AutoDeflate(_ZlibStage):
     @property
     def unconsumed_tail(self) -> bytes:
         return b"" if self._d is None else self._d.unconsumed_tail
+
+    @property
+    def unused_data(self) -> bytes:
+        return b"" if self._d is None else self._d.unused_data
 
     @property
     def eof(self) -> bool:

@@ -384,6 +384,7 @@ class PriceTable:
         aliases: Mapping[str, str] | None = None,
         as_of: str | None = None,
         source: str | None = None,
+        left_out: Iterable[str] = (),
     ) -> None:
         self._models: dict[str, ModelPrice] = {}
         for model in models:
@@ -395,6 +396,10 @@ class PriceTable:
             self._aliases[alias] = target
         self.as_of = as_of
         self.source = source
+        # Names the source prices but this table cannot (billed per call): they
+        # are refused, never resolved to another entry by a fallback.
+        self._left_out_names = tuple(name for name in left_out if name not in self._models)
+        self._left_out = {name.lower() for name in self._left_out_names}
         self._folded: dict[str, str | None] = {}
         for name in self._models:
             key = name.lower()
@@ -402,7 +407,7 @@ class PriceTable:
         # Provider-prefixed keys by their tail (``mistral/x`` under ``x``), and
         # every name's tail, sorted, for the closest names of a refusal.
         self._by_tail: dict[str, list[str]] = {}
-        for name in self._models:
+        for name in [*self._models, *self._left_out_names]:
             prefix, sep, tail = name.partition("/")
             if sep and tail and tail not in self._models:
                 self._by_tail.setdefault(tail, []).append(name)
@@ -514,6 +519,7 @@ class PriceTable:
         none)."""
         families = list(families) if families is not None else _bundled_families()
         models = []
+        left_out = []
         for name, entry in data.items():
             if name == "sample_spec" or not isinstance(entry, Mapping):
                 continue
@@ -528,6 +534,9 @@ class PriceTable:
                 continue  # a chat entry without an output price cannot bound its worst case
             if any(key.startswith(_UNBOUNDED_OUTPUT) and _is_number(v) and v for key, v in entry.items()):
                 continue  # output billed per image, character or second: no token cap bounds it
+            if _billed_per_call(name, entry):
+                left_out.append(name)  # every request pays a fee no token price expresses
+                continue
             extra = {
                 key: _clean(value, f"{where}.{key}")
                 for key, value in entry.items()
@@ -559,7 +568,7 @@ class PriceTable:
                     tiers=tiers,
                 )
             )
-        return cls(models)
+        return cls(models, left_out=left_out)
 
     @classmethod
     def default(cls) -> PriceTable:
@@ -573,7 +582,11 @@ class PriceTable:
     def with_aliases(self, aliases: Mapping[str, str]) -> PriceTable:
         """A copy with more aliases (e.g. Azure deployment names)."""
         return PriceTable(
-            self._models.values(), aliases={**self._aliases, **aliases}, as_of=self.as_of, source=self.source
+            self._models.values(),
+            aliases={**self._aliases, **aliases},
+            as_of=self.as_of,
+            source=self.source,
+            left_out=self._left_out_names,
         )
 
     # -- lookups -----------------------------------------------------------
@@ -618,6 +631,8 @@ class PriceTable:
             return found
         if model in self._aliases:
             return self._models[self._aliases[model]]
+        if model.lower() in self._left_out:
+            return ModelNotPriced(model, "billed per call beyond its tokens, which this table cannot price")
         prefix, sep, tail = model.partition("/")
         if sep and tail:
             target = self._models.get(tail) or self._models.get(self._aliases.get(tail, ""))
@@ -628,6 +643,8 @@ class PriceTable:
             # A bare name is called at its maker's own API where the table has it.
             own = [name for name in keys if name.partition("/")[0] in _MAKERS]
             keys = own or keys
+            if any(name.lower() in self._left_out for name in keys):
+                return ModelNotPriced(model, "billed per call beyond its tokens, which this table cannot price")
             distinct = {_bill(self._models[name]) for name in keys}
             if len(distinct) > 1:
                 return ModelNotPriced(model, f"ambiguous: it could be {' or '.join(sorted(keys))}", sorted(keys))
@@ -717,6 +734,27 @@ _UNBOUNDED_OUTPUT = (
     "output_cost_per_second",
     "output_cost_per_video",
 )
+
+
+# Models that bill beyond their tokens on every request, whatever it asks: they
+# search the web on each call (OpenAI's search models, deep research, Perplexity),
+# speak or listen, or bill as whichever model a router picks.
+_PER_CALL_NAMES = re.compile(
+    r"(?:^|[-_/.])search(?:$|[-_.])|deep-research|-tts|lyria|realtime|transcribe|model[-_]router"
+)
+# Fees per request, or per citation token, on top of the token prices.
+_PER_CALL_FEES = ("input_cost_per_request", "citation_cost_per_token")
+
+
+def _billed_per_call(name: str, entry: Mapping[str, Any]) -> bool:
+    """Whether every request to this LiteLLM entry pays a fee no token price
+    expresses (such an entry is left out: a request for it is refused)."""
+    if _PER_CALL_NAMES.search(name.lower()):
+        return True
+    if any(not isinstance(entry.get(key), (bool, str)) and entry.get(key) for key in _PER_CALL_FEES):
+        return True
+    # Perplexity's models search on every request, at a per-query price.
+    return entry.get("litellm_provider") == "perplexity" and bool(entry.get("search_context_cost_per_query"))
 
 
 def _litellm_tiers(entry: Mapping[str, Any], where: str) -> tuple[Tier, tuple[Tier, ...]]:

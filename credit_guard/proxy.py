@@ -81,6 +81,8 @@ _UPSTREAM_OWN = frozenset({b"date", b"server"})
 _UPSTREAM_OWN_PREFIXES = (b"x-credits-", b"x-credit-guard-")
 # Upstream statuses about the gateway's own upstream account, not the caller.
 _REJECTED = frozenset({401, 402, 403})
+# Response codings the proxy undoes, so that the guard reads the usage.
+_DECODED = frozenset({"gzip", "x-gzip", "deflate", "identity"})
 # Path segments are re-encoded with these left as they are (RFC 3986 pchar).
 _SEGMENT_SAFE = "!$&'()*+,=:@~"
 
@@ -197,16 +199,22 @@ class Proxy:
             )
             await _error(send, scope, UpstreamRejected(text))
             return
+        # An upstream that compresses its answer despite ``identity`` would
+        # hide the usage from the guard's tap: gzip and deflate are passed on
+        # decoded (any other coding as it came).
+        codings = {c.strip().lower() for c in response.headers.get("content-encoding", "").split(",") if c.strip()}
+        decode = bool(codings) and codings <= _DECODED
         try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": [(k, v) for k, v in response.headers.raw if _passes(k.lower())],
+                    "headers": [(k, v) for k, v in response.headers.raw if _passes(k.lower(), decode)],
                 }
             )
             try:
-                async for chunk in response.aiter_raw():
+                chunks = response.aiter_bytes() if decode else response.aiter_raw()
+                async for chunk in chunks:
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except httpx.HTTPError:
@@ -247,7 +255,9 @@ class Proxy:
                 return
 
 
-def _passes(name: bytes) -> bool:
+def _passes(name: bytes, decoded: bool = False) -> bool:
+    if decoded and name == b"content-encoding":
+        return False  # the body is passed on decoded
     return name not in _HOP_BY_HOP and name not in _UPSTREAM_OWN and not name.startswith(_UPSTREAM_OWN_PREFIXES)
 
 

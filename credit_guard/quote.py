@@ -167,32 +167,42 @@ def actual_cost(quote: Quote, usage: Usage) -> Decimal:
     where the request asked for it and the usage does not split them),
     reasoning output at the reasoning price.  Where the request asked for
     caching and the usage does not say what was written (or the guard counted
-    the usage itself), all uncached input is charged as written.  Counts that overlap impossibly
-    are clipped so that no token is billed twice or below another's price."""
+    the usage itself), all uncached input is charged as written.  Counts that
+    cannot be parts of their total are read as reported beside it (the reading
+    that bills more): more cached tokens than input, more reasoning than output;
+    a part is never billed twice, and never dropped."""
     price = quote.price
     tier = quote.service_tier
     served = usage.service_tier
     if served is not None and (served in STANDARD_TIERS or served in price.service_tiers()):
         # The tier the provider says it served (and bills) the request at.
         tier = served
-    rates = price.rates(tier, usage.input_tokens, strict=False)
-    cached = min(usage.cached_tokens, usage.input_tokens)
-    writes = min(usage.cache_write_tokens, usage.input_tokens - cached)
+    input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+    cached = usage.cached_tokens
+    if cached > input_tokens:
+        # More read from the cache than the whole input: the input was
+        # reported without the reads (clipping would bill them as nothing).
+        input_tokens += cached
+    reasoning = usage.reasoning_tokens
+    if reasoning > output_tokens:
+        # Likewise, output reported without its reasoning.
+        output_tokens += reasoning
+    rates = price.rates(tier, input_tokens, strict=False)
+    writes = min(usage.cache_write_tokens, input_tokens - cached)
     if quote.cache_ttl is not None and not usage.cache_reported:
         # Caching was asked for and the response does not say what it wrote:
         # all the input not read from the cache may have been.
-        writes = usage.input_tokens - cached
+        writes = input_tokens - cached
     if usage.cache_write_1h_tokens or usage.cache_write_5m_tokens:
         long_writes = min(usage.cache_write_1h_tokens, writes)
     else:
         long_writes = writes if quote.cache_ttl == "1h" else 0
-    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
     return (
-        rates.input * (usage.input_tokens - cached - writes)
+        rates.input * (input_tokens - cached - writes)
         + rates.cached_input * cached
         + rates.cache_write * (writes - long_writes)
         + rates.cache_write_1h * long_writes
-        + rates.output * (usage.output_tokens - reasoning)
+        + rates.output * (output_tokens - reasoning)
         + rates.reasoning_output * reasoning
     )
 

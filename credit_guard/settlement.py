@@ -218,6 +218,11 @@ class Settlement:
             # moment it learnt the client had gone.
             self._unreadable(quote, "hidden_reasoning")
             return hold.amount
+        if usage is None and answered and price.reasoning:
+            # A reasoning model bills reasoning it does not show: the visible
+            # text is not what it billed, and no usage says what it did.
+            self._unreadable(quote, "hidden_reasoning")
+            return hold.amount
         produced = bool(tap.texts)
         if usage is None and answered and (failed is None or produced):
             # No usage reported: the input as counted, and the output as seen.

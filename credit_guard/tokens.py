@@ -44,7 +44,7 @@ import tiktoken
 
 from . import _anthropic, _mistral
 from .prices import ModelPrice, VisionRule
-from .shapes import Ask, ImageRef
+from .shapes import Ask, ImageRef, preamble
 
 __all__ = [
     "TokenCount",
@@ -350,6 +350,7 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
         return TokenCount(tokens + ask.fixed_tokens + margin + PART_MARGIN * ask.parts + images, False)
     tokens = ask.fixed_tokens + images + _provider_prompt(ask, price) - dict(ask.savings).get(encoding.name, 0)
     verified = ask.exact_on is None or encoding.name in ask.exact_on
+    verified = verified and not _resolved_allowance(ask, price)
     exact = ask.exact and images_exact and verified
     for text in ask.texts:
         count, known = _count_text(encoding, text)
@@ -360,10 +361,19 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
 
 def _provider_prompt(ask: Ask, price: ModelPrice) -> int:
     """Tokens the provider adds to the prompt on its own: Anthropic's tool-use
-    system prompt (``ask.tool_choice`` is set only where tools are given)."""
+    system prompt (``ask.tool_choice`` is set only where tools are given), and
+    the hidden input of the OpenAI family the name resolved to, beyond what the
+    shape allowed for the name asked (an alias of o3 bills o3's)."""
+    hidden = _resolved_allowance(ask, price)
     if ask.tool_choice is None:
+        return hidden
+    return hidden + _anthropic.tool_prompt_tokens(price.name, ask.tool_choice)
+
+
+def _resolved_allowance(ask: Ask, price: ModelPrice) -> int:
+    if ask.kind != "chat" or price.name == ask.model:
         return 0
-    return _anthropic.tool_prompt_tokens(price.name, ask.tool_choice)
+    return max(0, preamble.chat_allowance(price.name) - preamble.chat_allowance(ask.model))
 
 
 def _is_mistral(ask: Ask, price: ModelPrice) -> bool:

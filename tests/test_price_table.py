@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from credit_guard.prices import ModelNotPriced, PriceTable
+from credit_guard.prices import ModelNotPriced, PriceTable, _billed_per_call
 
 from .reference import LITELLM_PRICE_MAP, PINNED_LITELLM_PRICE_MAP, needs_litellm_map, needs_pinned_litellm_map
 
@@ -111,6 +111,7 @@ def test_every_priced_entry_of_litellms_map_loads() -> None:
         and entry.get("input_cost_per_token") is not None
         and (entry.get("mode") == "embedding" or entry.get("output_cost_per_token") is not None)
         and not any(key.startswith(UNBOUNDED_OUTPUT) and value for key, value in entry.items())
+        and not _billed_per_call(name, entry)
     }
     loaded = {m.name for m in table.models()}
     assert loaded == expected
@@ -129,6 +130,7 @@ def test_every_priced_entry_of_litellms_map_loads() -> None:
             entry.get("input_cost_per_token") is None
             or entry.get("output_cost_per_token") is None
             or any(key.startswith(UNBOUNDED_OUTPUT) and value for key, value in entry.items())
+            or _billed_per_call(name, entry)
         )
 
 

@@ -24,9 +24,10 @@ from .anthropic import _anthropic
 from .ask import KINDS, MAX_CHOICES, Ask, ImageRef
 from .chat import _chat
 from .completions import COMPLETIONS_DEFAULT_MAX_TOKENS, _completion, _embedding
+from .fields import check_headers
 from .responses import _responses
 
-__all__ = ["Ask", "ImageRef", "parse", "KINDS", "MAX_CHOICES", "COMPLETIONS_DEFAULT_MAX_TOKENS"]
+__all__ = ["Ask", "ImageRef", "parse", "check_headers", "KINDS", "MAX_CHOICES", "COMPLETIONS_DEFAULT_MAX_TOKENS"]
 
 
 def parse(kind: str, body: object) -> Ask:

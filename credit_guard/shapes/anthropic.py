@@ -14,7 +14,18 @@ from typing import Any
 from .._anthropic import TOOL_CHOICES
 from ..errors import InvalidRequest
 from .ask import Ask, ImageRef, _Builder
-from .fields import WEB_SEARCH, Refused, _bool, _cache_control, _image, _model, _positive_int, body_policy, policy
+from .fields import (
+    ANTHROPIC_VARIANTS,
+    WEB_SEARCH,
+    Refused,
+    _bool,
+    _cache_control,
+    _image,
+    _model,
+    _positive_int,
+    body_policy,
+    policy,
+)
 
 # tool_choice is priced: it picks the size of the tool-use system prompt
 # Anthropic adds (``_anthropic.tool_prompt_tokens``).
@@ -25,14 +36,20 @@ BODY = body_policy(
     refused={
         "mcp_servers": Refused("MCP servers bill their tools' calls and results outside this request", (None, [])),
         "container": Refused("code execution containers are billed per session"),
+        **ANTHROPIC_VARIANTS,
     },
 )
 MESSAGE = policy(priced="role content")
+# Client tools (their JSON text is counted whole); the policy refuses a "Type"
+# that a case-blind upstream would read as a server tool's type.
+TOOL = policy(priced="type name description input_schema cache_control")
 BLOCKS = {
     "text": policy(priced="type text cache_control"),
     "image": policy(priced="type source cache_control"),
     "thinking": policy(priced="type thinking signature"),
     "redacted_thinking": policy(priced="type data"),
+    "tool_use": policy(priced="type id name input cache_control"),
+    "tool_result": policy(priced="type tool_use_id content is_error cache_control"),
 }
 # Block types that bill in ways no token price expresses.
 _REFUSED_BLOCKS = {
@@ -102,6 +119,7 @@ def _anthropic(body: dict[str, Any]) -> Ask:
                     "Only client tools (with an 'input_schema') can be priced; server tools bill per use.",
                     param=f"tools[{index}]",
                 )
+            TOOL.apply(tool, out, f"tools[{index}]")
             _cache_control(tool, out, f"tools[{index}]")
             out.json(_unmarked(tool))
     return out.ask(

@@ -20,6 +20,7 @@ from ..errors import InvalidRequest
 from . import preamble
 from .ask import _JSON_MARGIN, _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING, MAX_CHOICES, Ask, _Builder, json_text
 from .fields import (
+    ANTHROPIC_VARIANTS,
     OPENAI_FREE,
     WEB_SEARCH,
     Refused,
@@ -42,7 +43,7 @@ _FUNCTION_CALL = 3
 
 BODY = body_policy(
     priced="model messages max_tokens max_completion_tokens n stream stream_options tools functions tool_choice "
-    "function_call response_format service_tier modalities",
+    "function_call response_format service_tier modalities cache_control",
     # reasoning_effort and verbosity change how much is generated, but all of
     # it (reasoning included) stays under the output cap that is held.
     free=OPENAI_FREE + " reasoning_effort verbosity",
@@ -53,6 +54,11 @@ BODY = body_policy(
         # vLLM renders the prompt with a template the request supplies: it can
         # repeat the messages any number of times.
         "chat_template": Refused("a template sent with the request can render the prompt any number of times"),
+        # vLLM generates best_of (or a beam of) sequences and reports the usage
+        # of those it returns only.
+        "best_of": Refused("sequences generated but not returned are not in the usage", (None, 1)),
+        "use_beam_search": Refused("beams generated but not returned are not in the usage", (None, False)),
+        **ANTHROPIC_VARIANTS,
     },
 )
 MESSAGE = policy(
@@ -65,10 +71,12 @@ PARTS = {
     "image_url": policy(priced="type image_url"),
 }
 IMAGE_URL = policy(priced="url detail")
+# include_usage decides whether the guard asks for the usage itself.
+STREAM_OPTIONS = policy(priced="include_usage", free="include_obfuscation continuous_usage_stats")
 # Tool definitions: what the rendering does not show is still sent upstream,
 # where a template may render the whole definition.
-TOOL = policy(priced="type function")
-FUNCTION = policy(priced="name description parameters strict")
+TOOL = policy(priced="type function cache_control")
+FUNCTION = policy(priced="name description parameters strict cache_control")
 # Content part types that bill as audio or as documents.
 _REFUSED_PARTS = {
     "input_audio": "audio is billed per audio token",
@@ -88,6 +96,9 @@ def _chat(body: dict[str, Any]) -> Ask:
     if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
         raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
     service_tier = _service_tier(body)
+    # Gateways pass cache_control marks on to Anthropic wherever they stand:
+    # on the body (automatic caching), a message, a part or a tool.
+    _cache_control(body, out, "")
     functions = _tools.function_definitions(body)
     _tool_fields(body, out)
     _add_messages(out, messages, pad_system=bool(functions))
@@ -118,6 +129,8 @@ def _chat(body: dict[str, Any]) -> Ask:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
+    if options:
+        STREAM_OPTIONS.apply(options, out, "stream_options")
     include_usage = bool(options and options.get("include_usage") is True)
     return out.ask(
         "chat",
@@ -135,10 +148,13 @@ def _tool_fields(body: dict[str, Any], out: _Builder) -> None:
     """Apply the tool policies to definitions ``_tools`` has already checked."""
     for index, tool in enumerate(body.get("tools") or ()):
         TOOL.apply(tool, out, f"tools[{index}]")
+        _cache_control(tool, out, f"tools[{index}]")
         if isinstance(tool.get("function"), dict):
             FUNCTION.apply(tool["function"], out, f"tools[{index}].function")
+            _cache_control(tool["function"], out, f"tools[{index}].function")
     for index, function in enumerate(body.get("functions") or ()):
         FUNCTION.apply(function, out, f"functions[{index}]")
+        _cache_control(function, out, f"functions[{index}]")
 
 
 def _output_cap(body: dict[str, Any]) -> tuple[int | None, str]:
@@ -220,6 +236,7 @@ def _add_messages(out: _Builder, messages: list[Any], *, pad_system: bool = Fals
             if not isinstance(message["refusal"], str):
                 raise InvalidRequest("'refusal' must be a string.", param=f"{param}.refusal")
             out.text(message["refusal"])
+            out.exact = False  # how a refusal in the history is rendered is not published
         call = message.get("function_call")
         if isinstance(call, dict) and set(call) <= {"name", "arguments"}:
             _function_call(call, out, f"{param}.function_call")
@@ -257,6 +274,12 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
         return
     if not isinstance(content, list):
         raise InvalidRequest("'content' must be a string or a list of content parts.", param=param)
+    texts = sum(1 for part in content if isinstance(part, dict) and part.get("type") in ("text", "refusal"))
+    if texts > 1:
+        # How text parts are joined is not published: a bound of one token
+        # per join (a separator such as a newline is one token).
+        out.fixed += texts - 1
+        out.exact = False
     for index, part in enumerate(content):
         where = f"{param}[{index}]"
         if not isinstance(part, dict):
@@ -275,6 +298,8 @@ def _chat_content(content: object, out: _Builder, param: str) -> None:
             if not isinstance(text, str):
                 raise InvalidRequest(f"A {kind} part needs a string '{kind}'.", param=where)
             out.text(text)
+            if kind == "refusal":
+                out.exact = False
         elif kind == "image_url":
             image = part.get("image_url")
             if isinstance(image, str):

@@ -55,10 +55,19 @@ class FieldPolicy:
         """Refuse ``obj``'s refused fields and add the JSON text of its unknown
         ones to ``out``.  ``where`` is the object's own ``param`` path ("" for
         the body).  Raises ``InvalidRequest`` naming the first refused field."""
+        folded = {known.casefold(): known for known in (*self.priced, *self.free, *self.refused)}
         for name, value in obj.items():
             if name in self.priced or name in self.free:
                 continue
             param = f"{where}.{name}" if where else name
+            meant = folded.get(name.casefold())
+            if meant is not None and meant != name:
+                # Go's encoding/json (one-api, new-api, Ollama, LocalAI) matches
+                # field names without regard to case, and Unicode folds ("ſ" is
+                # "s", "K" is "k"): it would read this as the field priced.
+                raise InvalidRequest(
+                    f"'{name}' is not a field of this API; send '{meant}' as it is spelled.", param=param
+                )
             refusal = self.refused.get(name)
             if refusal is not None:
                 if refusal.allows(value):
@@ -80,6 +89,17 @@ GATEWAY_REFUSED = {
     "extra_body": Refused("a gateway merges it into the provider's request unpriced", (None, {})),
     "extra_headers": Refused("a gateway forwards them, and headers switch on features billed apart", (None, {})),
     "fallbacks": Refused("a fallback model is billed at its own price", (None, [])),
+    # A gateway that gives up on a request (its timeout) answers an error while
+    # the provider finishes and bills it; retries bill every attempt.
+    "timeout": Refused("a gateway abandons the request, and the provider still bills it"),
+    "request_timeout": Refused("a gateway abandons the request, and the provider still bills it"),
+    "stream_timeout": Refused("a gateway abandons the request, and the provider still bills it"),
+    "num_retries": Refused("every attempt is billed", (None, 0)),
+    "max_retries": Refused("every attempt is billed", (None, 0)),
+    # Settings that send the request somewhere else than the gateway's upstream.
+    "user_config": Refused("a model list sent with the request routes it past the priced model"),
+    "api_base": Refused("the request would be sent to another endpoint"),
+    "base_url": Refused("the request would be sent to another endpoint"),
 }
 
 
@@ -98,6 +118,49 @@ OPENAI_FREE = (
 
 #: Web search, in every spelling: billed per call, which no token price expresses.
 WEB_SEARCH = Refused("web search is billed per call")
+
+#: Anthropic's paid variants of one model: US-only inference bills every token
+#: at 1.1 times its price (Claude 4.6 and later), fast mode at a premium; the
+#: table has neither.  Gateways pass both on from a chat body too.
+ANTHROPIC_VARIANTS = {
+    "inference_geo": Refused("US-only inference is billed above the listed prices", (None, "global")),
+    "speed": Refused("fast mode is billed above the listed prices", (None, "standard")),
+}
+
+
+#: ``anthropic-beta`` flags that change nothing the guard does not price from
+#: the body: prompt caching (``cache_control`` marks, their TTL), thinking and
+#: effort (under ``max_tokens``), tool streaming and token-efficient tools.
+#: Any other flag may switch on what bills apart (``context-1m-...``: input
+#: above 200k tokens at twice the price; code execution, files, MCP, web
+#: fetch): refused, since gateways and the proxy pass the header on.
+ANTHROPIC_BETA_FREE = frozenset(
+    {
+        "prompt-caching-2024-07-31",
+        "extended-cache-ttl-2025-04-11",
+        "interleaved-thinking-2025-05-14",
+        "token-efficient-tools-2025-02-19",
+        "fine-grained-tool-streaming-2025-05-14",
+        "output-128k-2025-02-19",
+        "effort-2025-11-24",
+    }
+)
+
+
+def check_headers(headers: Any) -> None:
+    """Refuse request headers that switch on features billed apart from what
+    the body shows (``InvalidRequest`` naming the header)."""
+    for key, value in headers:
+        if key.lower() != b"anthropic-beta":
+            continue
+        for flag in value.decode("latin-1").split(","):
+            flag = flag.strip().lower()
+            if flag and flag not in ANTHROPIC_BETA_FREE:
+                raise InvalidRequest(
+                    f"The beta {flag!r} cannot be priced by this gateway: it may switch on features billed "
+                    "apart (long-context prices, tools the provider runs, files).",
+                    param="anthropic-beta",
+                )
 
 
 def _model(body: dict[str, Any]) -> str:
@@ -155,7 +218,13 @@ def _cache_control(block: dict[str, Any], out: _Builder, param: str) -> None:
     if mark is None:
         return
     ttl = mark.get("ttl", "5m") if isinstance(mark, dict) else None
-    if not isinstance(mark, dict) or mark.get("type") != "ephemeral" or ttl not in ("5m", "1h"):
+    # No other key: a "TTL" is the ttl to an upstream that ignores case.
+    if (
+        not isinstance(mark, dict)
+        or set(mark) - {"type", "ttl"}
+        or mark.get("type") != "ephemeral"
+        or ttl not in ("5m", "1h")
+    ):
         raise InvalidRequest(
             "'cache_control' must be {\"type\": \"ephemeral\"} with an optional 'ttl' of '5m' or '1h'.",
             param=f"{param}.cache_control" if param else "cache_control",

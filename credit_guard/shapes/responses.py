@@ -34,6 +34,9 @@ BODY = body_policy(
     },
 )
 MESSAGE = policy(priced="type role content", free="id status")
+# A function tool (its JSON text is counted whole); the policy refuses a "Type"
+# that a case-blind upstream would read as a built-in tool's type.
+TOOL = policy(priced="type name description parameters strict")
 TEXT = policy(priced="format", free="verbosity")
 PARTS = {
     "input_text": policy(priced="type text"),
@@ -87,6 +90,7 @@ def _responses(body: dict[str, Any]) -> Ask:
                     f"Tools of type {kind!r} are billed per call and cannot be priced here.",
                     param=f"tools[{index}]",
                 )
+            TOOL.apply(tool, out, f"tools[{index}]")
             out.json(tool)
     text = body.get("text")
     if isinstance(text, dict):

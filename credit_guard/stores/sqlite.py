@@ -283,6 +283,10 @@ class SQLiteStore:
                 try:
                     await anyio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
                 finally:
+                    # Cancelled before the worker thread took the batch (run_sync
+                    # checkpoints first): its changes go back to the head of the
+                    # queue for the next writer (this caller's own is dropped below).
+                    self._pending[:0] = [change for change in batch if not change.done]
                     self._writing = False
                     self._batch_done.set()
         finally:
