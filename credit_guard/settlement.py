@@ -8,6 +8,7 @@ upstream answered an error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from decimal import Decimal
@@ -18,6 +19,7 @@ import anyio.to_thread
 
 from . import tokens
 from ._asgi import Message, Receive, Scope, Send
+from .errors import PricingUnavailable
 from .prices import ModelPrice
 from .quote import Quote, actual_cost
 from .shapes import Ask
@@ -49,6 +51,7 @@ class Settlement:
         # The quote's input is the byte upper bound, not the exact count.
         self._bounded = exchange.bounded
         self._size = exchange.size
+        self._count_input = exchange.count_input
 
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
@@ -114,9 +117,10 @@ class Settlement:
             output = await _count_output(tap.texts, price)
             input_tokens = quote.input_tokens
             if self._bounded:
-                # The hold used the byte bound; the charge uses the exact count.
-                limiter = guard.limiter_for(self._size)
-                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)).tokens
+                # The hold used the byte bound; the charge uses the exact count
+                # (where the worker pricing the body fails, the bound stays).
+                with contextlib.suppress(PricingUnavailable):
+                    input_tokens = (await self._count_input(ask, price)).tokens
             usage = Usage(input_tokens=input_tokens, output_tokens=output)
         policy = guard.on_abort if aborted else guard.on_app_error
         charge: Decimal | None = None
