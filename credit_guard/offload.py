@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -82,12 +83,13 @@ class PricingPool:
 
     ``understand`` and ``count`` raise the ``CreditGuardError`` that pricing the
     body raises, or ``PricingUnavailable`` where the worker died, did not answer
-    within ``timeout`` seconds (plus two per MiB), or could not start.  Workers
+    within ``timeout`` seconds (default: thirty, plus two per MiB of the body),
+    or could not start.  Workers
     start on first use; ``close``/``aclose`` stop them (also at interpreter
     exit), and a later call starts new ones.
     """
 
-    def __init__(self, prices: PriceTable, *, processes: int = 1, timeout: float = _TIMEOUT_BASE) -> None:
+    def __init__(self, prices: PriceTable, *, processes: int = 1, timeout: float | None = None) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self._prices = prices
@@ -131,7 +133,9 @@ class PricingPool:
         await anyio.to_thread.run_sync(self.close)
 
     async def _call(self, op: str, kind: str, data: bytes) -> Any:
-        timeout = self._timeout + _TIMEOUT_PER_MIB * len(data) / (1024 * 1024)
+        timeout = self._timeout
+        if timeout is None:
+            timeout = _TIMEOUT_BASE + _TIMEOUT_PER_MIB * len(data) / (1024 * 1024)
         async with self._slots:
             worker = self._idle.pop() if self._idle else None
             if worker is not None and not worker.alive():
@@ -179,11 +183,16 @@ class PricingPool:
         if not self._exit_hook:
             atexit.register(self.close)
             self._exit_hook = True
+        watchdog = threading.Timer(_START_TIMEOUT, worker.process.kill)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             worker.conn.send(self._prices)
-            ready = worker.conn.poll(_START_TIMEOUT) and worker.conn.recv_bytes() == b"ready"
+            ready = worker.conn.recv_bytes() == b"ready"
         except (EOFError, OSError):
             ready = False
+        finally:
+            watchdog.cancel()
         if not ready:
             worker.kill()
             logger.error("credit_guard.pricing_pool: a worker process did not start")
@@ -204,16 +213,31 @@ class _Worker:
     def call(self, op: str, kind: str, data: bytes, timeout: float) -> tuple[str, Any]:
         """Send one body and wait for the answer (in a thread: the GIL is
         released while the pipe is written and while the worker works)."""
+        # A worker that stops reading blocks the write as surely as one that
+        # stops answering blocks the read: past the deadline it is killed,
+        # which ends both.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            if self.alive():
+                self.process.kill()
+
+        watchdog = threading.Timer(timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             self.conn.send((op, kind))
             self.conn.send_bytes(data)
-            if not self.conn.poll(timeout):
-                logger.error("credit_guard.pricing_pool: worker %s did not answer in %.0fs", self.process.pid, timeout)
-                raise PricingUnavailable("Pricing this request took too long; it was not forwarded.")
             reply: tuple[str, Any] = self.conn.recv()
         except (EOFError, OSError, pickle.UnpicklingError):
+            if expired.is_set():
+                logger.error("credit_guard.pricing_pool: worker %s did not answer in %.0fs", self.process.pid, timeout)
+                raise PricingUnavailable("Pricing this request took too long; it was not forwarded.") from None
             logger.error("credit_guard.pricing_pool: worker %s died pricing a request", self.process.pid)
             raise PricingUnavailable("Pricing this request failed; it was not forwarded. Retry shortly.") from None
+        finally:
+            watchdog.cancel()
         return reply
 
     def stop(self) -> None:
