@@ -81,6 +81,9 @@ class Exchange:
         self.size = 0  # the decoded body's bytes
         self.key_label = "-"  # the caller's key, by a name that is not the secret (usage records)
         self.started_at = time.time()
+        self.offloaded: bytes | None = None  # a body priced in a worker process (offload.py)
+        self.bounds: tuple[int, int] | None = None  # its input_bounds, from the worker
+        self._fields: dict[str, Any] | None = None  # the few fields of it the worker returned
 
     async def run(self, receive: Receive, send: Send) -> None:
         guard = self.guard
@@ -94,7 +97,9 @@ class Exchange:
             self.size = len(body.data)
             if not guard._warmed:
                 await guard.warm()
-            if len(body.data) >= _THREAD_COUNT_BYTES:
+            if guard.offload_bytes is not None and len(body.data) >= guard.offload_bytes:
+                obj, ask, price = await self._understand_elsewhere(body.data)
+            elif len(body.data) >= _THREAD_COUNT_BYTES:
                 obj, ask, price = await anyio.to_thread.run_sync(
                     self._understand, body.data, limiter=guard.limiter_for(len(body.data))
                 )
@@ -201,6 +206,29 @@ class Exchange:
         self.model = ask.model
         return obj, ask, self.guard.resolve(ask)
 
+    async def _understand_elsewhere(self, data: bytes) -> tuple[dict[str, Any], Ask, ModelPrice]:
+        """``_understand`` in a worker process, for a body so large that parsing
+        it would hold the GIL long enough to stall the event loop.  The body
+        object returned holds only the fields the way to the app reads."""
+        assert self.guard.pricing is not None
+        understood = await self.guard.pricing.understand(self.kind, data)
+        self.model = understood.ask.model
+        self.offloaded = data
+        self.bounds = (understood.low, understood.high)
+        self._fields = understood.fields
+        return understood.fields, understood.ask, self.guard.resolve(understood.ask)
+
+    async def count_input(self, ask: Ask, price: ModelPrice) -> tokens.TokenCount:
+        """``tokens.count_input``, off the event loop for a large body (in the
+        worker processes for an offloaded one, whose ``ask`` holds no texts)."""
+        if self.offloaded is not None:
+            assert self.guard.pricing is not None
+            return await self.guard.pricing.count(self.kind, self.offloaded)
+        if self.size >= _THREAD_COUNT_BYTES:
+            limiter = self.guard.limiter_for(self.size)
+            return await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)
+        return tokens.count_input(ask, price)
+
     async def _quote(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
         """The quote to hold: the exact count, unless the body is large enough
         for counting to cost more than a balance read and its byte upper bound
@@ -211,7 +239,7 @@ class Exchange:
         very large body, the 402 is answered from that bound without counting."""
         guard = self.guard
         if size >= _BOUND_FIRST_BYTES:
-            low, high = tokens.input_bounds(ask, price)
+            low, high = self.bounds or tokens.input_bounds(ask, price)
             try:
                 available = (await guard.store.balance(account)).available
             except StoreUnavailable:
@@ -226,10 +254,7 @@ class Exchange:
                     if floor.max_cost > available:
                         # Even the fewest tokens this body can hold are unaffordable.
                         return floor
-        if size >= _THREAD_COUNT_BYTES:
-            count = await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=guard.limiter_for(size))
-        else:
-            count = tokens.count_input(ask, price)
+        count = await self.count_input(ask, price)
         return make_quote(ask, price, count.tokens, count.exact)
 
     async def _reserve(
@@ -250,16 +275,14 @@ class Exchange:
         if isinstance(result, Insufficient) and self.bounded:
             # The balance moved since it was read: price the request exactly.
             self.bounded = False
-            count = await anyio.to_thread.run_sync(
-                tokens.count_input, ask, quote.price, limiter=self.guard.limiter_for(self.size)
-            )
+            count = await self.count_input(ask, quote.price)
             quote = make_quote(ask, quote.price, count.tokens, count.exact)
             result = await self._reserve_once(account, quote)
         if isinstance(result, Insufficient) and guard.auto_fit:
             fitted = self._fit(ask, quote, result)
             if fitted is not None:
                 ask, quote = fitted
-                obj = dict(obj)
+                obj = dict(await self._whole(obj, body.data))
                 obj[quote.output_param] = quote.max_output_tokens
                 if ask.kind == "chat":
                     # Both caps set: the larger one was held, so lower both.
@@ -308,9 +331,20 @@ class Exchange:
             raise error
         guard.metrics.hold_opened(quote.model, result.amount)
         if ask.kind == "chat" and ask.stream and not ask.include_usage and guard.inject_usage:
-            raw, scope = _ask_for_usage(scope, obj, raw, spliceable=raw is body.raw and body.raw == body.data)
+            spliceable = raw is body.raw and body.raw == body.data
+            if obj.get("stream_options") is not None or not spliceable or raw[:1] != b"{":
+                obj = await self._whole(obj, body.data)  # edited whole, not spliced
+            raw, scope = _ask_for_usage(scope, obj, raw, spliceable=spliceable)
             self.strip_usage = True
         return result, quote, raw, scope
+
+    async def _whole(self, obj: Any, data: bytes) -> Any:
+        """The whole body object, where ``obj`` holds only the fields of an
+        offloaded body: parsed again in a thread (a rewrite of such a body is
+        rare).  The worker already checked it strictly."""
+        if obj is not self._fields or self._fields is None:
+            return obj
+        return await anyio.to_thread.run_sync(orjson.loads, data, limiter=self.guard.limiter_for(len(data)))
 
     async def _reserve_once(self, account: str, quote: Quote) -> Hold | Insufficient | None:
         """Reserve the quote's worst case.  None when the store is down and the

@@ -7,7 +7,8 @@
      ├── InsufficientCredits     402    insufficient_credits   (carries the full 402 body)
      ├── RequestTooLarge         413    request_too_large
      ├── UnsupportedMediaType    415    unsupported_media_type
-     └── StoreUnavailableError   503    credit_store_unavailable
+     ├── StoreUnavailableError   503    credit_store_unavailable
+     └── PricingUnavailable      503    pricing_unavailable
 
 The body of each is ``{"error": {...}}`` as ``design/error-contract.md`` fixes it.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "RequestTooLarge",
     "UnsupportedMediaType",
     "StoreUnavailableError",
+    "PricingUnavailable",
     "error_body",
     "credit_error_handler",
     "install_handler",
@@ -108,6 +110,15 @@ class StoreUnavailableError(CreditGuardError):
     status = 503
     type = "credit_store_unavailable"
     code = "CREDIT_STORE_UNAVAILABLE"
+
+
+class PricingUnavailable(CreditGuardError):
+    """The process that prices large bodies failed or did not answer in time;
+    nothing was forwarded."""
+
+    status = 503
+    type = "pricing_unavailable"
+    code = "PRICING_UNAVAILABLE"
 
 
 class InsufficientCredits(CreditGuardError):

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from . import tokens
-from ._asgi import ASGIApp, Receive, Scope, Send
+from ._asgi import ASGIApp, Message, Receive, Scope, Send
 from .admission import Exchange
 from .errors import (
     CreditGuardError,
@@ -32,6 +32,7 @@ from .errors import (
     ModelNotPricedError,
 )
 from .metrics import Metrics, NullMetrics
+from .offload import DEFAULT_OFFLOAD_BYTES, PricingPool
 from .prices import ModelNotPriced, ModelPrice, PriceTable
 from .quote import (
     Quote,
@@ -44,7 +45,7 @@ from .routes import DEFAULT_ROUTES, Router
 from .shapes import Ask
 from .stores.base import DEFAULT_HOLD_TTL, CreditStore
 
-__all__ = ["CreditGuard", "DEFAULT_ROUTES"]
+__all__ = ["CreditGuard", "DEFAULT_ROUTES", "resolve_price"]
 
 #: API key -> account, or ``(account, key label)`` to name the key in usage records.
 AccountLookup = Callable[[str], Awaitable[str | tuple[str, str] | None]]
@@ -96,7 +97,12 @@ class CreditGuard:
     where the response reports none); 1 holds the bound whenever it fits.
     ``large_bodies_at_once``: how many bodies of a mebibyte or more are parsed
     and counted at the same time (each costs memory in proportion to its
-    size); the others wait for a turn.
+    size); the others wait for a turn.  ``offload_bytes``: bodies at least
+    this large (default 4 MiB) are parsed, shaped and counted in worker
+    processes (``offload.py``, one per ``large_bodies_at_once`` up to two,
+    started on the first such body), so that the GIL stays with the event
+    loop; None keeps them in a worker thread of this process.  The workers
+    stop with the app's lifespan shutdown, ``aclose()``, or at exit.
     ``rejections``: a ``RejectionLog`` that keeps the 402s (for the admin API).
 
     Requests to routes that are not priced: ``unpriced="pass"`` (default) hands
@@ -142,6 +148,7 @@ class CreditGuard:
         large_bodies_at_once: int = 2,
         open_reads: tuple[str, ...] = ("/**",),
         deployments: Mapping[str, str] | None = None,
+        offload_bytes: int | None = DEFAULT_OFFLOAD_BYTES,
         metrics: Metrics | None = None,
         rejections: RejectionLog | None = None,
     ) -> None:
@@ -204,6 +211,13 @@ class CreditGuard:
         # Parsing and counting a large body costs memory in proportion to it:
         # at most this many at once, the rest wait their turn.
         self._large_limiter = anyio.CapacityLimiter(large_bodies_at_once)
+        if offload_bytes is not None and (isinstance(offload_bytes, bool) or offload_bytes < 1):
+            raise ValueError("offload_bytes must be a positive number of bytes, or None")
+        self.offload_bytes = offload_bytes
+        #: The worker processes that price bodies of ``offload_bytes`` or more.
+        self.pricing = (
+            None if offload_bytes is None else PricingPool(self.prices, processes=min(large_bodies_at_once, 2))
+        )
         self.rejections = rejections
         self._warmed = False
 
@@ -214,11 +228,19 @@ class CreditGuard:
             await anyio.to_thread.run_sync(tokens.warm)
             self._warmed = True
 
+    async def aclose(self) -> None:
+        """Stop the worker processes that price large bodies (a later large
+        body starts them again)."""
+        if self.pricing is not None:
+            await self.pricing.aclose()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket" and self.unpriced != "pass":
                 await Exchange(self, scope, "-").websocket(receive, send)
                 return
+            if scope["type"] == "lifespan" and self.pricing is not None:
+                send = self._closing_on_shutdown(send)
             await self.app(scope, receive, send)
             return
         route = self.router.classify(scope)
@@ -233,6 +255,15 @@ class CreditGuard:
             return
         await Exchange(self, scope, route.kind, model=route.model).run(receive, send)
 
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                # The app is done: no request needs the workers any more.
+                await self.aclose()
+            await send(message)
+
+        return lifespan_send
+
     def limiter_for(self, size: int) -> anyio.CapacityLimiter | None:
         """The worker-thread limiter for a body of ``size`` bytes: bodies of a
         mebibyte or more share ``large_bodies_at_once`` threads, smaller ones
@@ -242,20 +273,7 @@ class CreditGuard:
     # -- used by Exchange ---------------------------------------------------
 
     def resolve(self, ask: Ask) -> ModelPrice:
-        try:
-            price = self.prices.resolve(ask.model)
-        except ModelNotPriced as exc:
-            raise ModelNotPricedError(
-                f"The model {ask.model!r} is not priced by this gateway ({exc.reason}).",
-                param="model",
-                alternatives=list(exc.alternatives),
-            ) from None
-        if ask.kind not in _SERVES.get(price.kind, {price.kind}):
-            raise InvalidRequest(
-                f"The model {ask.model!r} is a {price.kind} model; it cannot serve this endpoint.",
-                param="model",
-            )
-        return price
+        return resolve_price(self.prices, ask)
 
     def cheaper(self, quote: Quote, ask: Ask, available: Decimal) -> tuple[str, Decimal] | None:
         if not self.suggest_models:
@@ -274,3 +292,23 @@ class CreditGuard:
                 return None
 
         return cheapest_alternative(quote, self.prices.alternatives(price), available, requote)
+
+
+def resolve_price(prices: PriceTable, ask: Ask) -> ModelPrice:
+    """The price of ``ask``'s model.  Raises ``ModelNotPricedError`` for a model
+    the table does not price, ``InvalidRequest`` for one of a kind that cannot
+    serve the endpoint (an embedding model behind chat)."""
+    try:
+        price = prices.resolve(ask.model)
+    except ModelNotPriced as exc:
+        raise ModelNotPricedError(
+            f"The model {ask.model!r} is not priced by this gateway ({exc.reason}).",
+            param="model",
+            alternatives=list(exc.alternatives),
+        ) from None
+    if ask.kind not in _SERVES.get(price.kind, {price.kind}):
+        raise InvalidRequest(
+            f"The model {ask.model!r} is a {price.kind} model; it cannot serve this endpoint.",
+            param="model",
+        )
+    return price

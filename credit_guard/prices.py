@@ -422,6 +422,17 @@ class PriceTable:
         for group in self._groups.values():
             group.sort(key=lambda m: (m.output_price, m.input_price, m.name))
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent whole to the processes that price large bodies (offload.py).
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        del state["_cache_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cache_lock = threading.Lock()
+
     # -- constructors ------------------------------------------------------
 
     @classmethod

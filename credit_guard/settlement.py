@@ -9,6 +9,7 @@ error.  Ending a hold never raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ import anyio.to_thread
 
 from . import tokens
 from ._asgi import Message, Receive, Scope, Send
+from .errors import PricingUnavailable
 from .prices import ModelPrice
 from .quote import Quote, actual_cost
 from .records import UsageRecord, clip
@@ -57,6 +59,7 @@ class Settlement:
         self._client_left = False
         # The usage charged (reported, or counted by the guard), for the record.
         self._usage: Usage | None = None
+        self._count_input = exchange.count_input
 
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
@@ -230,8 +233,9 @@ class Settlement:
             input_tokens = quote.input_tokens
             if self._bounded:
                 # The hold used the byte bound; the charge uses the exact count.
-                limiter = guard.limiter_for(self._size)
-                input_tokens = (await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)).tokens
+                # (where the worker pricing the body fails, the bound stays).
+                with contextlib.suppress(PricingUnavailable):
+                    input_tokens = (await self._count_input(ask, price)).tokens
             usage = Usage(input_tokens=input_tokens, output_tokens=output)
         if usage is not None:
             self._usage = usage
