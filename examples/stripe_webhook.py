@@ -12,7 +12,7 @@ idempotency key: the provider retries a delivery until it gets a 2xx, and a
 retry, or the same event delivered twice, grants once (``grant_once`` records the
 key in the grant's own transaction).
 
-    STRIPE_WEBHOOK_SECRET=whsec_... python examples/stripe_webhook.py   # http://127.0.0.1:8000/webhooks/stripe
+    STRIPE_WEBHOOK_SECRET=whsec_... python examples/stripe_webhook.py   # :8005/webhooks/stripe (--port or PORT)
 
 Events used: ``checkout.session.completed`` with ``client_reference_id`` (the
 account) and ``amount_total`` in cents of ``currency`` "usd".  Other events are
@@ -93,8 +93,54 @@ def create_webhook_app(store: Any, secret: str) -> Starlette:
     return Starlette(routes=[Route("/webhooks/stripe", webhook, methods=["POST"])])
 
 
-if __name__ == "__main__":  # pragma: no cover - a manual run
+def sample_event(account: str, cents: int, secret: str, *, at: int | None = None) -> tuple[bytes, str]:
+    """A paid checkout event for ``account`` and its ``Stripe-Signature``
+    header, as the provider would send them (for trying the endpoint)."""
+    at = int(time.time()) if at is None else at
+    body = json.dumps(
+        {
+            "id": f"evt_example_{at}",
+            "type": "checkout.session.completed",
+            "data": {"object": {"client_reference_id": account, "amount_total": cents, "currency": "usd"}},
+        }
+    ).encode()
+    digest = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, f"t={at},v1={digest}"
+
+
+def banner(port: int, secret_source: str, body: bytes, signature: str) -> str:
+    base = f"http://127.0.0.1:{port}"
+    return f"""credit_guard: payments become credits at {base}/webhooks/stripe
+  signing secret: {secret_source}; credits go to the store credit_guard.db (the demo's)
+
+A signed event crediting acct_demo with $5.00 (valid for five minutes; sent twice, it grants once):
+  curl -s {base}/webhooks/stripe -H 'Stripe-Signature: {signature}' \\
+    -H 'Content-Type: application/json' -d '{body.decode()}'
+
+Then: credit-guard credits balance acct_demo
+Stop with Ctrl-C.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import secrets
+
     import uvicorn
 
-    app = create_webhook_app(SQLiteStore("credit_guard.db"), os.environ["STRIPE_WEBHOOK_SECRET"])
-    uvicorn.run(app, host="127.0.0.1", port=8000)
+    parser = argparse.ArgumentParser(description="a signed payment webhook that grants credits")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8005")))
+    args = parser.parse_args(argv)
+    secret = os.environ.get("STRIPE_WEBHOOK_SECRET")
+    source = "$STRIPE_WEBHOOK_SECRET"
+    if not secret:
+        # No provider configured: a secret of this run's own, for trying it out.
+        secret = "whsec_example_" + secrets.token_hex(16)
+        source = f"{secret} (set STRIPE_WEBHOOK_SECRET for your provider's)"
+    body, signature = sample_event("acct_demo", 500, secret)
+    print(banner(args.port, source, body, signature), flush=True)
+    uvicorn.run(create_webhook_app(SQLiteStore("credit_guard.db"), secret), host="127.0.0.1", port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -133,7 +133,7 @@ def test_every_example_has_a_port_of_its_own_beside_the_demo() -> None:
         if path.stem != "client_retry":
             assert len(found) == 1, path.name
             defaults[path.stem] = int(found[0])
-    assert len(set(defaults.values())) == len(defaults) == 5, defaults
+    assert len(set(defaults.values())) == len(defaults) == 6, defaults
 
 
 def test_starlette_example(tmp_path: Path) -> None:
@@ -277,3 +277,25 @@ def test_client_retry_example_says_when_nothing_answers(tmp_path: Path) -> None:
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"Nothing answers at {base}: start `credit-guard serve --demo` first." in result.stdout
+
+
+def test_stripe_webhook_example_grants_once_from_the_event_it_prints(tmp_path: Path) -> None:
+    with example("stripe_webhook", tmp_path) as (printed, base):
+        (curl,) = shown_curls(printed, base)
+        first = httpx.request(**as_request(curl))
+        again = httpx.request(**as_request(curl))
+        forged = as_request(curl)
+        forged["headers"] = {**forged["headers"], "Stripe-Signature": "t=1,v1=" + "0" * 64}
+        refused = httpx.request(**forged)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"received": True, "account": "acct_demo", "granted": "5", "repeat": False}
+    assert again.status_code == 200 and again.json()["repeat"] is True
+    assert refused.status_code == 400
+    shown = subprocess.run(
+        [sys.executable, "-m", "credit_guard.cli", "credits", "balance", "acct_demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Decimal(str(json.loads(shown.stdout)["granted"])) == Decimal("5")
