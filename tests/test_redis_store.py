@@ -204,3 +204,18 @@ async def test_callers_cancelled_mid_batch_leave_every_other_reply_whole(redis_u
         assert all(isinstance(h, Hold) for h in holds)
     finally:
         await store.aclose()
+
+
+async def test_a_store_that_waits_for_replicas_sends_each_call_on_its_own(redis_url: str) -> None:
+    # WAIT answers for the writes of its own connection: nothing is pipelined.
+    store = RedisStore(redis_url, wait_replicas=1, wait_timeout_ms=10)
+    sizes = counting_pipelines(store)
+    try:
+        results = await asyncio.gather(
+            *(store.reserve(f"wait-{i}", Decimal("0.1")) for i in range(8)), return_exceptions=True
+        )
+        # No replica here: each call learns that its own write was not replicated.
+        assert all(isinstance(r, StoreUnavailable) and "replicas" in str(r) for r in results), results
+        assert sizes == []
+    finally:
+        await store.aclose()

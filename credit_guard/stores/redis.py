@@ -277,6 +277,9 @@ class RedisStore:
         self._balance = self._client.register_script(_BALANCE)
         self._grant = self._client.register_script(_GRANT)
         self._no_script = exceptions.NoScriptError
+        # Pipelined on one Redis only: a cluster client routes each call
+        # itself, and WAIT must follow the write on its own connection.
+        self._pipelined = isinstance(self._client, aioredis.Redis) and not wait_replicas
         # Script calls asked for while a batch is on its way (see _call).
         self._pending: list[_Call] = []
         self._sending = False
@@ -307,8 +310,8 @@ class RedisStore:
         batch once sent is read to its end, so every call in it learns its
         reply.  A connection that fails fails every call of its batch with
         ``StoreUnavailable``."""
-        if self._wait_replicas:
-            return await self._call_waiting(script, account, *extra)
+        if not self._pipelined:
+            return await self._call_alone(script, account, *extra)
         item = _Call(script, self._keys(account), self._argv(*extra))
         self._pending.append(item)
         try:
@@ -377,7 +380,7 @@ class RedisStore:
             for item in batch:
                 item.done = True
 
-    async def _call_waiting(self, script: Any, account: str, *extra: object) -> Any:
+    async def _call_alone(self, script: Any, account: str, *extra: object) -> Any:
         try:
             result = await script(keys=self._keys(account), args=self._argv(*extra))
             if self._wait_replicas:
