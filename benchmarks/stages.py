@@ -14,6 +14,7 @@ spread (min-max of the rounds) beside it.
   settle), and the whole request through ``CreditGuard`` minus the bare app.
   ``count`` is timed cold (the count cache emptied before each call: a text
   never seen) and warm; the whole request uses a distinct body every time.
+  A full count cache's cost of a new text (the eviction) is timed apart.
 - ``large``: a 100 KB prompt with an ample balance, each request a text never
   seen, against tiktoken's ``encode_ordinary`` of the same text (the least an
   exact count costs).
@@ -158,6 +159,22 @@ async def figure_stages(rounds: int, calls: int) -> dict[str, Any]:
         usage.body(_REPLY, False)
         return usage.usage
 
+    # A count cache kept full, as on a gateway that has seen more distinct
+    # texts than it keeps: every new text evicts the oldest.
+    full = tokens.CountCache(min_chars=0)
+    inserted = 0
+    # Filled, then turned over twice: what a long-running gateway's cache sees.
+    for inserted in range(3 * full.entries):
+        full.count(encoding, f"{inserted:09d} x")
+
+    def count_cache_full() -> object:
+        # A hundred at a time, so that every round spans the dict's resizes.
+        nonlocal inserted
+        for _ in range(100):
+            inserted += 1
+            full.count(encoding, f"{inserted:09d} x")
+        return inserted
+
     sync_stages: dict[str, Callable[[], object]] = {
         "route": lambda: guard.router.classify(scope),
         "parse": lambda: parse_json(body),
@@ -165,6 +182,7 @@ async def figure_stages(rounds: int, calls: int) -> dict[str, Any]:
         "resolve": lambda: guard.resolve(ask),
         "count (cold)": count_cold,
         "count (warm)": lambda: tokens.count_input(ask, price),
+        "count cache, full: 100 new short texts": count_cache_full,
         "quote": lambda: make_quote(ask, price, count.tokens, count.exact),
         "tap": tap,
     }

@@ -207,6 +207,21 @@ class ModelPrice:
     cache_write_price: Decimal | None = None
     cache_write_1h_price: Decimal | None = None
     tiers: tuple[Tier, ...] = ()
+    #: ``rates()`` at the standard tier below every context tier: what nearly
+    #: every request is priced at, computed once.
+    _standard: Rates = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        base = Tier(
+            None,
+            0,
+            self.input_price,
+            self.output_price,
+            self.cached_input_price,
+            self.cache_write_price,
+            self.cache_write_1h_price,
+        )
+        object.__setattr__(self, "_standard", self._rates_of(base))
 
     def service_tiers(self) -> list[str]:
         """The service tiers (beyond the standard one) the table prices."""
@@ -223,6 +238,8 @@ class ModelPrice:
         price is the dearer of the tier's own and the standard context price.
         """
         tier = None if service_tier is None or service_tier in STANDARD_TIERS else service_tier
+        if tier is None and not self.tiers:
+            return self._standard
         base = Tier(
             None,
             0,
@@ -244,6 +261,11 @@ class ModelPrice:
                 if strict:
                     raise TierNotPriced(self.name, tier, standard.above)
                 chosen = _dearer(chosen, standard)
+        if chosen is base and tier is None:
+            return self._standard
+        return self._rates_of(chosen)
+
+    def _rates_of(self, chosen: Tier) -> Rates:
         reasoning = self.reasoning_output_price
         return Rates(
             input=chosen.input,

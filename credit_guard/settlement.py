@@ -9,6 +9,7 @@ error.  Ending a hold never raises.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from decimal import Decimal
@@ -93,17 +94,28 @@ class Settlement:
         try:
             # The hold lives as long as the request: extended on a timer while
             # the app (or its upstream) works, silent or not.
-            async with anyio.create_task_group() as keep_alive:
-                keep_alive.start_soon(self._keep_alive, hold)
+            loop = _asyncio_loop()
+            if loop is not None:
+                # A bare loop timer costs far less than a task per request; the
+                # extending task exists only once the request outlives a third
+                # of the TTL.
+                timer = _KeepAliveTimer(self, hold, loop)
                 try:
                     await guard.app(scope, watched_receive, tapped_send)
-                except BaseException as exc:
-                    # Raised below, outside the task group, as it came.
-                    failed = exc
                 finally:
-                    keep_alive.cancel_scope.cancel()
-            if failed is not None:
-                raise failed
+                    await timer.stop()
+            else:
+                async with anyio.create_task_group() as keep_alive:
+                    keep_alive.start_soon(self._keep_alive, hold)
+                    try:
+                        await guard.app(scope, watched_receive, tapped_send)
+                    except BaseException as exc:
+                        # Raised below, outside the task group, as it came.
+                        failed = exc
+                    finally:
+                        keep_alive.cancel_scope.cancel()
+                if failed is not None:
+                    raise failed
         except BaseException as exc:
             failed = failed or exc
             raise
@@ -111,12 +123,14 @@ class Settlement:
             with anyio.CancelScope(shield=True):
                 await self._finish(hold, quote, ask, tap, failed)
 
-    async def _keep_alive(self, hold: Hold) -> None:
+    async def _keep_alive(self, hold: Hold, *, wait_first: bool = True) -> None:
         """Extend the hold every third of its TTL until cancelled: two extends
         in a row can fail before the hold lapses."""
         guard = self.guard
         while True:
-            await anyio.sleep(guard.hold_ttl / 3)
+            if wait_first:
+                await anyio.sleep(guard.hold_ttl / 3)
+            wait_first = True
             try:
                 await guard.store.extend(hold, guard.hold_ttl)
             except StoreUnavailable:
@@ -293,6 +307,39 @@ async def end_hold(store: CreditStore, hold: Hold, charge: Decimal | None, recor
     if charge is not None:
         return await keeper.settle(hold, charge, record=record)  # type: ignore[no-any-return]
     return await keeper.release(hold, record=record)  # type: ignore[no-any-return]
+
+
+class _KeepAliveTimer:
+    """``Settlement._keep_alive`` on asyncio, started by a loop timer a third of
+    the TTL after the app starts: most requests end before it fires and never
+    pay for a task.  ``stop`` ends the extending task, if any, before the hold
+    is finished, so no extend lands after the settle."""
+
+    def __init__(self, settlement: Settlement, hold: Hold, loop: asyncio.AbstractEventLoop) -> None:
+        self._settlement = settlement
+        self._hold = hold
+        self._task: asyncio.Task[None] | None = None
+        self._loop = loop
+        self._handle = self._loop.call_later(settlement.guard.hold_ttl / 3, self._fire)
+
+    def _fire(self) -> None:
+        self._task = self._loop.create_task(self._settlement._keep_alive(self._hold, wait_first=False))
+
+    async def stop(self) -> None:
+        self._handle.cancel()
+        task = self._task
+        if task is not None:
+            task.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait((task,))
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop; None under another event loop (trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _count_output(texts: list[str], price: ModelPrice) -> int:

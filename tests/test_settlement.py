@@ -134,6 +134,94 @@ async def test_a_request_silent_past_the_ttl_keeps_its_hold(kind: str, tmp_path:
         await store.aclose()
 
 
+class CountingStore(MemoryStore):
+    """A memory store that records when each extend arrives."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extends: list[float] = []
+
+    async def extend(self, hold: Any, ttl: float) -> bool:
+        self.extends.append(anyio.current_time())
+        return await super().extend(hold, ttl)
+
+
+async def raw_request(app: Any, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """One request as ASGI messages, with no server: the guard runs on the test's own loop."""
+    raw = orjson.dumps(body)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": CHAT,
+        "raw_path": CHAT.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")],
+    }
+    sent: list[dict[str, Any]] = []
+    replayed = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("keeper", ["loop timer", "task group"])
+@pytest.mark.parametrize("outcome", ["answers", "raises", "answers at once"])
+async def test_a_silent_app_keeps_its_hold_and_no_extend_follows_the_end(
+    keeper: str, outcome: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from credit_guard import settlement
+
+    if keeper == "task group":
+        # The way taken on an event loop other than asyncio's.
+        monkeypatch.setattr(settlement, "_asyncio_loop", lambda: None)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 9}
+    store = CountingStore({"acct": "1"}, keys={KEY: "acct"})
+    inner = create_app(default_tokens=9)
+    held_while_silent: list[Decimal] = []
+
+    class Broke(Exception):
+        pass
+
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        if outcome != "answers at once":
+            await anyio.sleep(0.65)  # past two TTLs without a byte
+        held_while_silent.append((await store.balance("acct")).held)
+        if outcome == "raises":
+            raise Broke
+        await inner(scope, receive, send)
+
+    guard = CreditGuard(silent, prices=PRICES, store=store, hold_ttl=0.3)
+    if outcome == "raises":
+        # The app's own exception, as it came (not wrapped in a group).
+        with pytest.raises(Broke):
+            await raw_request(guard, body)
+    else:
+        sent = await raw_request(guard, body)
+        assert sent[0]["status"] == 200
+    ended = anyio.current_time()
+    assert held_while_silent[0] > 0
+    # Extends every third of the TTL while the app works; none for a request
+    # that ends before the first is due.
+    assert len(store.extends) >= (0 if outcome == "answers at once" else 2)
+    await anyio.sleep(0.25)  # past the next extend, had the timer outlived the request
+    assert all(at <= ended for at in store.extends)
+    balance = await store.balance("acct")
+    assert balance.held == 0
+    assert (balance.spent > 0) == (outcome != "raises")
+
+
 def test_serve_refuses_a_hold_ttl_its_extends_cannot_keep_alive(capsys: pytest.CaptureFixture[str]) -> None:
     from credit_guard.cli import MIN_HOLD_TTL, main
 

@@ -16,7 +16,6 @@ they share, ``preamble`` the hidden input OpenAI families bill.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from ..errors import InvalidRequest
@@ -38,11 +37,7 @@ def parse(kind: str, body: object) -> Ask:
     parser = _PARSERS.get(kind)
     if parser is None:
         raise ValueError(f"unknown request shape {kind!r}")
-    ask = parser(body)
-    if kind == "chat":
-        # A provider tokenizer renders the messages itself (tokens.count_input).
-        ask = replace(ask, source=body)
-    return ask
+    return parser(body)
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], Ask]] = {

@@ -141,6 +141,8 @@ def _chat(body: dict[str, Any]) -> Ask:
         stream=stream,
         include_usage=include_usage,
         service_tier=service_tier,
+        # A provider tokenizer renders the messages itself (tokens.count_input).
+        source=body,
     )
 
 
