@@ -165,7 +165,13 @@ def check(body: dict[str, Any]) -> None:
         )
 
 
-def count_chat(body: dict[str, Any], model: str, *, wait: bool = False) -> MistralCount | None:
+#: Load a tokenizer not yet loaded before counting, instead of in the
+#: background (the byte bound meanwhile): set in processes that never run an
+#: event loop, such as the workers that price large bodies (``offload.py``).
+WAIT_FOR_TOKENIZERS = False
+
+
+def count_chat(body: dict[str, Any], model: str, *, wait: bool | None = None) -> MistralCount | None:
     """The input tokens of a chat completions ``body`` on Mistral's ``model``,
     or None where Mistral's tokenizer cannot count it (see the module doc).
     With ``wait``, a tokenizer not yet loaded is loaded now instead of in the
@@ -174,7 +180,7 @@ def count_chat(body: dict[str, Any], model: str, *, wait: bool = False) -> Mistr
     if found is None:
         return None
     key, verified = found
-    tokenizer = _tokenizer(key, wait=wait)
+    tokenizer = _tokenizer(key, wait=WAIT_FOR_TOKENIZERS if wait is None else wait)
     if tokenizer is None:
         return None
     messages = body.get("messages")

@@ -278,6 +278,11 @@ def _serve(fd: int) -> None:
     except OSError:  # pragma: no cover - not permitted here
         pass
     tokens.warm()
+    # No event loop here: a Mistral tokenizer is loaded when first needed and
+    # counts exactly, rather than the byte bound while it loads.
+    from . import _mistral
+
+    _mistral.WAIT_FOR_TOKENIZERS = True
     conn.send_bytes(b"ready")
     while True:
         try:

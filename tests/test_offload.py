@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from credit_guard import CreditGuard, MemoryStore, PriceTable
+from credit_guard import CreditGuard, MemoryStore, PriceTable, _mistral
 from credit_guard.fake_llm import create_app
 from credit_guard.offload import DEFAULT_OFFLOAD_BYTES, PricingPool
 
@@ -47,6 +47,10 @@ MODELS = [
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[PricingPool]:
+    # The workers load Mistral's tokenizer when first needed; this process
+    # loads it now, so both sides count Mistral exactly (where the extra is
+    # installed) whatever ran before.
+    _mistral.warm()
     shared = PricingPool(TABLE, processes=2)
     yield shared
     shared.close()
