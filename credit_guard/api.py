@@ -34,6 +34,7 @@ from ._jsonapi import (
     usage_query,
 )
 from .errors import AuthenticationFailed, CreditGuardError, StoreUnavailableError
+from .middleware import account_lookup
 from .money import parse_amount
 from .records import key_label
 from .stores.base import CreditStore, StoreUnavailable
@@ -81,19 +82,7 @@ class CreditsAPI:
         low_balance_threshold: Decimal | str | int | None = None,
     ) -> None:
         self.store = store
-        if accounts is None:
-            self._lookup: Lookup = store.account_for_key
-        elif isinstance(accounts, Mapping):
-            table = dict(accounts)
-
-            async def lookup(key: str) -> str | None:
-                return table.get(key)
-
-            self._lookup = lookup
-        elif callable(accounts):
-            self._lookup = accounts
-        else:
-            raise ValueError("accounts must be a mapping, an async callable, or None")
+        self._lookup: Lookup = account_lookup(store, accounts)
         if usage_scope not in ("key", "account"):
             raise ValueError("usage_scope must be 'key' or 'account'")
         self.usage_scope = usage_scope

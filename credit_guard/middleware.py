@@ -61,6 +61,24 @@ _SERVES = {
 }
 
 
+def account_lookup(store: CreditStore, accounts: Mapping[str, str] | AccountLookup | None) -> AccountLookup:
+    """API key -> account (or ``(account, key label)``): ``accounts`` as a
+    mapping or an async callable, else the store's own hashed keys.  Raises
+    ``ValueError`` for anything else."""
+    if accounts is None:
+        return store.account_for_key
+    if isinstance(accounts, Mapping):
+        table = dict(accounts)
+
+        async def lookup(key: str) -> str | None:
+            return table.get(key)
+
+        return lookup
+    if callable(accounts):
+        return accounts
+    raise ValueError("accounts must be a mapping, an async callable, or None")
+
+
 class CreditGuard:
     """Wraps ``app`` so that no priced request reaches it without its worst case
     held on the caller's account.
@@ -157,19 +175,7 @@ class CreditGuard:
         self.app = app
         self.store = store
         self.prices = prices if prices is not None else PriceTable.default()
-        if accounts is None:
-            self._lookup: AccountLookup = store.account_for_key
-        elif isinstance(accounts, Mapping):
-            table = dict(accounts)
-
-            async def lookup(key: str) -> str | None:
-                return table.get(key)
-
-            self._lookup = lookup
-        elif callable(accounts):
-            self._lookup = accounts
-        else:
-            raise ValueError("accounts must be a mapping, an async callable, or None")
+        self._lookup: AccountLookup = account_lookup(store, accounts)
         self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
         self.deployments = dict(deployments or {})
         for name, model in self.deployments.items():
