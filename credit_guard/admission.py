@@ -47,9 +47,6 @@ __all__ = ["Exchange"]
 
 logger = logging.getLogger("credit_guard")
 
-# Bodies at least this large are parsed and counted in a worker thread, off the
-# event loop.
-_THREAD_COUNT_BYTES = 32 * 1024
 # Bodies at least this large are first priced by their byte upper bound, where
 # it fits the balance with the guard's margin (below this, counting costs less
 # than the balance read).
@@ -99,7 +96,7 @@ class Exchange:
                 await guard.warm()
             if guard.offload_bytes is not None and len(body.data) >= guard.offload_bytes:
                 obj, ask, price = await self._understand_elsewhere(body.data)
-            elif len(body.data) >= _THREAD_COUNT_BYTES:
+            elif len(body.data) >= tokens.THREAD_COUNT_BYTES:
                 obj, ask, price = await anyio.to_thread.run_sync(
                     self._understand, body.data, limiter=guard.limiter_for(len(body.data))
                 )
@@ -224,7 +221,7 @@ class Exchange:
         if self.offloaded is not None:
             assert self.guard.pricing is not None
             return await self.guard.pricing.count(self.kind, self.offloaded)
-        if self.size >= _THREAD_COUNT_BYTES:
+        if self.size >= tokens.THREAD_COUNT_BYTES:
             limiter = self.guard.limiter_for(self.size)
             return await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)
         return tokens.count_input(ask, price)

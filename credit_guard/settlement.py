@@ -36,8 +36,6 @@ __all__ = ["Settlement", "actual_cost"]
 
 logger = logging.getLogger("credit_guard")
 
-# Output text at least this long is counted in a worker thread.
-_THREAD_COUNT_BYTES = 32 * 1024
 # Pauses between attempts to end a hold while the store fails (None: give up).
 _SETTLE_RETRIES: tuple[float | None, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, None)
 
@@ -346,7 +344,7 @@ async def _count_output(texts: list[str], price: ModelPrice) -> int:
     """Output tokens in generated text the response did not count for us."""
     if not texts:
         return 0
-    if sum(len(t) for t in texts) >= _THREAD_COUNT_BYTES:
+    if sum(len(t) for t in texts) >= tokens.THREAD_COUNT_BYTES:
         return await anyio.to_thread.run_sync(tokens.count_output, texts, price)
     return tokens.count_output(texts, price)
 

@@ -61,7 +61,12 @@ __all__ = [
     "input_bounds",
     "warm",
     "PART_MARGIN",
+    "THREAD_COUNT_BYTES",
 ]
+
+#: Texts (or bodies) at least this large are counted in a worker thread, off
+#: the event loop.
+THREAD_COUNT_BYTES = 32 * 1024
 
 #: Framing tokens added per message when bounding a model without a tokenizer.
 PART_MARGIN = 16

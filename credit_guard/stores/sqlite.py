@@ -54,12 +54,16 @@ __all__ = ["SQLiteStore", "MIGRATIONS", "SCHEMA_VERSION"]
 T = TypeVar("T")
 
 
-def _v1(db: sqlite3.Connection) -> None:
+def _execute(db: sqlite3.Connection, schema: str) -> None:
     # One statement at a time: executescript() would commit the migration's
     # transaction half-way.
-    for statement in _V1_SCHEMA.split(";"):
+    for statement in schema.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    _execute(db, _V1_SCHEMA)
 
 
 _V1_SCHEMA = """
@@ -113,9 +117,7 @@ def _v2(db: sqlite3.Connection) -> None:
 
 def _v3(db: sqlite3.Connection) -> None:
     # Usage records, and their per-day rollup at the grain (account, day, key, model).
-    for statement in _V3_SCHEMA.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    _execute(db, _V3_SCHEMA)
 
 
 _V3_SCHEMA = """
