@@ -328,8 +328,8 @@ class Exchange:
             raise error
         guard.metrics.hold_opened(quote.model, result.amount)
         if ask.kind == "chat" and ask.stream and not ask.include_usage and guard.inject_usage:
-            spliceable = raw is body.raw and body.raw == body.data
-            if obj.get("stream_options") is not None or not spliceable or raw[:1] != b"{":
+            spliceable = _can_splice(obj, raw, raw is body.raw and body.raw == body.data)
+            if not spliceable:
                 obj = await self._whole(obj, body.data)  # edited whole, not spliced
             raw, scope = _ask_for_usage(scope, obj, raw, spliceable=spliceable)
             self.strip_usage = True
@@ -401,15 +401,21 @@ def _with_body_headers(scope: Scope, raw: bytes, *, decoded: bool) -> Scope:
     return new
 
 
+def _can_splice(obj: dict[str, Any], raw: bytes, unchanged: bool) -> bool:
+    """Whether ``stream_options`` can be spliced into ``raw`` (the bytes the
+    client sent, ``unchanged``): only where the body has none at all, in any
+    spelling.  Beside a caller's ``null`` it would be a duplicate key, and an
+    upstream that keeps the last one reads no include_usage."""
+    return unchanged and "stream_options" not in obj and raw[:1] == b"{"
+
+
 def _ask_for_usage(scope: Scope, obj: dict[str, Any], raw: bytes, *, spliceable: bool) -> tuple[bytes, Scope]:
     """The body with ``stream_options.include_usage`` set, and a scope to match.
     The upstream sees exactly one ``stream_options``: spliced in where the client
-    sent none, else the client's (``null``, ``{"include_usage": false}``) replaced."""
-    if "stream_options" not in obj and spliceable and raw[:1] == b"{":
+    sent none (``spliceable``, from ``_can_splice``), else the client's (``null``,
+    ``{"include_usage": false}``) replaced in the whole body ``obj``."""
+    if spliceable:
         # Splice the field in, leaving every byte the client sent as it was.
-        # Only where the body has no stream_options at all, in any spelling:
-        # beside a caller's ``null`` it would be a duplicate key, and an
-        # upstream that keeps the last one reads no include_usage.
         sep = b"," if raw[1:].lstrip()[:1] != b"}" else b""
         new = b'{"stream_options":{"include_usage":true}' + sep + raw[1:]
         return new, _with_body_headers(scope, new, decoded=False)

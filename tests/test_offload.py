@@ -240,13 +240,21 @@ async def test_a_stream_is_asked_for_usage_with_the_same_bytes(pool: PricingPool
     compressed body, or one with stream_options) reach the app as without
     offloading."""
     base = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PAD}], "stream": True}
-    for extra, gz in (({}, False), ({}, True), ({"stream_options": {"include_usage": False}}, False)):
+    for extra, gz in (
+        ({}, False),
+        ({}, True),
+        ({"stream_options": {"include_usage": False}}, False),
+        ({"stream_options": None}, False),
+    ):
         body = orjson.dumps({**base, **extra})
         options: dict[str, Any] = {"balance": "100000", "usage": True, "auto_fit": False, "gz": gz}
         here = await _exchange(body, "/v1/chat/completions", offload=None, **options)
         there = await _exchange(body, "/v1/chat/completions", offload=pool, **options)
         assert there[0] == 200 and there[4] == here[4]
         assert there[4][0][0] != body and b'"include_usage":true' in there[4][0][0]
+        # The whole body went on, with exactly one stream_options.
+        sent = orjson.loads(there[4][0][0])
+        assert sent["messages"][0]["content"] == PAD and sent["stream_options"] == {"include_usage": True}
 
 
 async def test_auto_fit_rewrites_an_offloaded_body_as_it_would_here(pool: PricingPool) -> None:
