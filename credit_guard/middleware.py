@@ -97,10 +97,13 @@ class CreditGuard:
     request target that is not a plain path (``#``, ``http://host/...``,
     ``//host/...``, ``*``) is refused (see ``routes.py``).
 
-    How a hold ends: usage the response reports is charged; a successful
-    response without usage is charged for its input and the output the guard
-    counted in it; a client that leaves mid-response is charged for its input
-    and the output it was sent.  ``on_app_error`` decides when the app raises or
+    How a hold ends (the whole rule: docs/deploying.md, "How a hold ends"):
+    usage the response reports is charged; usage it reports but the guard
+    cannot trust, or cannot read, costs the hold; a successful response without
+    usage is charged for its input and the output the guard counted in it (the
+    hold for a reasoning model, whose bill includes what it does not show); a
+    client that leaves mid-response is charged for its input and the output it
+    was sent (the hold for a reasoning model).  ``on_app_error`` decides when the app raises or
     answers an error status before any output: ``"release"`` (default: charge
     nothing) or ``"charge_input"``.  ``on_abort`` decides when the client leaves
     before any output: ``"charge_input"`` (default: leaving early does not make
