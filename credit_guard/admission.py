@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import replace
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -43,7 +45,7 @@ from .stores.base import Hold, Insufficient, StoreUnavailable
 if TYPE_CHECKING:
     from .middleware import CreditGuard
 
-__all__ = ["Exchange"]
+__all__ = ["Exchange", "SeenBalances"]
 
 logger = logging.getLogger("credit_guard")
 
@@ -227,30 +229,37 @@ class Exchange:
         return tokens.count_input(ask, price)
 
     async def _quote(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
-        """The quote to hold: the exact count, unless the body is large enough
-        for counting to cost more than a balance read and its byte upper bound
-        fits the balance ``bound_margin`` times over.  Then the bound is held
-        and the count skipped: the decision is the one the exact count would
-        make (the bound is never below it), and the hold stays a small share
-        of the balance.  Where even the byte lower bound is unaffordable on a
-        very large body, the 402 is answered from that bound without counting."""
+        """The quote to hold: the exact count, unless the body's byte upper
+        bound fits the caller's available balance ``bound_margin`` times over.
+        Then the bound is held and the count skipped: the decision is the one
+        the exact count would make (the bound is never below it), and the hold
+        stays a small share of the balance.  The balance is the one the store
+        reported with this account's last hold in this process (``SeenBalances``:
+        no read at all), or, for a body large enough that counting costs more
+        than a read, read now.  Where even the byte lower bound is unaffordable
+        on a very large body, the 402 is answered from that bound without
+        counting."""
         guard = self.guard
-        if size >= _BOUND_FIRST_BYTES:
-            low, high = self.bounds or tokens.input_bounds(ask, price)
+        if guard.bound_margin is None:
+            count = await self.count_input(ask, price)
+            return make_quote(ask, price, count.tokens, count.exact)
+        available = guard.seen_balances.get(account)
+        if available is None and size >= _BOUND_FIRST_BYTES:
             try:
                 available = (await guard.store.balance(account)).available
             except StoreUnavailable:
                 available = None
-            if available is not None:
-                ceiling = make_quote(ask, price, high, False)
-                if ceiling.max_cost * guard.bound_margin <= available:
-                    self.bounded = True
-                    return ceiling
-                if size >= _FLOOR_FIRST_BYTES:
-                    floor = make_quote(ask, price, low, False)
-                    if floor.max_cost > available:
-                        # Even the fewest tokens this body can hold are unaffordable.
-                        return floor
+        if available is not None:
+            low, high = self.bounds or tokens.input_bounds(ask, price)
+            ceiling = make_quote(ask, price, high, False)
+            if ceiling.max_cost * guard.bound_margin <= available:
+                self.bounded = True
+                return ceiling
+            if size >= _FLOOR_FIRST_BYTES:
+                floor = make_quote(ask, price, low, False)
+                if floor.max_cost > available:
+                    # Even the fewest tokens this body can hold are unaffordable.
+                    return floor
         count = await self.count_input(ask, price)
         return make_quote(ask, price, count.tokens, count.exact)
 
@@ -275,6 +284,11 @@ class Exchange:
             count = await self.count_input(ask, quote.price)
             quote = make_quote(ask, quote.price, count.tokens, count.exact)
             result = await self._reserve_once(account, quote)
+        elif isinstance(result, Hold) and self.bounded and not _within_margin(result, guard.bound_margin or 1):
+            # The bound was held, but the balance it left says the margin did
+            # not hold (it was spent since it was seen): the exact count is held
+            # in its place, so that the hold stays a small share of the balance.
+            result, quote = await self._hold_exactly(account, ask, quote, result)
         if isinstance(result, Insufficient) and guard.auto_fit:
             fitted = self._fit(ask, quote, result)
             if fitted is not None:
@@ -289,6 +303,7 @@ class Exchange:
                 raw = orjson.dumps(obj)
                 scope = _with_body_headers(scope, raw, decoded=True)
                 result = await self._reserve_once(account, quote)
+        guard.seen_balances.saw(account, result)
         if result is None:
             raise StoreUnavailableError(
                 "The credit store is unavailable; the request was not forwarded. Retry shortly."
@@ -335,6 +350,30 @@ class Exchange:
             self.strip_usage = True
         return result, quote, raw, scope
 
+    async def _hold_exactly(self, account: str, ask: Ask, bounded: Quote, hold: Hold) -> tuple[Hold, Quote]:
+        """The exact count held in place of the bound ``hold`` (released once
+        the exact hold is made); the bound stays held where the exact one
+        cannot be made beside it, since the request was admitted on it."""
+        count = await self.count_input(ask, bounded.price)
+        quote = make_quote(ask, bounded.price, count.tokens, count.exact)
+        exact = await self._reserve_once(account, quote)
+        if not isinstance(exact, Hold):
+            return hold, bounded
+        self.bounded = False
+        try:
+            await self.guard.store.release(hold)
+        except StoreUnavailable:
+            # The bound hold ends by expiring, after its TTL.
+            self.guard.metrics.store_error("release")
+            logger.warning(
+                "credit_guard.release_failed request_id=%s hold=%s: the hold will expire", self.request_id, hold.id
+            )
+            return exact, quote
+        if exact.available is not None:
+            # What the account has left now that the bound is back.
+            exact = replace(exact, available=exact.available + hold.amount)
+        return exact, quote
+
     async def _whole(self, obj: Any, data: bytes) -> Any:
         """The whole body object, where ``obj`` holds only the fields of an
         offloaded body: parsed again in a thread (a rewrite of such a body is
@@ -379,6 +418,40 @@ class Exchange:
             }
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _within_margin(hold: Hold, margin: int) -> bool:
+    """Whether ``hold`` was at most a ``margin``-th of the balance available
+    when it was made (what it left, plus itself)."""
+    return hold.available is None or hold.amount * margin <= hold.available + hold.amount
+
+
+class SeenBalances:
+    """The available balance each account's last hold (or refusal) left, as
+    the store reported it: what ``Exchange._quote`` checks the byte bound
+    against without reading the store.  It is a hint, never a decision: the
+    store's reserve is atomic and refuses what does not fit, and a hold whose
+    balance turns out thinner than the hint is re-priced exactly.  At most
+    ``accounts`` are kept, the least recently seen dropped first."""
+
+    def __init__(self, accounts: int = 65_536) -> None:
+        self.accounts = accounts
+        self._available: OrderedDict[str, Decimal] = OrderedDict()
+
+    def get(self, account: str) -> Decimal | None:
+        return self._available.get(account)
+
+    def saw(self, account: str, result: Hold | Insufficient | None) -> None:
+        """Note what a reserve reported about ``account``'s balance."""
+        available = result.available if result is not None else None
+        seen = self._available
+        if available is None:
+            seen.pop(account, None)
+            return
+        seen[account] = available
+        seen.move_to_end(account)
+        if len(seen) > self.accounts:
+            seen.popitem(last=False)
 
 
 def first_header(headers: Any, name: bytes) -> bytes | None:

@@ -119,6 +119,7 @@ def build_app(
     metrics_path: str | None = None,
     allow_read: Sequence[str] = (),
     admin_token: str | None = None,
+    bound_margin: str | None = None,
 ) -> Any:
     """The guarded app ``serve`` runs: the guard in front of the proxy (or of
     the fake model with ``demo``), with ``proxy.gateway_policy``: nothing
@@ -141,6 +142,8 @@ def build_app(
         options["max_body_bytes"] = max_body_bytes
     if hold_ttl:
         options["hold_ttl"] = hold_ttl
+    if bound_margin:
+        options["bound_margin"] = _bound_margin(bound_margin)
     from .rejections import RejectionLog
 
     options["rejections"] = RejectionLog()
@@ -223,7 +226,21 @@ def app_from_env() -> Any:
         hold_ttl=float(_env("hold_ttl") or 0) or None,
         allow_read=(_env("allow_read") or "").split(),
         admin_token=_admin_token(_env("admin_token_file")),
+        bound_margin=_env("bound_margin"),
     )
+
+
+def _bound_margin(text: str) -> int | None:
+    """``--bound-margin``: a whole number of at least 1, or ``off``."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        margin = int(text)
+    except ValueError:
+        margin = 0
+    if margin < 1:
+        raise UsageError(f"--bound-margin must be a whole number of at least 1, or 'off', not {text!r}")
+    return margin
 
 
 async def _prepare_demo(store_url: str, balance: str, key_file: Path) -> str:
@@ -359,6 +376,9 @@ def _serve(args: argparse.Namespace) -> int:
     hold_ttl = args.hold_ttl or float(_env("hold_ttl") or 0)
     if hold_ttl and hold_ttl < MIN_HOLD_TTL:
         raise UsageError(f"--hold-ttl must be at least {MIN_HOLD_TTL:g} seconds (holds are extended every third of it)")
+    bound_margin = args.bound_margin or _env("bound_margin")
+    if bound_margin:
+        _bound_margin(bound_margin)  # fail now, not in a worker
     token_file = args.admin_token_file or _env("admin_token_file")
     admin = _admin_token(token_file) is not None  # fail now, not in a worker
     anyio.run(_store(store_url).aclose)  # a bad URL or a missing extra: said now, not by a worker
@@ -377,6 +397,7 @@ def _serve(args: argparse.Namespace) -> int:
         "CREDIT_GUARD_MAX_BODY_BYTES": str(args.max_body_bytes or _env("max_body_bytes") or ""),
         "CREDIT_GUARD_FAIL_OPEN": "1" if args.fail_open or _env("fail_open") == "1" else "0",
         "CREDIT_GUARD_HOLD_TTL": str(args.hold_ttl or _env("hold_ttl") or ""),
+        "CREDIT_GUARD_BOUND_MARGIN": bound_margin or "",
         "CREDIT_GUARD_METRICS_PATH": metrics_path or "",
         "CREDIT_GUARD_ALLOW_READ": " ".join(args.allow_read or []) or _env("allow_read") or "",
         # The path, not the token: workers read the file themselves.
@@ -772,6 +793,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--billing-url", help="named in the 402's suggestions")
     serve.add_argument("--max-body-bytes", type=int, help="request body limit (default 16 MiB)")
     serve.add_argument("--hold-ttl", type=float, help="seconds a dead process's hold lasts (default 300, at least 30)")
+    serve.add_argument(
+        "--bound-margin",
+        metavar="N|off",
+        help="hold a request's byte upper bound uncounted where it fits the balance N times over (default 10);"
+        " off counts every request, for admission exact to the unit under any concurrency",
+    )
     serve.add_argument(
         "--allow-read",
         action="append",

@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from . import tokens
 from ._asgi import ASGIApp, Message, Receive, Scope, Send
-from .admission import Exchange
+from .admission import Exchange, SeenBalances
 from .errors import (
     CreditGuardError,
     InvalidRequest,
@@ -111,11 +111,17 @@ class CreditGuard:
     store is unreachable (default: refuse with 503).  ``auto_fit`` lowers an
     unaffordable output cap to the affordable one instead of answering 402.
     ``inject_usage`` asks a chat stream's upstream for usage when the client did
-    not (and hides it from the client).  ``bound_margin``: a body of 8 KiB or
-    more whose byte upper bound fits the caller's balance this many times over
-    is held at that bound without being counted (it admits exactly what the
-    count would; the charge still comes from the usage, or from the exact count
-    where the response reports none); 1 holds the bound whenever it fits.
+    not (and hides it from the client).  ``bound_margin``: a body whose byte
+    upper bound fits the caller's available balance this many times over is
+    held at that bound without being counted (it admits exactly what the count
+    would; the charge still comes from the usage, or from the exact count where
+    the response reports none); 1 holds the bound whenever it fits.  The
+    balance is the one the account's previous hold left (a body of 8 KiB or
+    more reads it from the store where there is none).  A bound hold is larger
+    than the count's, so near the end of a balance, while such holds are in
+    flight, a request the count would admit can be refused (its 402 says
+    ``in_flight_holds``, with ``Retry-After``); ``None`` counts every request,
+    for admission exact to the unit under any concurrency.
     ``large_bodies_at_once``: how many bodies of a mebibyte or more are parsed
     and counted at the same time (each costs memory in proportion to its
     size); the others wait for a turn.  ``offload_bytes``: bodies at least
@@ -165,7 +171,7 @@ class CreditGuard:
         low_balance_threshold: Decimal | str | int | None = None,
         retry_after: int = 5,
         unpriced: str = "pass",
-        bound_margin: int = 10,
+        bound_margin: int | None = 10,
         large_bodies_at_once: int = 2,
         open_reads: tuple[str, ...] = ("/**",),
         deployments: Mapping[str, str] | None = None,
@@ -208,9 +214,14 @@ class CreditGuard:
             None if low_balance_threshold is None else parse_amount(low_balance_threshold, what="threshold")
         )
         self.retry_after = retry_after
-        if isinstance(bound_margin, bool) or not isinstance(bound_margin, int) or bound_margin < 1:
-            raise ValueError("bound_margin must be a whole number of at least 1")
+        if bound_margin is not None and (
+            isinstance(bound_margin, bool) or not isinstance(bound_margin, int) or bound_margin < 1
+        ):
+            raise ValueError("bound_margin must be a whole number of at least 1, or None")
         self.bound_margin = bound_margin
+        # What each account's last hold left available: the bound's margin is
+        # checked against it without a store read (see ``Exchange._quote``).
+        self.seen_balances = SeenBalances()
         if unpriced not in ("pass", "authenticate", "refuse"):
             raise ValueError("unpriced must be 'pass', 'authenticate' or 'refuse'")
         self.unpriced = unpriced

@@ -343,7 +343,7 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
             if counted is not None:
                 # Fields Mistral's renderer does not know, as the JSON text an
                 # upstream that renders them receives.
-                unknown = sum(len(t.encode("utf-8", "surrogatepass")) for t in ask.unknown)
+                unknown = sum(utf8_len(t) for t in ask.unknown)
                 return TokenCount(counted.tokens + unknown, counted.exact and not ask.unknown)
         bound = price.token_bound
         texts = _bounded_texts(ask)
@@ -352,7 +352,7 @@ def count_input(ask: Ask, price: ModelPrice) -> TokenCount:
             o200k_tokens = sum(count_text(o200k, t) for t in texts)
             tokens = math.ceil(o200k_tokens * bound.o200k_ratio)
         else:
-            tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+            tokens = sum(utf8_len(t) for t in texts)
         margin = bound.margin if bound is not None else 0
         margin += _mistral.tools_json_bytes(ask.source) if mistral else 0
         margin += _provider_prompt(ask, price)
@@ -396,7 +396,8 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     at most that many bytes); ``high`` that a token holds at least one byte."""
     images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images)
     name = encoding_name(price)
-    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in (ask.texts if name else _bounded_texts(ask)))
+    sizes = [utf8_len(t) for t in (ask.texts if name else _bounded_texts(ask))]
+    total = sum(sizes)
     if name is None:
         exact = count_input(ask, price) if price.token_bound and price.token_bound.o200k_ratio else None
         if exact is not None:
@@ -410,7 +411,7 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     get_encoding(name)
     longest = _longest[name]
     # Every non-empty text is at least one token.
-    low = sum(max(1, -(-len(t.encode("utf-8", "surrogatepass")) // longest)) for t in ask.texts if t)
+    low = sum(max(1, -(-size // longest)) for size in sizes if size)
     known_images = sum(
         image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
         for image in ask.images
@@ -418,6 +419,12 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     prompt = _provider_prompt(ask, price)
     saved = max((n for _, n in ask.savings), default=0)
     return low + ask.fixed_tokens - saved + known_images + prompt, total + ask.fixed_tokens + images + prompt
+
+
+def utf8_len(text: str) -> int:
+    """The length of ``text`` in UTF-8 (lone surrogates as three bytes each),
+    without encoding it where it is ASCII."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _bounded_texts(ask: Ask) -> tuple[str, ...]:

@@ -6,9 +6,12 @@ import gzip
 import zlib
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from credit_guard.body import ClientDisconnected, read_body, replay
+from credit_guard.body import ClientDisconnected, parse_json, read_body, replay
 from credit_guard.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 
 pytestmark = pytest.mark.anyio
@@ -107,3 +110,105 @@ async def test_replay_gives_the_body_once_then_delegates() -> None:
     replayed = replay(b"abc", receiver([later]))
     assert await replayed() == {"type": "http.request", "body": b"abc", "more_body": False}
     assert await replayed() == later
+
+
+# -- strict JSON: no key twice in one object ------------------------------------------
+
+
+def _reference_unique(data: bytes) -> bool:
+    """The standard library's answer, every pair seen: no object has a key twice."""
+    import json
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise KeyError("duplicate")
+        return dict(pairs)
+
+    try:
+        json.loads(data, object_pairs_hook=hook)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"model":"a","model":"b"}',
+        b'{"model":"gpt-4o","messages":[{"role":"user","content":"x","content":"y"}]}',
+        # The same key once its escape is decoded: another parser sees it twice too.
+        b'{"model":"gpt-4o","mod\\u0065l":"gpt-4o-mini"}',
+        b'{"a":{"b":1},"a":{"b":1}}',
+        # The value a repeated key replaced holds the only colons in strings.
+        b'{"a":{"x":"1:2:3"},"a":"plain"}',
+        # A colon escaped in a string would balance a repeated key, were it
+        # not counted: \\u003a decodes to ":".
+        b'{"k":"\\u003a","k":"v"}',
+        b'{"k":"\\u003A","k":"\\u003a"}',
+    ],
+)
+def test_a_key_twice_in_one_object_is_refused(data: bytes) -> None:
+    assert not _reference_unique(data)
+    with pytest.raises(InvalidRequest) as caught:
+        parse_json(data)
+    assert "twice" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"model":"gpt-4o","messages":[{"role":"user","content":"see https://example.com:8080/a:b"}]}',
+        b'{"k\\u003a":"\\u003a\\u003A::","x":{"k\\u003a":1}}',
+        # An escaped backslash before "u003a" is not an escaped colon.
+        b'{"k":"\\\\u003a","j":"\\\\u003A:"}',
+        b'{"a":1,"b":{"a":1,"b":[{"a":{}}]}}',
+        b'[{"a":1},{"a":1}]',
+        b'"just:a:string"',
+    ],
+)
+def test_the_same_key_in_different_objects_and_colons_in_strings_are_accepted(data: bytes) -> None:
+    assert _reference_unique(data)
+    assert parse_json(data) == orjson.loads(data)
+
+
+_KEYS = ["a", "b", "a:", ":", "é", "model"]
+
+
+def _escaped(text: str, draw: Any) -> str:
+    """``text`` as a JSON string literal, each character escaped or not."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif draw(st.booleans()):
+            out.append(f"\\u{ord(char):04{draw(st.sampled_from(['x', 'X']))}}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+@st.composite
+def _json_texts(draw: Any, depth: int = 0) -> str:
+    kind = draw(st.sampled_from(["object", "array", "string", "number"] if depth < 3 else ["string", "number"]))
+    if kind == "number":
+        return str(draw(st.integers(-5, 5)))
+    if kind == "string":
+        return _escaped(draw(st.sampled_from(["", ":", "a:b", "\\u003a", "x", "é:"])), draw)
+    if kind == "array":
+        return "[" + ",".join(draw(st.lists(_json_texts(depth + 1), max_size=3))) + "]"
+    keys = draw(st.lists(st.sampled_from(_KEYS), max_size=4))
+    members = [f"{_escaped(key, draw)}:{draw(_json_texts(depth + 1))}" for key in keys]
+    return "{" + ",".join(members) + "}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_json_texts())
+def test_a_repeated_key_is_refused_exactly_where_the_standard_library_finds_one(text: str) -> None:
+    data = text.encode()
+    if _reference_unique(data):
+        assert parse_json(data) == orjson.loads(data)
+    else:
+        with pytest.raises(InvalidRequest):
+            parse_json(data)

@@ -235,3 +235,20 @@ async def test_build_app_with_metrics_twice_in_one_process() -> None:
             scraped = await http.get("/m")
         assert scraped.status_code == 200 and "credit_guard_rejections_total" in scraped.text
         assert "process_cpu_seconds_total" in scraped.text
+
+
+@pytest.mark.parametrize("margin", ["0", "-3", "1.5", "ten"])
+def test_a_bad_bound_margin_is_refused_before_serving(tmp_path: Path, margin: str) -> None:
+    store = f"sqlite:///{tmp_path / 'credits.db'}"
+    code, out, err = cli("serve", "--demo", "--store", store, "--bound-margin", margin, "--port", str(free_port()))
+    assert code == 2 and "--bound-margin must be a whole number" in err
+    assert out == ""  # no banner: nothing was served
+
+
+def test_bound_margin_reaches_the_guard() -> None:
+    from credit_guard.cli import build_app
+
+    common: dict[str, Any] = {"upstream": None, "demo": True, "store_url": "sqlite:///:memory:", "prices": None}
+    assert build_app(**common).guard.bound_margin == 10
+    assert build_app(**common, bound_margin="off").guard.bound_margin is None
+    assert build_app(**common, bound_margin="3").guard.bound_margin == 3

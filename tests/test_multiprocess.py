@@ -45,7 +45,9 @@ def worst_case(body: dict[str, Any]) -> Decimal:
 
 
 @contextmanager
-def guard_processes(store_url: str, count: int = 1, workers: int = 1, hold_ttl: float = 60) -> Iterator[list[int]]:
+def guard_processes(
+    store_url: str, count: int = 1, workers: int = 1, hold_ttl: float = 60, bound_margin: str = ""
+) -> Iterator[list[int]]:
     ports = [free_port() for _ in range(count)]
     log = open(os.environ.get("GUARD_LOG", os.devnull), "ab")  # noqa: SIM115
     env = {
@@ -53,6 +55,7 @@ def guard_processes(store_url: str, count: int = 1, workers: int = 1, hold_ttl: 
         "CREDIT_GUARD_DEMO": "1",
         "CREDIT_GUARD_STORE": store_url,
         "CREDIT_GUARD_HOLD_TTL": str(hold_ttl),
+        "CREDIT_GUARD_BOUND_MARGIN": bound_margin,
     }
     processes = [
         subprocess.Popen(
@@ -151,12 +154,13 @@ async def settled(store: Any, account: str) -> Any:
 
 
 async def test_four_sqlite_workers_admit_exactly_fifty_of_1000(tmp_path: Path) -> None:
+    """Every request counted (``--bound-margin off``): admission exact to the unit."""
     url = f"sqlite:///{tmp_path / 'multi.db'}"
     store = SQLiteStore(tmp_path / "multi.db")
     try:
         await store.grant("acct", worst_case(BODY) * 50)
         await store.add_key(KEY, "acct")
-        with guard_processes(url, workers=4) as ports:
+        with guard_processes(url, workers=4, bound_margin="off") as ports:
             statuses = await flood(ports, 1000, delay_ms=1500)
         assert statuses.count(200) == 50, sorted(set(statuses))
         assert statuses.count(402) == 950
@@ -166,6 +170,30 @@ async def test_four_sqlite_workers_admit_exactly_fifty_of_1000(tmp_path: Path) -
         await ledger_explains(store, "acct")
         holds = [line for line in await store.history("acct", limit=100_000) if line["kind"] == "hold"]
         assert len(holds) == 50
+    finally:
+        await store.aclose()
+
+
+async def test_bound_holds_in_four_workers_never_admit_more_than_the_balance(tmp_path: Path) -> None:
+    """The default margin: bound holds on balances each worker last saw, which
+    the others spend.  Never more than fifty; near the end, a request can be
+    refused while bound holds are in flight (402, never anything else)."""
+    url = f"sqlite:///{tmp_path / 'multi.db'}"
+    store = SQLiteStore(tmp_path / "multi.db")
+    try:
+        await store.grant("acct", worst_case(BODY) * 50)
+        await store.add_key(KEY, "acct")
+        with guard_processes(url, workers=4) as ports:
+            # A first request in each worker, so that each has seen the balance.
+            assert set(await flood(ports * 4, 8, delay_ms=0)) == {200}
+            before = await settled(store, "acct")
+            statuses = await flood(ports, 1000, delay_ms=1500)
+        assert 0 < statuses.count(200) <= before.available // worst_case(BODY), sorted(set(statuses))
+        assert statuses.count(200) + statuses.count(402) == 1000
+        balance = await settled(store, "acct")
+        assert balance.available + balance.held + balance.spent == balance.granted
+        assert balance.available >= 0
+        await ledger_explains(store, "acct")
     finally:
         await store.aclose()
 
@@ -180,7 +208,7 @@ async def test_two_redis_guard_processes_admit_exactly_fifty_of_1000() -> None:
     try:
         await store.grant("acct", worst_case(BODY) * 50)
         await store.add_key(KEY, "acct")
-        with guard_processes(server.url, count=2) as ports:
+        with guard_processes(server.url, count=2, bound_margin="off") as ports:
             statuses = await flood(ports, 1000, delay_ms=1500)
         assert statuses.count(200) == 50, sorted(set(statuses))
         assert statuses.count(402) == 950

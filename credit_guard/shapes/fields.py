@@ -20,7 +20,7 @@ Nothing is ignored because it was not understood.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._images import image_size
@@ -41,23 +41,38 @@ class Refused:
         return any(type(value) is type(off) and value == off for off in self.off)
 
 
-@dataclass(frozen=True, slots=True)
 class FieldPolicy:
     """How the fields of one kind of object bear on the bill (see the module
     docstring): ``priced`` fields are the parser's, ``free`` ones are let
     through, ``refused`` ones get a 400, and every other one is counted."""
 
-    priced: frozenset[str]
-    free: frozenset[str] = frozenset()
-    refused: Mapping[str, Refused] = field(default_factory=dict)
+    __slots__ = ("priced", "free", "refused", "_passed", "_folded")
+
+    def __init__(
+        self, priced: frozenset[str], free: frozenset[str] = frozenset(), refused: Mapping[str, Refused] | None = None
+    ) -> None:
+        self.priced = priced
+        self.free = free
+        self.refused: Mapping[str, Refused] = dict(refused or {})
+        # Fields let through as they are: most objects have no other, and the
+        # set test below answers for all of them at once.
+        self._passed = priced | free
+        # Every known name by its case-folded spelling (see ``apply``).
+        self._folded = {known.casefold(): known for known in (*priced, *free, *self.refused)}
+
+    def __repr__(self) -> str:
+        return f"FieldPolicy(priced={sorted(self.priced)}, free={sorted(self.free)}, refused={sorted(self.refused)})"
 
     def apply(self, obj: Mapping[str, Any], out: _Builder, where: str = "") -> None:
         """Refuse ``obj``'s refused fields and add the JSON text of its unknown
         ones to ``out``.  ``where`` is the object's own ``param`` path ("" for
         the body).  Raises ``InvalidRequest`` naming the first refused field."""
-        folded = {known.casefold(): known for known in (*self.priced, *self.free, *self.refused)}
+        passed = self._passed
+        if passed.issuperset(obj.keys()):
+            return
+        folded = self._folded
         for name, value in obj.items():
-            if name in self.priced or name in self.free:
+            if name in passed:
                 continue
             param = f"{where}.{name}" if where else name
             meant = folded.get(name.casefold())
@@ -78,7 +93,7 @@ class FieldPolicy:
 
 def policy(priced: str = "", free: str = "", refused: Mapping[str, Refused] | None = None) -> FieldPolicy:
     """A ``FieldPolicy`` from space-separated field names."""
-    return FieldPolicy(frozenset(priced.split()), frozenset(free.split()), dict(refused or {}))
+    return FieldPolicy(frozenset(priced.split()), frozenset(free.split()), refused)
 
 
 #: Refused on every body: fields that gateways such as LiteLLM act on before
