@@ -42,6 +42,7 @@ from .quote import (
 )
 from .rejections import RejectionLog
 from .routes import DEFAULT_ROUTES, Router
+from .settlement import KeepAliveSweeper
 from .shapes import Ask
 from .stores.base import DEFAULT_HOLD_TTL, CreditStore
 
@@ -222,6 +223,9 @@ class CreditGuard:
         # What each account's last hold left available: the bound's margin is
         # checked against it without a store read (see ``Exchange._quote``).
         self.seen_balances = SeenBalances()
+        # Extends the holds of requests in flight (settlement.py), made on the
+        # first priced request's event loop.
+        self._sweeper: KeepAliveSweeper | None = None
         if unpriced not in ("pass", "authenticate", "refuse"):
             raise ValueError("unpriced must be 'pass', 'authenticate' or 'refuse'")
         self.unpriced = unpriced

@@ -22,7 +22,7 @@ from . import tokens
 from ._asgi import Message, Receive, Scope, Send
 from .errors import PricingUnavailable
 from .prices import ModelPrice
-from .quote import Quote, actual_cost
+from .quote import Quote, actual_cost, make_quote
 from .records import UsageRecord, clip
 from .shapes import Ask
 from .stores.base import CreditStore, Hold, StoreUnavailable
@@ -59,6 +59,11 @@ class Settlement:
         # The usage charged (reported, or counted by the guard), for the record.
         self._usage: Usage | None = None
         self._count_input = exchange.count_input
+        # The quote on the exact count, where the hold used the byte bound and
+        # the charge needed the count.
+        self._exact: Quote | None = None
+        # The charge, once computed (``_end`` may run ``_finish`` twice).
+        self._charged: tuple[Decimal | None] | None = None
 
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
@@ -94,14 +99,17 @@ class Settlement:
             # the app (or its upstream) works, silent or not.
             loop = _asyncio_loop()
             if loop is not None:
-                # A bare loop timer costs far less than a task per request; the
-                # extending task exists only once the request outlives a third
-                # of the TTL.
-                timer = _KeepAliveTimer(self, hold, loop)
+                # One loop timer for all the guard's requests costs far less
+                # than a task (or a timer) per request; the extending task
+                # exists only once the request outlives a third of the TTL.
+                sweeper = guard._sweeper
+                if sweeper is None or sweeper.loop is not loop:
+                    sweeper = guard._sweeper = KeepAliveSweeper(guard.hold_ttl, loop)
+                alive = sweeper.add(self, hold)
                 try:
                     await guard.app(scope, watched_receive, tapped_send)
                 finally:
-                    await timer.stop()
+                    await sweeper.stop(alive)
             else:
                 async with anyio.create_task_group() as keep_alive:
                     keep_alive.start_soon(self._keep_alive, hold)
@@ -118,8 +126,21 @@ class Settlement:
             failed = failed or exc
             raise
         finally:
+            await self._end(hold, quote, ask, tap, failed)
+
+    async def _end(self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None) -> None:
+        """``_finish``, whatever cancels the request meanwhile.  It runs first
+        without a shield (a cancel scope costs more than a memory store's whole
+        settle), since an end that does not wait cannot be cancelled; where a
+        cancellation does reach a wait, it runs again, shielded: its steps are
+        idempotent (the charge is kept once computed; settle and release by
+        hold id answer a repeat with the first result)."""
+        try:
+            await self._finish(hold, quote, ask, tap, failed)
+        except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._finish(hold, quote, ask, tap, failed)
+            raise
 
     async def _keep_alive(self, hold: Hold, *, wait_first: bool = True) -> None:
         """Extend the hold every third of its TTL until cancelled: two extends
@@ -155,9 +176,11 @@ class Settlement:
     async def _finish(self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None) -> None:
         """End the hold (the rule: docs/deploying.md, "How a hold ends").  Never raises."""
         guard = self.guard
-        charge = await self._charge(hold, quote, ask, tap, failed)
+        if self._charged is None:
+            self._charged = (await self._charge(hold, quote, ask, tap, failed),)
+        charge = self._charged[0]
         aborted = failed is not None and _is_cancellation(failed)
-        record = self._usage_record(hold, quote, self._usage or tap.usage, charge, aborted)
+        record = self._usage_record(hold, self._exact or quote, self._usage or tap.usage, charge, aborted)
         settlement = None
         # Settle and release are idempotent, so a store that failed for a moment
         # (a Redis restart, a locked SQLite file) is simply asked again.
@@ -226,36 +249,51 @@ class Settlement:
         if answered and tap.unreadable is not None:
             # Usage the guard cannot read is never free (nor below usage it did read).
             self._unreadable(quote, tap.unreadable)
-            return hold.amount if usage is None else max(hold.amount, actual_cost(quote, usage))
+            worst = await self._worst(hold, quote, ask)
+            return worst if usage is None else max(worst, actual_cost(quote, usage))
         cut_short = aborted or (answered and not tap.finished)
         if usage is None and cut_short and price.reasoning and tap.status < 400:
             # The provider bills reasoning the client never saw, up to the
             # moment it learnt the client had gone.
             self._unreadable(quote, "hidden_reasoning")
-            return hold.amount
+            return await self._worst(hold, quote, ask)
         if usage is None and answered and price.reasoning:
             # A reasoning model bills reasoning it does not show: the visible
             # text is not what it billed, and no usage says what it did.
             self._unreadable(quote, "hidden_reasoning")
-            return hold.amount
+            return await self._worst(hold, quote, ask)
         produced = bool(tap.texts)
         if usage is None and answered and (failed is None or produced):
             # No usage reported: the input as counted, and the output as seen.
             output = await _count_output(tap.texts, price)
-            input_tokens = quote.input_tokens
-            if self._bounded:
-                # The hold used the byte bound; the charge uses the exact count.
-                # (where the worker pricing the body fails, the bound stays).
-                with contextlib.suppress(PricingUnavailable):
-                    input_tokens = (await self._count_input(ask, price)).tokens
-            usage = Usage(input_tokens=input_tokens, output_tokens=output)
+            usage = Usage(input_tokens=(await self._counted(quote, ask)).input_tokens, output_tokens=output)
         if usage is not None:
             self._usage = usage
             return actual_cost(quote, usage)
         policy = guard.on_abort if aborted else guard.on_app_error
         if (failed is not None or tap.status >= 400) and policy == "charge_input":
-            return quote.input_cost
+            return (await self._counted(quote, ask)).input_cost
         return None
+
+    async def _counted(self, quote: Quote, ask: Ask) -> Quote:
+        """``quote`` on the exact count of the input: where the hold used the
+        byte bound, the input is counted now (the bound stays where the worker
+        pricing the body fails)."""
+        if not self._bounded:
+            return quote
+        if self._exact is None:
+            with contextlib.suppress(PricingUnavailable):
+                count = await self._count_input(ask, quote.price)
+                self._exact = make_quote(ask, quote.price, count.tokens, count.exact)
+        return self._exact or quote
+
+    async def _worst(self, hold: Hold, quote: Quote, ask: Ask) -> Decimal:
+        """What a request whose usage cannot be known costs: its hold, or where
+        the hold is the byte bound's, the worst case on the exact count (what
+        the hold would have been, had the input been counted)."""
+        if not self._bounded:
+            return hold.amount
+        return min(hold.amount, (await self._counted(quote, ask)).max_cost)
 
     def _unreadable(self, quote: Quote, reason: str) -> None:
         logger.warning(
@@ -307,25 +345,54 @@ async def end_hold(store: CreditStore, hold: Hold, charge: Decimal | None, recor
     return await keeper.release(hold, record=record)  # type: ignore[no-any-return]
 
 
-class _KeepAliveTimer:
-    """``Settlement._keep_alive`` on asyncio, started by a loop timer a third of
-    the TTL after the app starts: most requests end before it fires and never
-    pay for a task.  ``stop`` ends the extending task, if any, before the hold
-    is finished, so no extend lands after the settle."""
+class _Alive:
+    """A request in flight on a ``KeepAliveSweeper``."""
 
-    def __init__(self, settlement: Settlement, hold: Hold, loop: asyncio.AbstractEventLoop) -> None:
-        self._settlement = settlement
-        self._hold = hold
-        self._task: asyncio.Task[None] | None = None
-        self._loop = loop
-        self._handle = self._loop.call_later(settlement.guard.hold_ttl / 3, self._fire)
+    __slots__ = ("settlement", "hold", "started", "task")
 
-    def _fire(self) -> None:
-        self._task = self._loop.create_task(self._settlement._keep_alive(self._hold, wait_first=False))
+    def __init__(self, settlement: Settlement, hold: Hold, started: float) -> None:
+        self.settlement = settlement
+        self.hold = hold
+        self.started = started
+        self.task: asyncio.Task[None] | None = None
 
-    async def stop(self) -> None:
-        self._handle.cancel()
-        task = self._task
+
+class KeepAliveSweeper:
+    """``Settlement._keep_alive`` for every request in flight on one asyncio
+    loop, from one loop timer: it fires every sixth of the TTL while requests
+    are in flight, and starts a request's extending task once the request has
+    outlived a third of the TTL (so the first extend comes by half the TTL,
+    then one every third).  Most requests end first and cost a set insertion.
+    ``stop`` ends the request's extending task, if any, before its hold is
+    finished, so no extend lands after the settle."""
+
+    def __init__(self, ttl: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._due = ttl / 3
+        self._period = ttl / 6
+        self._alive: set[_Alive] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, settlement: Settlement, hold: Hold) -> _Alive:
+        alive = _Alive(settlement, hold, self.loop.time())
+        self._alive.add(alive)
+        if self._handle is None:
+            self._handle = self.loop.call_later(self._period, self._sweep)
+        return alive
+
+    def _sweep(self) -> None:
+        self._handle = None
+        if not self._alive:
+            return
+        now = self.loop.time()
+        for alive in self._alive:
+            if alive.task is None and now - alive.started >= self._due:
+                alive.task = self.loop.create_task(alive.settlement._keep_alive(alive.hold, wait_first=False))
+        self._handle = self.loop.call_later(self._period, self._sweep)
+
+    async def stop(self, alive: _Alive) -> None:
+        self._alive.discard(alive)
+        task = alive.task
         if task is not None:
             task.cancel()
             with anyio.CancelScope(shield=True):

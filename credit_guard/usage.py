@@ -416,6 +416,14 @@ class UsageTap:
         return message
 
     def body(self, chunk: bytes, more_body: bool) -> bytes:
+        if self._mode == "json" and not more_body and not self._copy and len(chunk) <= self._json_limit:
+            decoder = self._decoder
+            if decoder is not None and decoder.identity:
+                # A whole JSON body in one message, as most apps send it: read
+                # in place, without copying it.
+                self._read += len(chunk)
+                self._end(chunk)
+                return chunk
         if self._mode == "opaque":
             if chunk:
                 self._fail(self._opaque)
@@ -460,11 +468,11 @@ class UsageTap:
                 self._text += piece
         return b""
 
-    def _end(self) -> bytes:
+    def _end(self, whole: bytes | None = None) -> bytes:
         self.finished = True
         out = b""
         if self._mode == "json":
-            self._finish_json()
+            self._finish_json(whole)
         elif self._mode == "sse":
             out = self._finish_sse()
         elif self._mode == "text" and self._text:
@@ -491,14 +499,17 @@ class UsageTap:
         if self._scan is not None:
             self._scan.feed(piece)
 
-    def _finish_json(self) -> None:
+    def _finish_json(self, whole: bytes | None = None) -> None:
+        """Read the JSON body: ``whole`` where it came in one message, else
+        the copy kept (or the scan) of its pieces."""
         if self._scan is not None:
             self._finish_scan(self._scan)
             return
-        if self._copy is None or not self._copy.strip():
+        data = self._copy if whole is None else whole
+        if data is None or not data.strip():
             return  # an empty body: nothing was generated
         try:
-            obj = orjson.loads(self._copy)
+            obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             self._fail("unparsed_body")
             return

@@ -29,9 +29,10 @@ WORDS = ["gateway", "token", "balance", "héllo", "🙂", "<|endoftext|>", "\n",
 
 
 class Upstream:
-    """Answers with usage, or without it (the guard then counts)."""
+    """Answers with usage, without it (the guard then counts), or with usage
+    it cannot read (``"unreadable"``: the worst case is charged)."""
 
-    def __init__(self, usage: bool) -> None:
+    def __init__(self, usage: bool | str) -> None:
         self.usage = usage
         self.calls = 0
 
@@ -42,7 +43,9 @@ class Upstream:
         reply: dict[str, Any] = {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok then"}, "finish_reason": "stop"}]
         }
-        if self.usage:
+        if self.usage == "unreadable":
+            reply["usage"] = {"total_tokens": 1241}  # totals only: costs the worst case
+        elif self.usage:
             reply["usage"] = {"prompt_tokens": 1234, "completion_tokens": 7}
         body = orjson.dumps(reply)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
@@ -54,7 +57,7 @@ def _body(words: list[str], max_tokens: int) -> bytes:
     return orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens})
 
 
-async def _run(body: bytes, balance: Decimal, margin: int, usage: bool) -> tuple[int, Any, Any, bool]:
+async def _run(body: bytes, balance: Decimal, margin: int, usage: bool | str) -> tuple[int, Any, Any, bool]:
     store = MemoryStore({"acct": balance})
     upstream = Upstream(usage)
     guard = CreditGuard(upstream, store=store, prices=PRICES, accounts={"sk-test-1": "acct"}, bound_margin=margin)
@@ -79,10 +82,10 @@ def _exact_cost(body: bytes) -> Decimal:
     repeats=st.integers(1, 6000),
     max_tokens=st.integers(1, 4000),
     share=st.fractions(min_value=0, max_value=200),
-    usage=st.booleans(),
+    usage=st.sampled_from([True, False, "unreadable"]),
 )
 async def test_bound_first_admits_and_charges_exactly_what_the_exact_path_does(
-    phrase: list[str], repeats: int, max_tokens: int, share: Any, usage: bool
+    phrase: list[str], repeats: int, max_tokens: int, share: Any, usage: bool | str
 ) -> None:
     words = (phrase * (1 + 9000 // len(" ".join(phrase))))[: max(len(phrase), repeats)]
     words = words * (1 + 9000 // len(" ".join(words)))
@@ -210,7 +213,7 @@ async def test_a_small_body_is_held_at_its_bound_once_the_balance_is_seen() -> N
     # count, so a hundred times over holds it with the margin).
     share=st.one_of(st.sampled_from([0, 1, 2, 5, 20, 100, 1000]), st.fractions(min_value=0, max_value=2000)),
     hint=st.one_of(st.none(), st.sampled_from([0, 1, 20, 1000, 10**6]), st.fractions(min_value=0, max_value=10**6)),
-    usage=st.booleans(),
+    usage=st.sampled_from([True, False, "unreadable"]),
 )
 # The cases that matter, whatever else is drawn: an ample balance seen and real
 # (the bound is held), seen ample but real thin (re-priced exactly), real but
@@ -219,8 +222,9 @@ async def test_a_small_body_is_held_at_its_bound_once_the_balance_is_seen() -> N
 @example(["gateway"] * 10, 100, 20, 10**6, False)
 @example(["héllo", "🙂"] * 10, 100, Fraction(1, 2), 10**6, True)
 @example(["gateway"] * 10, 100, 1000, None, False)
+@example(["gateway"] * 10, 100, 1000, 10**6, "unreadable")
 async def test_a_stale_balance_admits_and_charges_exactly_what_the_exact_path_does(
-    phrase: list[str], max_tokens: int, share: Any, hint: Any, usage: bool
+    phrase: list[str], max_tokens: int, share: Any, hint: Any, usage: bool | str
 ) -> None:
     """Whatever the balance last seen says (far above or below the real one),
     a small body is admitted, refused and charged exactly as the count would."""

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 import anyio
 import httpx
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -212,3 +213,93 @@ def test_random_paths_methods_and_headers(method: str, path: str, extra: dict[st
     except (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeEncodeError):
         return  # the client refused to send it; nothing reached the guard
     check(response, watched)
+
+
+# -- every value of a valid body, replaced by a value of every other JSON type ------------
+
+_VALID = {
+    "/v1/chat/completions": {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}], "name": "ann"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+            {"role": "tool", "content": "42", "tool_call_id": "c1"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "response_format": {"type": "json_object"},
+        "max_tokens": 5,
+        "n": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "service_tier": "auto",
+    },
+    "/v1/completions": {"model": "gpt-3.5-turbo-instruct", "prompt": ["a", "b"], "max_tokens": 5, "n": 1},
+    "/v1/embeddings": {"model": "text-embedding-3-small", "input": ["a", "b"], "dimensions": 8},
+    "/v1/responses": {
+        "model": "gpt-4o",
+        "instructions": "Be brief.",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}],
+        "max_output_tokens": 5,
+    },
+    "/v1/messages": {
+        "model": "claude-3-5-sonnet-20241022",
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "f"},
+        "max_tokens": 5,
+    },
+}
+_OTHERS: list[Any] = [["x"], [{"x": 1}], {"x": 1}, {}, 7, -1, 2**70, 1.5, None, True, "x", "", []]
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _paths(inner, (*path, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += _paths(inner, (*path, index))
+    return found
+
+
+def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy: Any = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return copy
+
+
+@pytest.mark.anyio
+async def test_every_value_of_a_valid_body_replaced_by_any_other_type_is_priced_or_refused() -> None:
+    """No value of a body, whatever its type, reaches the app unpriced or
+    takes the guard down: a list where a role was expected once made a 500."""
+    reached = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal reached
+        reached += 1
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"usage": {"prompt_tokens": 1, "completion_tokens": 1}}'})
+
+    store = MemoryStore({"acct": "1000"})
+    guard = CreditGuard(app, store=store, prices=PRICES, accounts={KEY: "acct"})
+    transport = httpx.ASGITransport(app=guard, raise_app_exceptions=False)
+    statuses: set[int] = set()
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for route, body in _VALID.items():
+            for path in _paths(body):
+                for other in _OTHERS:
+                    mutated = _replaced(body, path, other)
+                    response = await client.post(route, json=mutated, headers={"Authorization": f"Bearer {KEY}"})
+                    assert response.status_code in CONTRACT | {200}, (route, path, other, response.text)
+                    statuses.add(response.status_code)
+    assert {200, 400} <= statuses
+    balance = await store.balance("acct")
+    assert balance.held == 0 and balance.available + balance.spent == balance.granted
+    assert reached > 0

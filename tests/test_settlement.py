@@ -1043,3 +1043,78 @@ async def test_any_responses_or_anthropic_usage_is_charged_at_least_what_the_pro
         assert len(run.metrics.unreadable) == unreadable_before + 1
     else:
         assert spent >= quote.input_cost
+
+
+# -- the end of a hold, whatever cancels the request meanwhile ---------------------------
+
+
+class SlowSettles(MemoryStore):
+    """A memory store whose settle and release wait (as a network store's do)
+    before they apply: a cancellation can reach the request there."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = anyio.Event()
+        self.ends = 0
+
+    async def settle(self, hold: Any, actual: Decimal, *, record: Any = None) -> Any:
+        self.ends += 1
+        self.waiting.set()
+        await anyio.sleep(0.05)
+        return await super().settle(hold, actual, record=record)
+
+    async def release(self, hold: Any, *, record: Any = None) -> Any:
+        self.ends += 1
+        self.waiting.set()
+        await anyio.sleep(0.05)
+        return await super().release(hold, record=record)
+
+
+async def _answer(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    body = orjson.dumps({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}})
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("how", ["cancel scope", "task.cancel"])
+async def test_a_request_cancelled_while_its_hold_ends_still_ends_it(how: str) -> None:
+    store = SlowSettles({"acct": "1"}, keys={KEY: "acct"})
+    guard = CreditGuard(_answer, store=store, prices=PRICES)
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": CHAT,
+        "raw_path": CHAT.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")],
+    }
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    if how == "cancel scope":
+        async with anyio.create_task_group() as group:
+            group.start_soon(guard, scope, receive, send)
+            await store.waiting.wait()
+            group.cancel_scope.cancel()
+    else:
+        import asyncio
+
+        task = asyncio.ensure_future(guard(scope, receive, send))
+        await store.waiting.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    balance = await store.balance("acct")
+    price = PRICES.resolve("gpt-4o-mini")
+    assert balance.held == 0
+    assert balance.spent == price.input_price * 9 + price.output_price * 3  # type: ignore[operator]
+    assert balance.available + balance.held + balance.spent == balance.granted
+    assert sent[0]["status"] == 200

@@ -35,6 +35,8 @@ from .fields import (
 )
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Roles whose message of a role and a text is framed as plainly as it reads.
+_PLAIN_ROLES = _ROLES - {"function"}
 # hmarr's API counts on gpt-3.5-turbo (openai-chat-tokens, tests/token-counts.test.ts):
 # a function-role message bills 2 fewer than the plain framing, and an
 # assistant's function_call 3 more than its name and arguments.
@@ -203,11 +205,26 @@ def _add_messages(out: _Builder, messages: list[Any], *, pad_system: bool = Fals
     system message's text gains a trailing newline, as OpenAI renders it."""
     out.fixed += _REPLY_PRIMING
     for index, message in enumerate(messages):
+        if type(message) is dict and len(message) == 2:
+            # Most of a conversation: a role and its text, nothing else.
+            role = message.get("role")
+            content = message.get("content")
+            if (
+                type(content) is str
+                and type(role) is str
+                and role in _PLAIN_ROLES
+                and not (pad_system and role in ("system", "developer"))
+            ):
+                out.parts += 1
+                out.fixed += _PER_MESSAGE
+                out.text(role)
+                out.text(content)
+                continue
         param = f"messages[{index}]"
         if not isinstance(message, dict):
             raise InvalidRequest("Each message must be an object.", param=param)
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise InvalidRequest(f"Unknown message role {role!r}.", param=f"{param}.role")
         MESSAGE.apply(message, out, param)
         out.parts += 1

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import secrets
 import threading
 import time
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,7 +149,7 @@ class MemoryStore:
                 )
             acct.held += units
             self._accounts[account] = acct
-            hold_id = "hold_" + uuid.uuid4().hex
+            hold_id = "hold_" + secrets.token_hex(16)
             expires_at = now + ttl
             self._live[hold_id] = _Live(account, units, expires_at, now)
             self._by_account.setdefault(account, set()).add(hold_id)
