@@ -61,6 +61,24 @@ _FLOOR_FIRST_BYTES = 256 * 1024
 class Exchange:
     """One priced request: all its state lives here, never on the guard."""
 
+    __slots__ = (
+        "guard",
+        "scope",
+        "kind",
+        "path_model",
+        "request_id",
+        "model",
+        "strip_usage",
+        "fit_header",
+        "bounded",
+        "size",
+        "key_label",
+        "started_at",
+        "offloaded",
+        "bounds",
+        "_fields",
+    )
+
     def __init__(self, guard: CreditGuard, scope: Scope, kind: str, *, model: str | None = None) -> None:
         self.guard = guard
         self.scope = scope

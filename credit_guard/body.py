@@ -10,6 +10,7 @@ a body is never priced as compressed bytes.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -243,7 +244,7 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 # JSON text for a colon escaped inside a string.
-_ESCAPED_COLONS = (b"\\u003a", b"\\u003A")
+_ESCAPED_COLON = re.compile(rb"\\u003[aA]")
 
 
 def _keys_unique(data: bytes, value: Any) -> bool:
@@ -265,8 +266,14 @@ def _keys_unique(data: bytes, value: Any) -> bool:
         again = orjson.dumps(value)
     except orjson.JSONEncodeError:  # nesting orjson serialises no deeper
         return False
-    escaped = sum(data.count(form) for form in _ESCAPED_COLONS) if b"\\u003" in data else 0
-    return data.count(b":") + escaped == again.count(b":")
+    escaped = len(_ESCAPED_COLON.findall(data)) if b"\\" in data else 0
+    return _colons(data) + escaped == _colons(again)
+
+
+def _colons(data: bytes) -> int:
+    # Faster than bytes.count, which compares byte by byte: the removal
+    # finds each colon with memchr.
+    return len(data) - len(data.replace(b":", b""))
 
 
 def parse_json(data: bytes) -> Any:

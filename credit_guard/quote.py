@@ -197,14 +197,15 @@ def actual_cost(quote: Quote, usage: Usage) -> Decimal:
         long_writes = min(usage.cache_write_1h_tokens, writes)
     else:
         long_writes = writes if quote.cache_ttl == "1h" else 0
-    return (
-        rates.input * (input_tokens - cached - writes)
-        + rates.cached_input * cached
-        + rates.cache_write * (writes - long_writes)
-        + rates.cache_write_1h * long_writes
-        + rates.output * (output_tokens - reasoning)
-        + rates.reasoning_output * reasoning
-    )
+    cost = rates.input * (input_tokens - cached - writes) + rates.output * (output_tokens - reasoning)
+    # The other parts only where there are any (most answers have none).
+    if cached:
+        cost += rates.cached_input * cached
+    if writes:
+        cost += rates.cache_write * (writes - long_writes) + rates.cache_write_1h * long_writes
+    if reasoning:
+        cost += rates.reasoning_output * reasoning
+    return cost
 
 
 def _default_output_param(kind: str) -> str:

@@ -21,6 +21,7 @@ import anyio.to_thread
 from . import tokens
 from ._asgi import Message, Receive, Scope, Send
 from .errors import PricingUnavailable
+from .money import json_text
 from .prices import ModelPrice
 from .quote import Quote, actual_cost, make_quote
 from .records import UsageRecord, clip
@@ -43,6 +44,23 @@ _SETTLE_RETRIES: tuple[float | None, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2,
 class Settlement:
     """The second half of one priced request, from the app's first byte to the
     end of its hold."""
+
+    __slots__ = (
+        "guard",
+        "request_id",
+        "_strip_usage",
+        "_fit_header",
+        "_bounded",
+        "_size",
+        "_key_label",
+        "_started_at",
+        "_route",
+        "_client_left",
+        "_usage",
+        "_count_input",
+        "_exact",
+        "_charged",
+    )
 
     def __init__(self, exchange: Exchange) -> None:
         self.guard = exchange.guard
@@ -160,12 +178,9 @@ class Settlement:
 
     def _response_headers(self, headers: list[tuple[bytes, bytes]], hold: Hold) -> list[tuple[bytes, bytes]]:
         guard = self.guard
-        names = {k.lower() for k, _ in headers}
-        if b"x-request-id" not in names:
+        if not any(k.lower() == b"x-request-id" for k, _ in headers):
             headers.append((b"x-request-id", self.request_id.encode("latin-1")))
         if hold.available is not None:
-            from .money import json_text
-
             headers.append((b"x-credits-remaining", json_text(hold.available).encode()))
             if guard.low_balance_threshold is not None and hold.available < guard.low_balance_threshold:
                 headers.append((b"x-credits-low", b"true"))

@@ -218,63 +218,84 @@ _SHORT_KEPT = 8192
 
 
 class CountCache:
-    """Token counts of longer texts, keyed by a digest of the text and the
-    encoding's name: a system prompt, a tool block or an earlier turn of a
-    conversation is resent with every request and counted once.
+    """Token counts of longer texts: a system prompt, a tool block or an
+    earlier turn of a conversation is resent with every request and counted
+    once.
 
-    Memory is capped by ``entries`` whatever the texts' sizes (an entry is a
-    16-byte digest and an int, about 150 bytes with the dict's overhead), so a
-    caller who sends a stream of distinct texts only evicts older entries
-    (oldest first): it cannot grow the cache, and it gains nothing, since
-    every text it sends is still counted once.  A 128-bit BLAKE2b digest makes
-    a collision (two texts sharing a count) infeasible to find.  Texts shorter
-    than ``min_chars`` are cheaper to count than to digest and are not kept.
-    Safe to use from several threads (the GIL makes each dict step atomic; a
-    race at worst counts a text twice).
+    A text of up to ``text_chars`` characters is its own key, with the
+    encoding's name: the lookup is one string hash (computed once per string,
+    randomised per process) and, on a hit, one comparison of the whole text,
+    so a hit is always the count of that very text.  A longer text is keyed by
+    a 128-bit BLAKE2b digest of it instead (a collision is infeasible to
+    find), so that the cache does not keep large texts.  Memory is capped
+    twice: at most ``entries`` entries (about 150 bytes each beside their key)
+    and at most ``chars`` characters of kept text, the least recently stored
+    dropped first, so a caller who sends a stream of distinct texts only
+    evicts older entries: it cannot grow the cache, and it gains nothing,
+    since every text it sends is still counted once.  Texts shorter than
+    ``min_chars`` are cheaper to count than to look up and are not kept.
+    Safe to use from several threads.
     """
 
-    def __init__(self, entries: int = 65_536, *, min_chars: int = 32) -> None:
-        if entries < 1:
-            raise ValueError("entries must be positive")
+    def __init__(
+        self, entries: int = 65_536, *, min_chars: int = 32, text_chars: int = 4096, chars: int = 8 * 1024 * 1024
+    ) -> None:
+        if entries < 1 or chars < 0 or text_chars < 0:
+            raise ValueError("entries must be positive, chars and text_chars not negative")
         self.entries = entries
         self.min_chars = min_chars
+        self.text_chars = text_chars
+        self.chars = chars
         self.hits = 0
         self.misses = 0
         # Ordered for the eviction: a plain dict's oldest key is found by
         # scanning past every slot deleted since its last resize, which costs
         # tens of microseconds per new text once the cache is full.
-        self._counts: OrderedDict[bytes, int] = OrderedDict()
+        self._counts: OrderedDict[tuple[str, str | bytes], int] = OrderedDict()
+        self._kept_chars = 0
+        self._lock = threading.Lock()
 
     def count(self, encoding: tiktoken.Encoding, text: str) -> int:
         """Tokens of ``text`` under ``encoding``, counted at most once while kept."""
-        if len(text) < self.min_chars:
+        size = len(text)
+        if size < self.min_chars:
             return len(encoding.encode_ordinary(text))
-        hasher = hashlib.blake2b(encoding.name.encode(), digest_size=16)
-        hasher.update(b"\0")
-        hasher.update(text.encode("utf-8", "surrogatepass"))
-        key = hasher.digest()
-        counts = self._counts
-        found = counts.get(key)
+        key: tuple[str, str | bytes]
+        if size <= self.text_chars and size <= self.chars:
+            key = (encoding.name, text)
+        else:
+            size = 0
+            key = (encoding.name, _digest(text))
+        found = self._counts.get(key)
         if found is not None:
             self.hits += 1
             return found
         self.misses += 1
         found = len(encoding.encode_ordinary(text))
-        if len(counts) >= self.entries:
-            # Oldest first.
-            try:
-                counts.popitem(last=False)
-            except KeyError:  # another thread emptied it first
-                pass
-        counts[key] = found
+        with self._lock:
+            counts = self._counts
+            if key in counts:
+                return found
+            while counts and (len(counts) >= self.entries or self._kept_chars + size > self.chars):
+                (_, old), _ = counts.popitem(last=False)  # the oldest first
+                if isinstance(old, str):
+                    self._kept_chars -= len(old)
+            counts[key] = found
+            self._kept_chars += size
         return found
 
     def clear(self) -> None:
-        self._counts.clear()
-        self.hits = self.misses = 0
+        with self._lock:
+            self._counts.clear()
+            self._kept_chars = 0
+            self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._counts)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 #: The process-wide cache ``count_text`` uses for texts longer than a few words.

@@ -27,12 +27,16 @@ texts = st.lists(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=texts)
-def test_a_cached_count_equals_a_fresh_one(text: str) -> None:
-    cache = CountCache(entries=64, min_chars=0)
+@given(text=texts, others=st.lists(texts, max_size=5), text_chars=st.sampled_from([0, 16, 4096]))
+def test_a_cached_count_equals_a_fresh_one(text: str, others: list[str], text_chars: int) -> None:
+    """Keyed by the text itself or by its digest (longer than ``text_chars``),
+    among other texts: a hit is the count of that very text."""
+    cache = CountCache(entries=64, min_chars=0, text_chars=text_chars)
     for encoding in (O200K, CL100K):
+        for other in others:
+            cache.count(encoding, other)
         fresh = len(encoding.encode_ordinary(text))
-        assert cache.count(encoding, text) == fresh  # a miss
+        assert cache.count(encoding, text) == fresh
         assert cache.count(encoding, text) == fresh  # a hit
 
 
@@ -53,22 +57,37 @@ def test_the_encoding_is_part_of_the_key() -> None:
     assert cache.misses == 2 and len(cache) == 2
 
 
-def test_a_flood_of_distinct_texts_cannot_grow_the_cache() -> None:
-    cache = CountCache(entries=1000, min_chars=0)
+def _flood_growth(cache: CountCache, texts: int) -> int:
+    """Bytes the cache grew by while ``texts`` distinct 1 KB texts went through it."""
+    for i in range(1000):
+        cache.count(O200K, f"warm-up text number {i} " * 8)
     tracemalloc.start()
     try:
-        for i in range(1000):
-            cache.count(O200K, f"warm-up text number {i} " * 8)
         before, _ = tracemalloc.get_traced_memory()
-        for i in range(20_000):
-            # Each text is about 1 KB: kept whole, 20,000 would be about 20 MB.
+        for i in range(texts):
+            # Each text is about 1 KB: all kept, 20,000 would be about 20 MB.
             cache.count(O200K, f"{i:08d} " + "an attacker's filler " * 50)
         after, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(cache) == 1000
-    # The entries are digests: the cache's memory does not follow the texts' size.
-    assert after - before < 512 * 1024
+    return after - before
+
+
+@pytest.mark.parametrize(
+    "cache",
+    [
+        # Texts kept whole, up to a budget of characters.
+        CountCache(entries=100_000, min_chars=0, chars=128 * 1024),
+        # Texts longer than text_chars kept as digests, up to the entries.
+        CountCache(entries=1000, min_chars=0, text_chars=512),
+    ],
+    ids=["texts", "digests"],
+)
+def test_a_flood_of_distinct_texts_cannot_grow_the_cache(cache: CountCache) -> None:
+    grown = _flood_growth(cache, 20_000)
+    assert len(cache) <= 1000
+    # Neither the entries nor the texts kept follow the flood's size.
+    assert grown < 512 * 1024
     # The oldest entries went first; the newest are kept.
     last = f"{19_999:08d} " + "an attacker's filler " * 50
     hits = cache.hits

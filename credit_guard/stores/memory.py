@@ -152,7 +152,10 @@ class MemoryStore:
             hold_id = "hold_" + secrets.token_hex(16)
             expires_at = now + ttl
             self._live[hold_id] = _Live(account, units, expires_at, now)
-            self._by_account.setdefault(account, set()).add(hold_id)
+            holds = self._by_account.get(account)
+            if holds is None:
+                holds = self._by_account[account] = set()
+            holds.add(hold_id)
         return Hold(
             id=hold_id,
             account=account,
