@@ -10,8 +10,11 @@ of alternating rounds against its baseline measured in the same run, with the
 spread (min-max of the rounds) beside it.
 
 - ``stages``: a 1 KB chat body, each stage timed alone on the same input
-  (route, identity, body, parse, shape, resolve, count, quote, reserve, tap,
-  settle), and the whole request through ``CreditGuard`` minus the bare app.
+  (route, identity, body, parse, shape, resolve, count, bounds, quote,
+  reserve, tap, settle), and the whole request through ``CreditGuard`` minus
+  the bare app.  The balance is ample: after an account's first request the
+  byte bound is held and the count skipped (``bounds`` is what is paid
+  instead).
   ``count`` is timed cold (the count cache emptied before each call: a text
   never seen) and warm; the whole request uses a distinct body every time.
   A full count cache's cost of a new text (the eviction) is timed apart.
@@ -182,6 +185,8 @@ async def figure_stages(rounds: int, calls: int) -> dict[str, Any]:
         "resolve": lambda: guard.resolve(ask),
         "count (cold)": count_cold,
         "count (warm)": lambda: tokens.count_input(ask, price),
+        # What an ample balance pays in place of the count: the byte bounds.
+        "bounds": lambda: tokens.input_bounds(ask, price),
         "count cache, full: 100 new short texts": count_cache_full,
         "quote": lambda: make_quote(ask, price, count.tokens, count.exact),
         "tap": tap,

@@ -1,10 +1,10 @@
 """The app, and the end of the hold: ``Settlement`` runs the app with the
 request's worst case held, extends the hold on a timer for as long as the app
 works (silent or not), taps its response for usage (``usage.UsageTap``), and
-ends the hold in ``finally``, shielded from cancellation: settled on the usage
-the response reports (or that the guard counted), on the whole hold where the
-usage cannot be read, released when the app failed or the upstream answered an
-error.  Ending a hold never raises.
+ends the hold in ``finally``, whatever cancels the request: settled on the
+usage the response reports (or that the guard counted), on the worst case
+where the usage cannot be read, released when the app failed or the upstream
+answered an error.  Ending a hold never raises.
 """
 
 from __future__ import annotations
