@@ -33,7 +33,9 @@ class ClientDisconnected(Exception):
     """The client went away before the whole body arrived."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and one is
+# made on every priced request.  A value all the same: nothing changes one.
+@dataclass(slots=True, unsafe_hash=True)
 class Body:
     """``raw``: the bytes exactly as sent (replayed to the app); ``data``: the
     decoded bytes (priced)."""

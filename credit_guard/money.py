@@ -9,6 +9,7 @@ shortfalls) round up; amounts a user has (balances) round down.
 
 from __future__ import annotations
 
+import math
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, InvalidOperation
 
 __all__ = [
@@ -31,6 +32,8 @@ MAX_UNITS = 2**63 - 1
 
 # Enough precision for any product of a token count and a per-token price.
 _CTX = Context(prec=60)
+# UNIT is 10 ** -_PLACES dollars.
+_PLACES = 10
 _ZERO = Decimal(0)
 
 
@@ -75,21 +78,23 @@ def to_units(amount: Decimal, *, what: str = "amount") -> int:
 
 def units_ceil(amount: Decimal) -> int:
     """Units for an amount owed (a hold, a charge): rounded up."""
-    result = int(_CTX.divide(amount, UNIT).to_integral_value(rounding=ROUND_CEILING))
-    _check_range(result, "amount")
+    # Moving the point (scaleb) is exact and cheaper than dividing by UNIT.
+    result = math.ceil(amount.scaleb(_PLACES, _CTX))
+    if not -MAX_UNITS <= result <= MAX_UNITS:
+        _check_range(result, "amount")
     return result
 
 
 def units_floor(amount: Decimal) -> int:
     """Units for an amount held by the user: rounded down."""
-    result = int(_CTX.divide(amount, UNIT).to_integral_value(rounding=ROUND_FLOOR))
+    result = math.floor(amount.scaleb(_PLACES, _CTX))
     _check_range(result, "amount")
     return result
 
 
 def from_units(units: int) -> Decimal:
     """Dollars for a whole number of units, exact."""
-    return _CTX.multiply(Decimal(units), UNIT)
+    return Decimal(units).scaleb(-_PLACES, _CTX)
 
 
 def _check_range(units: int, what: str) -> None:

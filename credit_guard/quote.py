@@ -45,7 +45,9 @@ __all__ = [
 _ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and one is
+# made on every priced request.  A value all the same: nothing changes one.
+@dataclass(slots=True, unsafe_hash=True)
 class Quote:
     """The worst case of one request.  Costs are exact dollars."""
 

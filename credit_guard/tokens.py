@@ -415,7 +415,7 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     """Cheap bounds on ``count_input(ask, price).tokens`` from byte lengths only
     (no encoding).  ``low`` uses the longest token of the encoding (a token holds
     at most that many bytes); ``high`` that a token holds at least one byte."""
-    images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images)
+    images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images) if ask.images else 0
     name = encoding_name(price)
     sizes = [utf8_len(t) for t in (ask.texts if name else _bounded_texts(ask))]
     total = sum(sizes)
@@ -429,16 +429,22 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
             # Mistral's tokenizer may count fewer: no floor but the images.
             return images, high + _mistral.tools_json_bytes(ask.source)
         return high, high
-    get_encoding(name)
-    longest = _longest[name]
+    longest = _longest.get(name)
+    if longest is None:
+        get_encoding(name)
+        longest = _longest[name]
     # Every non-empty text is at least one token.
     low = sum(max(1, -(-size // longest)) for size in sizes if size)
-    known_images = sum(
-        image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
-        for image in ask.images
+    known_images = (
+        sum(
+            image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
+            for image in ask.images
+        )
+        if ask.images
+        else 0
     )
     prompt = _provider_prompt(ask, price)
-    saved = max((n for _, n in ask.savings), default=0)
+    saved = max((n for _, n in ask.savings), default=0) if ask.savings else 0
     return low + ask.fixed_tokens - saved + known_images + prompt, total + ask.fixed_tokens + images + prompt
 
 

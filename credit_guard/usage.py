@@ -70,7 +70,9 @@ class UnreadableUsage(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and one is
+# made on every priced request.  A value all the same: nothing changes one.
+@dataclass(slots=True, unsafe_hash=True)
 class Usage:
     """Tokens a response reports (or that were counted).  ``cached_tokens`` is the
     part of ``input_tokens`` read from a prompt cache; ``reasoning_tokens`` the

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from credit_guard.money import (
     MAX_UNITS,
+    UNIT,
     display,
     from_units,
     json_text,
@@ -77,3 +81,16 @@ def test_json_text_is_plain_exact_decimal() -> None:
     assert json_text(Decimal("1E-7")) == "0.0000001"
     assert json_text(Decimal("100")) == "100"
     assert json_text(Decimal("-0.5")) == "-0.5"
+
+
+@settings(max_examples=500)
+@given(units=st.integers(-MAX_UNITS, MAX_UNITS), places=st.integers(0, 30), coefficient=st.integers(-(10**25), 10**25))
+def test_units_move_the_point_exactly(units: int, places: int, coefficient: int) -> None:
+    """Units and dollars convert as a division and a product by UNIT would."""
+    assert from_units(units) == Decimal(units) * UNIT
+    assert units_ceil(from_units(units)) == units
+    amount = Decimal(coefficient).scaleb(-places)
+    exact = amount / UNIT
+    if abs(exact) <= MAX_UNITS:
+        assert units_ceil(amount) == math.ceil(exact)
+        assert units_floor(amount) == math.floor(exact)

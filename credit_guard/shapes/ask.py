@@ -33,7 +33,9 @@ class ImageRef:
     height: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and one is
+# made on every priced request.  A value all the same: nothing changes one.
+@dataclass(slots=True, unsafe_hash=True)
 class Ask:
     """What one request asks for, as far as its price goes.
 

@@ -25,6 +25,8 @@ lost.  A count that takes an allowance is never exact.
 
 from __future__ import annotations
 
+import functools
+
 __all__ = [
     "HIDDEN_BASE",
     "HIDDEN_FUNCTION_TOOLS",
@@ -64,12 +66,14 @@ def _reasoning(name: str) -> bool:
     return not name.startswith(_NOT_REASONING)
 
 
+@functools.lru_cache(maxsize=4096)
 def chat_verified(model: str) -> bool:
     """Whether published counts verify the chat framing on ``model``'s family."""
     name = _name(model)
     return name.startswith(_VERIFIED_PREFIXES) or name in _VERIFIED_GPT4
 
 
+@functools.lru_cache(maxsize=4096)
 def chat_allowance(model: str) -> int:
     """Hidden input a chat request may bill on ``model`` beyond its framing:
     0 on verified families and on models that are not OpenAI's (their own

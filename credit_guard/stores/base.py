@@ -65,7 +65,9 @@ class Balance:
     granted: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and one is
+# made on every priced request.  A value all the same: nothing changes one.
+@dataclass(slots=True, unsafe_hash=True)
 class Hold:
     """A successful reservation: ``amount`` (rounded up to a store unit) is held
     on ``account`` until settled, released, or ``expires_at`` (Unix seconds)."""
@@ -79,7 +81,9 @@ class Hold:
     available: Decimal | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and one is
+# made on every priced request.  A value all the same: nothing changes one.
+@dataclass(slots=True, unsafe_hash=True)
 class Insufficient:
     """A refused reservation.  ``available`` is what the account could hold now;
     ``held`` is what other holds keep aside (if ``available + held`` covers the
@@ -91,7 +95,9 @@ class Insufficient:
     held: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and one is
+# made on every priced request.  A value all the same: nothing changes one.
+@dataclass(slots=True, unsafe_hash=True)
 class Settlement:
     """What finishing a hold did.
 
