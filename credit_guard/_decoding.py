@@ -34,15 +34,20 @@ class Decoder:
     """Undoes one ``Content-Encoding`` header's coding (``identity`` is none)."""
 
     def __init__(self, header: bytes) -> None:
+        self._started = False
+        self.fed = 0
+        if not header:
+            # No Content-Encoding, as most responses: nothing to undo.
+            self.coding = "identity"
+            self._inflate: zlib._Decompress | None = None
+            return
         codings = [c for c in _codings(header) if c != "identity"]
         if len(codings) > 1:
             raise UnsupportedEncoding(", ".join(codings))
         self.coding = codings[0] if codings else "identity"
         if self.coding not in ("identity", "gzip", "x-gzip", "deflate"):
             raise UnsupportedEncoding(self.coding)
-        self._inflate: zlib._Decompress | None = self._new() if self.coding != "identity" else None
-        self._started = False
-        self.fed = 0
+        self._inflate = self._new() if self.coding != "identity" else None
 
     def _new(self, raw: bool = False) -> zlib._Decompress:
         if self.coding == "deflate":

@@ -15,8 +15,8 @@ The body of each is ``{"error": {...}}`` as ``design/error-contract.md`` fixes i
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -141,7 +141,7 @@ def request_id_from(header: bytes | str | None) -> str:
         text = header.decode("latin-1") if isinstance(header, bytes) else header
         if _REQUEST_ID.fullmatch(text):
             return text
-    return "req_" + secrets.token_hex(12)
+    return "req_" + os.urandom(12).hex()
 
 
 def _default(value: object) -> object:

@@ -508,7 +508,7 @@ class UsageTap:
             self._finish_scan(self._scan)
             return
         data = self._copy if whole is None else whole
-        if data is None or not data.strip():
+        if not data or data.isspace():
             return  # an empty body: nothing was generated
         try:
             obj = orjson.loads(data)

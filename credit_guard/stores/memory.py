@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import secrets
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -149,7 +149,7 @@ class MemoryStore:
                 )
             acct.held += units
             self._accounts[account] = acct
-            hold_id = "hold_" + secrets.token_hex(16)
+            hold_id = "hold_" + os.urandom(16).hex()
             expires_at = now + ttl
             self._live[hold_id] = _Live(account, units, expires_at, now)
             holds = self._by_account.get(account)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import secrets
+import os
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -480,7 +480,7 @@ class RedisStore:
         units = units_ceil(amount)
         if units < 0:
             raise ValueError("a hold must not be negative")
-        hold_id = "hold_" + secrets.token_hex(16)
+        hold_id = "hold_" + os.urandom(16).hex()
         await self._index(account)
         result = await self._call(self._reserve, account, hold_id, units, repr(float(ttl)))
         if int(result[0]) == 0:

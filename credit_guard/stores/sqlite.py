@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import secrets
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -479,7 +479,7 @@ class SQLiteStore:
             if units > available:
                 return Insufficient(account, from_units(units), from_units(max(available, 0)), from_units(held))
             self._ensure(db, account, now)
-            hold_id = "hold_" + secrets.token_hex(16)
+            hold_id = "hold_" + os.urandom(16).hex()
             db.execute(
                 "INSERT INTO holds (id, account, units, expires_at, status, created) VALUES (?, ?, ?, ?, 'held', ?)",
                 (hold_id, account, units, now + ttl, now),
