@@ -335,7 +335,9 @@ def _count_text(encoding: tiktoken.Encoding, text: str) -> tuple[int, bool]:
         if len(text) >= _RUN_WINDOW and _has_long_run(text):
             return len(text.encode("utf-8", "surrogatepass")), False
         return COUNT_CACHE.count(encoding, text), True
-    cache = _SHORT.setdefault(encoding.name, {})
+    cache = _SHORT.get(encoding.name)
+    if cache is None:
+        cache = _SHORT[encoding.name] = {}
     count = cache.get(text)
     if count is None:
         count = len(encoding.encode_ordinary(text))
@@ -417,7 +419,7 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     at most that many bytes); ``high`` that a token holds at least one byte."""
     images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images) if ask.images else 0
     name = encoding_name(price)
-    sizes = [utf8_len(t) for t in (ask.texts if name else _bounded_texts(ask))]
+    sizes = [len(t) if t.isascii() else utf8_len(t) for t in (ask.texts if name else _bounded_texts(ask))]
     total = sum(sizes)
     if name is None:
         exact = count_input(ask, price) if price.token_bound and price.token_bound.o200k_ratio else None
@@ -433,8 +435,9 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     if longest is None:
         get_encoding(name)
         longest = _longest[name]
-    # Every non-empty text is at least one token.
-    low = sum(max(1, -(-size // longest)) for size in sizes if size)
+    # Every non-empty text is at least one token (the ceiling of a size of
+    # one byte or more is at least one).
+    low = sum([-(-size // longest) for size in sizes])
     known_images = (
         sum(
             image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
