@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
 import os
 import threading
 import time
@@ -77,7 +78,12 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
         self._live: dict[str, _Live] = {}
-        self._by_account: dict[str, set[str]] = {}
+        # (expires_at, hold id) of every live hold, a heap: the overdue are
+        # found at its top, whatever the number of holds in flight.  Entries
+        # of holds since ended or extended stay until they surface (``_stale``
+        # counts them) or the heap is rebuilt.
+        self._due: list[tuple[float, str]] = []
+        self._stale = 0
         self._finished: OrderedDict[str, Settlement] = OrderedDict()
         self._expired: OrderedDict[str, _Live] = OrderedDict()
         self._keys: dict[str, str] = {}
@@ -137,7 +143,7 @@ class MemoryStore:
             raise ValueError("a hold must not be negative")
         now = self._clock()
         with self._lock:
-            self._expire_account(account, now)
+            self._expire_due(now)
             acct = self._accounts.get(account) or _Account()
             available = acct.granted - acct.spent - acct.held
             if units > available:
@@ -152,10 +158,7 @@ class MemoryStore:
             hold_id = "hold_" + os.urandom(16).hex()
             expires_at = now + ttl
             self._live[hold_id] = _Live(account, units, expires_at, now)
-            holds = self._by_account.get(account)
-            if holds is None:
-                holds = self._by_account[account] = set()
-            holds.add(hold_id)
+            heapq.heappush(self._due, (expires_at, hold_id))
         return Hold(
             id=hold_id,
             account=account,
@@ -176,23 +179,25 @@ class MemoryStore:
     async def extend(self, hold: Hold, ttl: float) -> bool:
         now = self._clock()
         with self._lock:
-            self._expire_account(hold.account, now)
+            self._expire_due(now)
             live = self._live.get(hold.id)
             if live is None:
                 return False
             live.expires_at = now + ttl
+            heapq.heappush(self._due, (live.expires_at, hold.id))
+            self._stale += 1  # the hold's earlier entry
             return True
 
     async def balance(self, account: str) -> Balance:
         with self._lock:
-            self._expire_account(account, self._clock())
+            self._expire_due(self._clock())
             acct = self._accounts.get(account) or _Account()
             return _balance(acct)
 
     async def grant(self, account: str, amount: Decimal | str | int) -> Balance:
         units = to_units(parse_amount(amount, what="grant"), what="grant")
         with self._lock:
-            self._expire_account(account, self._clock())
+            self._expire_due(self._clock())
             acct = self._accounts.setdefault(account, _Account())
             if units < 0 and acct.granted - acct.spent - acct.held + units < 0:
                 raise ValueError("cannot take back more than is available")
@@ -221,12 +226,8 @@ class MemoryStore:
 
     async def expire(self) -> int:
         """Expire every overdue hold now; returns how many."""
-        now = self._clock()
         with self._lock:
-            overdue = [hid for hid, live in self._live.items() if live.expires_at <= now]
-            for hold_id in overdue:
-                self._expire_one(hold_id, now)
-            return len(overdue)
+            return self._expire_due(self._clock())
 
     # -- usage records ---------------------------------------------------------
 
@@ -270,13 +271,13 @@ class MemoryStore:
     def _finish(self, hold: Hold, charge: int | None, record: UsageRecord | None) -> Settlement:
         with self._lock:
             now = self._clock()
-            self._expire_account(hold.account, now)
+            self._expire_due(now)
             done = self._finished.get(hold.id)
             if done is not None:
                 return _repeat(done)
             live = self._live.pop(hold.id, None)
             if live is not None:
-                self._by_account[live.account].discard(hold.id)
+                self._stale += 1  # its entry in the heap
                 acct = self._accounts[live.account]
                 acct.held -= live.units
                 charged = 0 if charge is None else charge
@@ -318,16 +319,27 @@ class MemoryStore:
             self._remember(result)
             return result
 
-    def _expire_account(self, account: str, now: float) -> None:
-        ids = self._by_account.get(account)
-        if not ids:
-            return
-        for hold_id in [h for h in ids if self._live[h].expires_at <= now]:
-            self._expire_one(hold_id, now)
+    def _expire_due(self, now: float) -> int:
+        """Expire every hold overdue at ``now``; how many."""
+        due = self._due
+        expired = 0
+        while due and due[0][0] <= now:
+            _, hold_id = heapq.heappop(due)
+            live = self._live.get(hold_id)
+            if live is not None and live.expires_at <= now:
+                self._expire_one(hold_id, now)
+                expired += 1
+            else:
+                self._stale -= 1  # ended or extended since
+        if self._stale > 1024 and self._stale > len(self._live):
+            # Mostly ended holds: rebuilt from the live ones.
+            self._due = [(live.expires_at, hold_id) for hold_id, live in self._live.items()]
+            heapq.heapify(self._due)
+            self._stale = 0
+        return expired
 
     def _expire_one(self, hold_id: str, now: float) -> None:
         live = self._live.pop(hold_id)
-        self._by_account[live.account].discard(hold_id)
         self._accounts[live.account].held -= live.units
         expired = UsageRecord(hold_id, outcome="expired", started_at=live.created)
         self._records.append((expired, live.account, hold_id, live.units, 0, now, False))
