@@ -94,7 +94,12 @@ def units_floor(amount: Decimal) -> int:
 
 def from_units(units: int) -> Decimal:
     """Dollars for a whole number of units, exact."""
+    if not units:
+        return _NO_UNITS  # the commonest figure (nothing released, no overrun)
     return Decimal(units).scaleb(-_PLACES, _CTX)
+
+
+_NO_UNITS = Decimal(0).scaleb(-_PLACES)
 
 
 def _check_range(units: int, what: str) -> None:

@@ -210,6 +210,8 @@ class ModelPrice:
     #: ``rates()`` at the standard tier below every context tier: what nearly
     #: every request is priced at, computed once.
     _standard: Rates = field(init=False, repr=False, compare=False)
+    #: The standard tier's context tiers (prices above an input size).
+    _context: tuple[Tier, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         base = Tier(
@@ -222,6 +224,7 @@ class ModelPrice:
             self.cache_write_1h_price,
         )
         object.__setattr__(self, "_standard", self._rates_of(base))
+        object.__setattr__(self, "_context", tuple(t for t in self.tiers if t.service_tier is None and t.above > 0))
 
     def service_tiers(self) -> list[str]:
         """The service tiers (beyond the standard one) the table prices."""
@@ -238,8 +241,9 @@ class ModelPrice:
         price is the dearer of the tier's own and the standard context price.
         """
         tier = None if service_tier is None or service_tier in STANDARD_TIERS else service_tier
-        if tier is None and not self.tiers:
-            return self._standard
+        if tier is None:
+            reached = _reached(self._context, None, input_tokens) if self._context else None
+            return self._standard if reached is None else self._rates_of(reached)
         base = Tier(
             None,
             0,
