@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -554,53 +554,77 @@ def _litellm_window(pid: int, port: int, body: bytes, seconds: int, gc_file: Pat
     """One measured wrk run, with the server's CPU and collector passes over it."""
     gc_before, cpu_before = _gc_totals(pid, gc_file), _cpu_seconds(pid)
     run: dict[str, Any] = dict(wrk(port, body, seconds, connections=16))
-    cpu, gc_after = _cpu_seconds(pid) - cpu_before, _gc_totals(pid, gc_file)
-    requests = run["requests"] or 1
-    run["cpu_ms_per_request"] = round(cpu / requests * 1000, 3)
+    run["cpu_seconds"] = _cpu_seconds(pid) - cpu_before
+    gc_after = _gc_totals(pid, gc_file)
     if gc_before and gc_after:
         run["full_gc_passes"] = gc_after["2"]["passes"] - gc_before["2"]["passes"]
-        spent = sum(gc_after[g]["seconds"] - gc_before[g]["seconds"] for g in gc_after)
-        run["gc_ms_per_request"] = round(spent / requests * 1000, 3)
+        run["gc_seconds"] = sum(gc_after[g]["seconds"] - gc_before[g]["seconds"] for g in gc_after)
     return run
+
+
+def _pooled(windows: list[dict[str, Any]], seconds: int) -> dict[str, Any]:
+    """One server's windows of one round as one run: requests over the total time."""
+    requests = sum(w["requests"] for w in windows) or 1.0
+    pooled: dict[str, Any] = {
+        "rps": round(requests / (seconds * len(windows)), 1),
+        "window_rps": [w["rps"] for w in windows],
+        "cpu_ms_per_request": round(sum(w["cpu_seconds"] for w in windows) / requests * 1000, 3),
+        "p99_ms": statistics.median(w["p99_ms"] for w in windows),
+        "non_2xx": sum(w["non_2xx"] for w in windows),
+    }
+    if all("gc_seconds" in w for w in windows):
+        pooled["gc_ms_per_request"] = round(sum(w["gc_seconds"] for w in windows) / requests * 1000, 3)
+        pooled["full_gc_passes"] = sum(w["full_gc_passes"] for w in windows)
+    return pooled
 
 
 def figure_litellm(quick: bool) -> dict[str, Any]:
     """LiteLLM's proxy server with a mocked model, alone and behind the guard
     (memory and SQLite stores), over HTTP with wrk.
 
-    Each round starts the three servers one after the other; the order rotates
-    from round to round (bare first, then second, then third), so no server
-    always runs first or last.  Each server is warmed up before its measured
-    run.  Per run: requests per second, and the server's CPU per request (less
-    sensitive than throughput to other work on the machine) with its garbage
-    collector's share.  Each figure is the median of the rounds with its spread;
-    a ratio compares a guarded run with the bare run of the same round."""
+    Each round starts the three servers side by side (pinned to the same core,
+    the load generator on the other) and warms each up; then their measured
+    windows take turns, in an order and its reverse (bare, memory, sqlite,
+    sqlite, memory, bare, ...), so that whatever else the machine runs meanwhile
+    falls on all three alike, and no server always goes first.  Per server and
+    round: requests per second over all its windows, and the server's CPU per
+    request (less sensitive than throughput to other work on the machine) with
+    its garbage collector's share.  Each figure is the median of the rounds
+    with its spread; a ratio compares a guarded server with the bare one of
+    the same round."""
     import anyio
 
     # A full collection over LiteLLM's heap (about 0.8 M objects) pauses it
-    # for about half a second, once every 1,500 requests or so: the windows
-    # are long enough to hold several.
-    seconds = 15 if quick else 30
-    warm_up = 5 if quick else 10
-    rounds = 3 if quick else 6
+    # for about half a second, once every 1,500 requests or so: each server's
+    # windows together are long enough to hold several.
+    seconds = 10 if quick else 15
+    passes = 2 if quick else 4  # each pass: the order, then its reverse
+    warm_up = 10 if quick else 20
+    rounds = 3 if quick else 4
     body = chat_body(1000)
     servers = (("bare", "litellm_bare"), ("memory", "litellm_memory"), ("sqlite", "litellm_sqlite"))
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in servers}
-    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
-        gc_file = Path(tmp) / "gc.json"
         anyio.run(_grant_sqlite, db)
         for round_ in range(rounds):
             shift = round_ % len(servers)
-            for position, (name, factory) in enumerate(servers[shift:] + servers[:shift]):
-                env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(gc_file)}
-                # LiteLLM's start-up takes a while: wait for the port long enough.
-                with server(factory, env, startup=240) as (port, pid):
-                    wrk(port, body, warm_up, connections=16)  # start-up work, caches, connections
-                    run = _litellm_window(pid, port, body, seconds, gc_file)
-                samples[name].append(run)
-                runs.append({"round": round_, "position": position, "server": name, **run})
+            order = [name for name, _ in servers[shift:] + servers[:shift]]
+            with ExitStack() as stack:
+                running: dict[str, tuple[int, int]] = {}
+                for name, factory in servers:
+                    env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(Path(tmp) / f"gc-{name}.json")}
+                    # LiteLLM's start-up takes a while: wait for the port long enough.
+                    running[name] = stack.enter_context(server(factory, env, startup=240))
+                for name in order:
+                    wrk(running[name][0], body, warm_up, connections=16)  # start-up work, caches, connections
+                windows: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
+                for _ in range(passes):
+                    for name in order + order[::-1]:
+                        port, pid = running[name]
+                        windows[name].append(_litellm_window(pid, port, body, seconds, Path(tmp) / f"gc-{name}.json"))
+            for name, measured in windows.items():
+                samples[name].append({"round": round_, "order": order, **_pooled(measured, seconds)})
     results: dict[str, Any] = {}
     for name, measured in samples.items():
         results[name] = {
@@ -621,7 +645,7 @@ def figure_litellm(quick: bool) -> dict[str, Any]:
         results[name]["throughput_vs_bare"] = _spread(ratios, 3)
         added = [(g["cpu_ms_per_request"] - b["cpu_ms_per_request"]) * 1000 for g, b in pairs]
         results[name]["cpu_us_added_per_request"] = _spread(added, 0)
-    results["runs"] = runs
+    results["rounds"] = samples
     results["load_average"] = round(os.getloadavg()[0], 2)
     results["target"] = "memory >= 0.97 of bare, sqlite >= 0.95"
     return results
