@@ -6,7 +6,9 @@
 ``x-bench-bytes`` bytes of SSE events, for the memory figure.
 ``litellm_bare`` / ``litellm_memory`` / ``litellm_sqlite``: LiteLLM's proxy server
 (its FastAPI app, a mocked model: no provider, no network) alone and behind the
-guard (the ``litellm`` extra).
+guard (the ``litellm`` extra).  Under ``BENCH_GC_STATS=<file>`` the LiteLLM
+servers count the garbage collector's passes and their time, per generation,
+and write the totals to that file on ``SIGUSR1`` (the same for all three).
 """
 
 from __future__ import annotations
@@ -129,15 +131,47 @@ def _litellm() -> Any:
     return app
 
 
+def _count_gc() -> None:
+    """Count the collector's passes and time per generation; ``SIGUSR1`` writes
+    the totals to ``BENCH_GC_STATS`` (nothing happens without it)."""
+    path = os.environ.get("BENCH_GC_STATS")
+    if not path:
+        return
+    import gc
+    import signal
+    import time
+
+    totals = {generation: [0, 0.0] for generation in range(3)}
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            total = totals[info["generation"]]
+            total[0] += 1
+            total[1] += time.perf_counter() - started[0]
+
+    def dump(signum: int, frame: Any) -> None:
+        with open(path, "wb") as out:
+            out.write(orjson.dumps({str(g): {"passes": n, "seconds": s} for g, (n, s) in totals.items()}))
+
+    gc.callbacks.append(on_gc)
+    signal.signal(signal.SIGUSR1, dump)
+
+
 def litellm_bare() -> Any:
+    _count_gc()
     return _litellm()
 
 
 def litellm_memory() -> Any:
+    _count_gc()
     return _guard(_litellm(), MemoryStore({ACCOUNT: BALANCE}))
 
 
 def litellm_sqlite() -> Any:
     from credit_guard.stores import SQLiteStore
 
+    _count_gc()
     return _guard(_litellm(), SQLiteStore(os.environ.get("BENCH_SQLITE", "bench_credits.db")))

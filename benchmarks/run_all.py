@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -187,7 +187,14 @@ def wrk(port: int, body: bytes, seconds: int, connections: int = 32, cpu: int = 
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": float(errors.group(1)) if errors else 0.0}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "requests": float(requests),
+    }
 
 
 async def _grant_sqlite(path: str) -> None:
@@ -524,45 +531,132 @@ def figure_stores(quick: bool) -> dict[str, Any]:
     return results
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _gc_totals(pid: int, path: Path) -> dict[str, Any]:
+    """The server's collector totals (``apps._count_gc``), asked for by ``SIGUSR1``."""
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            return dict(orjson.loads(path.read_bytes()))
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            time.sleep(0.05)
+    return {}
+
+
+def _litellm_window(pid: int, port: int, body: bytes, seconds: int, gc_file: Path) -> dict[str, Any]:
+    """One measured wrk run, with the server's CPU and collector passes over it."""
+    gc_before, cpu_before = _gc_totals(pid, gc_file), _cpu_seconds(pid)
+    run: dict[str, Any] = dict(wrk(port, body, seconds, connections=16))
+    run["cpu_seconds"] = _cpu_seconds(pid) - cpu_before
+    gc_after = _gc_totals(pid, gc_file)
+    if gc_before and gc_after:
+        run["full_gc_passes"] = gc_after["2"]["passes"] - gc_before["2"]["passes"]
+        run["gc_seconds"] = sum(gc_after[g]["seconds"] - gc_before[g]["seconds"] for g in gc_after)
+    return run
+
+
+def _pooled(windows: list[dict[str, Any]], seconds: int) -> dict[str, Any]:
+    """One server's windows of one round as one run: requests over the total time."""
+    requests = sum(w["requests"] for w in windows) or 1.0
+    pooled: dict[str, Any] = {
+        "rps": round(requests / (seconds * len(windows)), 1),
+        "window_rps": [w["rps"] for w in windows],
+        "cpu_ms_per_request": round(sum(w["cpu_seconds"] for w in windows) / requests * 1000, 3),
+        "p99_ms": statistics.median(w["p99_ms"] for w in windows),
+        "non_2xx": sum(w["non_2xx"] for w in windows),
+    }
+    if all("gc_seconds" in w for w in windows):
+        pooled["gc_ms_per_request"] = round(sum(w["gc_seconds"] for w in windows) / requests * 1000, 3)
+        pooled["full_gc_passes"] = sum(w["full_gc_passes"] for w in windows)
+    return pooled
+
+
 def figure_litellm(quick: bool) -> dict[str, Any]:
     """LiteLLM's proxy server with a mocked model, alone and behind the guard
-    (memory and SQLite stores), over HTTP with wrk: rounds alternate the three
-    servers; each figure is the median of the rounds with its spread."""
+    (memory and SQLite stores), over HTTP with wrk.
+
+    Each round starts the three servers side by side (pinned to the same core,
+    the load generator on the other) and warms each up; then their measured
+    windows take turns, in an order and its reverse (bare, memory, sqlite,
+    sqlite, memory, bare, ...), so that whatever else the machine runs meanwhile
+    falls on all three alike, and no server always goes first.  Per server and
+    round: requests per second over all its windows, and the server's CPU per
+    request (less sensitive than throughput to other work on the machine) with
+    its garbage collector's share.  Each figure is the median of the rounds
+    with its spread; a ratio compares a guarded server with the bare one of
+    the same round."""
     import anyio
 
-    seconds = 5 if quick else 10
-    rounds = 2 if quick else 3
+    # A full collection over LiteLLM's heap (about 0.8 M objects) pauses it
+    # for about half a second, once every 1,500 requests or so: each server's
+    # windows together are long enough to hold several.
+    seconds = 10 if quick else 15
+    passes = 2 if quick else 4  # each pass: the order, then its reverse
+    warm_up = 10 if quick else 20
+    rounds = 3 if quick else 4
     body = chat_body(1000)
-    samples: dict[str, list[dict[str, float]]] = {"bare": [], "memory": [], "sqlite": []}
+    servers = (("bare", "litellm_bare"), ("memory", "litellm_memory"), ("sqlite", "litellm_sqlite"))
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in servers}
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
         anyio.run(_grant_sqlite, db)
-        for _ in range(rounds):
-            for name, factory in (("bare", "litellm_bare"), ("memory", "litellm_memory"), ("sqlite", "litellm_sqlite")):
-                # LiteLLM's start-up takes a while: wait for the port long enough.
-                with server(factory, {"BENCH_SQLITE": db}, startup=240) as (port, _):
-                    wrk(port, body, 3, connections=16)  # warm up: start-up work, connections open
-                    samples[name].append(wrk(port, body, seconds, connections=16))
+        for round_ in range(rounds):
+            shift = round_ % len(servers)
+            order = [name for name, _ in servers[shift:] + servers[:shift]]
+            with ExitStack() as stack:
+                running: dict[str, tuple[int, int]] = {}
+                for name, factory in servers:
+                    env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(Path(tmp) / f"gc-{name}.json")}
+                    # LiteLLM's start-up takes a while: wait for the port long enough.
+                    running[name] = stack.enter_context(server(factory, env, startup=240))
+                for name in order:
+                    wrk(running[name][0], body, warm_up, connections=16)  # start-up work, caches, connections
+                windows: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
+                for _ in range(passes):
+                    for name in order + order[::-1]:
+                        port, pid = running[name]
+                        windows[name].append(_litellm_window(pid, port, body, seconds, Path(tmp) / f"gc-{name}.json"))
+            for name, measured in windows.items():
+                samples[name].append({"round": round_, "order": order, **_pooled(measured, seconds)})
     results: dict[str, Any] = {}
-    for name, runs in samples.items():
-        rps = [run["rps"] for run in runs]
+    for name, measured in samples.items():
         results[name] = {
-            "rps": {"median": statistics.median(rps), "min": min(rps), "max": max(rps)},
-            "p99_ms": statistics.median(run["p99_ms"] for run in runs),
-            "non_2xx": sum(run["non_2xx"] for run in runs),
+            "rps": _spread([run["rps"] for run in measured], 1),
+            "cpu_ms_per_request": _spread([run["cpu_ms_per_request"] for run in measured], 3),
+            "p99_ms": statistics.median(run["p99_ms"] for run in measured),
+            "non_2xx": sum(run["non_2xx"] for run in measured),
         }
+        if all("gc_ms_per_request" in run for run in measured):
+            results[name]["gc_ms_per_request"] = _spread([run["gc_ms_per_request"] for run in measured], 3)
+            results[name]["full_gc_passes"] = [run["full_gc_passes"] for run in measured]
     for name in ("memory", "sqlite"):
-        ratios = [g["rps"] / b["rps"] for g, b in zip(samples[name], samples["bare"], strict=True) if b["rps"] > 0]
+        pairs = list(zip(samples[name], samples["bare"], strict=True))
+        ratios = [g["rps"] / b["rps"] for g, b in pairs if b["rps"] > 0]
         if not ratios:
             results[name]["throughput_vs_bare"] = "bare answered nothing in time"
             continue
-        results[name]["throughput_vs_bare"] = {
-            "median": round(statistics.median(ratios), 3),
-            "min": round(min(ratios), 3),
-            "max": round(max(ratios), 3),
-        }
+        results[name]["throughput_vs_bare"] = _spread(ratios, 3)
+        added = [(g["cpu_ms_per_request"] - b["cpu_ms_per_request"]) * 1000 for g, b in pairs]
+        results[name]["cpu_us_added_per_request"] = _spread(added, 0)
+    results["rounds"] = samples
+    results["load_average"] = round(os.getloadavg()[0], 2)
     results["target"] = "memory >= 0.97 of bare, sqlite >= 0.95"
     return results
+
+
+def _spread(values: list[float], digits: int) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
 
 
 def figure_stages(quick: bool) -> dict[str, Any]:

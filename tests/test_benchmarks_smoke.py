@@ -3,6 +3,12 @@ the benchmarks, never asserted here."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from benchmarks import run_all
@@ -49,3 +55,36 @@ def test_concurrency_figure_compares_group_commit_in_one_run() -> None:
             assert result[store][label]["median"] > 0
     ratio = result["sqlite, 64 tasks: group commit / one transaction per change"]
     assert ratio["min"] <= ratio["median"] <= ratio["max"]
+
+
+def test_litellm_windows_pool_into_requests_over_time_and_cpu_per_request() -> None:
+    # wrk's own rate of a window need not be its requests over the nominal
+    # seconds; the pooled figure counts requests.
+    windows = [
+        {"rps": 100.0, "requests": 1000.0, "cpu_seconds": 5.0, "p99_ms": 40.0, "non_2xx": 0.0, "gc_seconds": 0.5},
+        {"rps": 50.0, "requests": 600.0, "cpu_seconds": 3.0, "p99_ms": 90.0, "non_2xx": 2.0, "gc_seconds": 0.3},
+    ]
+    windows[0]["full_gc_passes"], windows[1]["full_gc_passes"] = 1, 0
+    pooled = run_all._pooled(windows, seconds=10)
+    assert pooled["rps"] == 80.0  # 1,600 requests in 20 seconds, not the mean rate (75)
+    assert pooled["window_rps"] == [100.0, 50.0]
+    assert pooled["cpu_ms_per_request"] == 5.0
+    assert pooled["gc_ms_per_request"] == 0.5
+    assert pooled["full_gc_passes"] == 1
+    assert pooled["non_2xx"] == 2.0
+
+
+def test_a_litellm_server_writes_its_collector_totals_when_signalled(tmp_path: Path) -> None:
+    out = tmp_path / "gc.json"
+    code = (
+        "import gc, os, signal\n"
+        "from benchmarks import apps\n"
+        "apps._count_gc()\n"
+        "gc.collect(); gc.collect(0)\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+    )
+    env = {**os.environ, "BENCH_GC_STATS": str(out)}
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(run_all.ROOT), check=True, timeout=60)
+    totals = json.loads(out.read_text())
+    assert totals["2"]["passes"] >= 1 and totals["0"]["passes"] >= 1
+    assert all(totals[g]["seconds"] >= 0 for g in ("0", "1", "2"))
