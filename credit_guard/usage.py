@@ -336,6 +336,32 @@ class UsageTap:
     JSON body copied for parsing (past it, only its usage is looked for).
     """
 
+    __slots__ = (
+        "kind",
+        "status",
+        "usage",
+        "unreadable",
+        "texts",
+        "text_bytes",
+        "events",
+        "finished",
+        "_strip",
+        "_json_limit",
+        "_mode",
+        "_opaque",
+        "_decoder",
+        "_decoded_out",
+        "_read",
+        "_copy",
+        "_scan",
+        "_text",
+        "_pending",
+        "_large",
+        "_unread_text",
+        "_usage_promised",
+        "_anthropic_input",
+    )
+
     def __init__(self, kind: str, *, strip_usage: bool = False, json_limit: int = 8 * 1024 * 1024) -> None:
         self.kind = kind
         self.status = 0
