@@ -47,6 +47,9 @@ from .tokens import TokenCount
 
 __all__ = ["PricingPool", "Understood", "DEFAULT_OFFLOAD_BYTES"]
 
+#: A body as the pool takes it: its bytes, or their pieces in order.
+BodyBytes = bytes | tuple[bytes, ...]
+
 logger = logging.getLogger("credit_guard")
 
 #: Bodies at least this large are priced in a worker process by default.
@@ -60,6 +63,11 @@ _START_TIMEOUT = 120.0
 # Workers yield the CPU to the event loop's process where the two compete:
 # a small request's latency matters more than a huge one's.
 _WORKER_NICENESS = 10
+# How many pieces one writev may gather.
+try:
+    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+    _IOV_MAX = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +107,14 @@ class PricingPool:
         self._busy: set[_Worker] = set()
         self._exit_hook = False
 
-    async def understand(self, kind: str, data: bytes) -> Understood:
-        """Parse, shape, resolve and bound ``data`` as a ``kind`` body."""
+    async def understand(self, kind: str, data: BodyBytes) -> Understood:
+        """Parse, shape, resolve and bound ``data`` (the bytes, or their
+        pieces in order) as a ``kind`` body."""
         result = await self._call("understand", kind, data)
         assert isinstance(result, Understood)
         return result
 
-    async def count(self, kind: str, data: bytes) -> TokenCount:
+    async def count(self, kind: str, data: BodyBytes) -> TokenCount:
         """``tokens.count_input`` of ``data`` as a ``kind`` body."""
         result = await self._call("count", kind, data)
         assert isinstance(result, TokenCount)
@@ -132,10 +141,12 @@ class PricingPool:
         """``close`` in a worker thread (it waits for processes to exit)."""
         await anyio.to_thread.run_sync(self.close)
 
-    async def _call(self, op: str, kind: str, data: bytes) -> Any:
+    async def _call(self, op: str, kind: str, data: BodyBytes) -> Any:
+        parts = (data,) if isinstance(data, bytes) else data
+        size = sum(map(len, parts))
         timeout = self._timeout
         if timeout is None:
-            timeout = _TIMEOUT_BASE + _TIMEOUT_PER_MIB * len(data) / (1024 * 1024)
+            timeout = _TIMEOUT_BASE + _TIMEOUT_PER_MIB * size / (1024 * 1024)
         async with self._slots:
             worker = self._idle.pop() if self._idle else None
             if worker is not None and not worker.alive():
@@ -146,7 +157,7 @@ class PricingPool:
                 worker = await anyio.to_thread.run_sync(self._start)
             self._busy.add(worker)
             try:
-                reply = await anyio.to_thread.run_sync(worker.call, op, kind, data, timeout)
+                reply = await anyio.to_thread.run_sync(worker.call, op, kind, parts, timeout)
             except BaseException:
                 worker.kill()
                 raise
@@ -210,9 +221,10 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def call(self, op: str, kind: str, data: bytes, timeout: float) -> tuple[str, Any]:
-        """Send one body and wait for the answer (in a thread: the GIL is
-        released while the pipe is written and while the worker works)."""
+    def call(self, op: str, kind: str, parts: tuple[bytes, ...], timeout: float) -> tuple[str, Any]:
+        """Send one body, in its pieces, and wait for the answer (in a thread:
+        the GIL is released while the pipe is written and while the worker
+        works, and the pieces are never joined here)."""
         # A worker that stops reading blocks the write as surely as one that
         # stops answering blocks the read: past the deadline it is killed,
         # which ends both.
@@ -227,8 +239,8 @@ class _Worker:
         watchdog.daemon = True
         watchdog.start()
         try:
-            self.conn.send((op, kind))
-            self.conn.send_bytes(data)
+            self.conn.send((op, kind, sum(map(len, parts))))
+            _write_all(self.conn.fileno(), parts)
             reply: tuple[str, Any] = self.conn.recv()
         except (EOFError, OSError, pickle.UnpicklingError):
             if expired.is_set():
@@ -252,6 +264,21 @@ class _Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
         self.conn.close()
+
+
+def _write_all(fd: int, parts: tuple[bytes, ...]) -> None:
+    """Write ``parts`` to ``fd`` in order, gathered (``writev``: no copy of
+    them is made in this process, and the GIL is released while the kernel
+    takes them)."""
+    views = [memoryview(part) for part in parts if part]
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first : first + _IOV_MAX])
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
 
 
 # -- in the worker process -----------------------------------------------------
@@ -286,14 +313,29 @@ def _serve(fd: int) -> None:
     conn.send_bytes(b"ready")
     while True:
         try:
-            op, kind = conn.recv()
-            data = conn.recv_bytes()
+            op, kind, size = conn.recv()
+            data = _read_exactly(fd, size)
         except (EOFError, OSError):
             return
         conn.send(_answer(prices, op, kind, data))
+        del data  # not kept while the worker waits for the next body
 
 
-def _answer(prices: PriceTable, op: str, kind: str, data: bytes) -> tuple[str, Any]:
+def _read_exactly(fd: int, size: int) -> bytearray:
+    """``size`` bytes from ``fd``, read straight into one buffer."""
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise EOFError
+        got += n
+    view.release()
+    return data
+
+
+def _answer(prices: PriceTable, op: str, kind: str, data: bytes | bytearray) -> tuple[str, Any]:
     from . import shapes, tokens
     from .body import parse_json
     from .middleware import resolve_price
