@@ -61,8 +61,16 @@ _TIMEOUT_PER_MIB = 2.0
 # How long a new worker may take to import, load the tokenizers and say so.
 _START_TIMEOUT = 120.0
 # Workers yield the CPU to the event loop's process where the two compete:
-# a small request's latency matters more than a huge one's.
+# a small request's latency matters more than a huge one's.  Under Linux's
+# SCHED_IDLE, the event loop's wakeup takes the CPU from a worker at once (at
+# nice 10 alone it waits for the worker's time slice to end, a few ms); where
+# SCHED_IDLE is missing, nice 10 is what they get.
 _WORKER_NICENESS = 10
+# A body a worker has been pricing for this long has its worker lifted out of
+# SCHED_IDLE (to the ordinary policy, at nice 10) where this process may do so,
+# and put back once it answers: a busy event loop delays a large body, but
+# does not starve it for want of idle CPU.
+_PATIENCE = 2.0
 # How many pieces one writev may gather.
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
@@ -92,16 +100,21 @@ class PricingPool:
     ``understand`` and ``count`` raise the ``CreditGuardError`` that pricing the
     body raises, or ``PricingUnavailable`` where the worker died, did not answer
     within ``timeout`` seconds (default: thirty, plus two per MiB of the body),
-    or could not start.  Workers
-    start on first use; ``close``/``aclose`` stop them (also at interpreter
-    exit), and a later call starts new ones.
+    or could not start.  Workers run at nice 10 and, on Linux, under
+    SCHED_IDLE; one still pricing a body after ``patience`` seconds is lifted
+    to the ordinary policy until it answers, where this process may do that.
+    Workers start on first use; ``close``/``aclose`` stop them (also at
+    interpreter exit), and a later call starts new ones.
     """
 
-    def __init__(self, prices: PriceTable, *, processes: int = 1, timeout: float | None = None) -> None:
+    def __init__(
+        self, prices: PriceTable, *, processes: int = 1, timeout: float | None = None, patience: float = _PATIENCE
+    ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self._prices = prices
         self._timeout = timeout
+        self._patience = patience
         self._slots = anyio.Semaphore(processes)
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
@@ -157,7 +170,7 @@ class PricingPool:
                 worker = await anyio.to_thread.run_sync(self._start)
             self._busy.add(worker)
             try:
-                reply = await anyio.to_thread.run_sync(worker.call, op, kind, parts, timeout)
+                reply = await anyio.to_thread.run_sync(worker.call, op, kind, parts, timeout, self._patience)
             except BaseException:
                 worker.kill()
                 raise
@@ -217,11 +230,13 @@ class _Worker:
     def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
         self.process = process
         self.conn = conn
+        self.lifted = False  # out of SCHED_IDLE for the body it prices now
+        self.lifts = 0  # how many bodies took it that long
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def call(self, op: str, kind: str, parts: tuple[bytes, ...], timeout: float) -> tuple[str, Any]:
+    def call(self, op: str, kind: str, parts: tuple[bytes, ...], timeout: float, patience: float) -> tuple[str, Any]:
         """Send one body, in its pieces, and wait for the answer (in a thread:
         the GIL is released while the pipe is written and while the worker
         works, and the pieces are never joined here)."""
@@ -238,6 +253,9 @@ class _Worker:
         watchdog = threading.Timer(timeout, expire)
         watchdog.daemon = True
         watchdog.start()
+        lift = threading.Timer(patience, self._lift)
+        lift.daemon = True
+        lift.start()
         try:
             self.conn.send((op, kind, sum(map(len, parts))))
             _write_all(self.conn.fileno(), parts)
@@ -250,7 +268,31 @@ class _Worker:
             raise PricingUnavailable("Pricing this request failed; it was not forwarded. Retry shortly.") from None
         finally:
             watchdog.cancel()
+            lift.cancel()
+            lift.join()  # (where it is lifting the worker now, until it is done)
+            if self.lifted:
+                self._idle_again()
         return reply
+
+    def _lift(self) -> None:
+        """The worker out of SCHED_IDLE, to the ordinary policy at its nice
+        value, where this process is allowed to (root, CAP_SYS_NICE, or an
+        RLIMIT_NICE that permits it); where not, it keeps the idle share the
+        kernel still gives it."""
+        try:
+            if os.sched_getscheduler(self.process.pid) != os.SCHED_IDLE:
+                return
+            os.sched_setscheduler(self.process.pid, os.SCHED_OTHER, os.sched_param(0))
+        except (AttributeError, OSError):
+            return
+        self.lifted = True
+        self.lifts += 1
+        logger.info("credit_guard.pricing_pool: worker %s lifted out of SCHED_IDLE to finish a body", self.process.pid)
+
+    def _idle_again(self) -> None:
+        self.lifted = False
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setscheduler(self.process.pid, os.SCHED_IDLE, os.sched_param(0))
 
     def stop(self) -> None:
         self.conn.close()  # the worker sees the end of its pipe and exits
@@ -300,10 +342,7 @@ def _serve(fd: int) -> None:
 
     # Ctrl-C reaches the whole process group; the guard's process stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        os.nice(_WORKER_NICENESS)
-    except OSError:  # pragma: no cover - not permitted here
-        pass
+    _demote()
     tokens.warm()
     # No event loop here: a Mistral tokenizer is loaded when first needed and
     # counts exactly, rather than the byte bound while it loads.
@@ -319,6 +358,14 @@ def _serve(fd: int) -> None:
             return
         conn.send(_answer(prices, op, kind, data))
         del data  # not kept while the worker waits for the next body
+
+
+def _demote() -> None:
+    """This process at nice 10, and under SCHED_IDLE where the system has it."""
+    with contextlib.suppress(OSError):
+        os.nice(_WORKER_NICENESS)
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _read_exactly(fd: int, size: int) -> bytearray:

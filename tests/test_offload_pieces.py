@@ -254,3 +254,46 @@ async def test_a_worker_killed_while_the_body_is_written_to_it_costs_a_503_and_n
         assert _post(url, BIG).status_code == 200
         here = await _settled(store_here)
     assert after.spent - before.spent == here.spent
+
+
+def _may_leave_idle() -> bool:
+    """Whether this process may lift a SCHED_IDLE process at nice 10 back to
+    the ordinary policy (the kernel's rule: CAP_SYS_NICE, or RLIMIT_NICE)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return os.geteuid() == 0 or soft == resource.RLIM_INFINITY or soft >= 20 - 10
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+async def test_a_worker_yields_to_the_event_loop_but_is_lifted_when_a_body_waits_too_long() -> None:
+    """Workers run at nice 10 under SCHED_IDLE; one that has priced a body for
+    longer than its patience is lifted to the ordinary policy (where this
+    process may do that) and put back once it answers, with the answer of a
+    worker never lifted."""
+    pool = PricingPool(TABLE, patience=0.3)
+    try:
+        whole = await pool.understand("chat", BIG)
+        (pid,) = pool.pids()
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 10
+        os.kill(pid, signal.SIGSTOP)  # it takes the next body and makes no progress
+        seen: list[int] = []
+
+        def watch() -> None:
+            time.sleep(1.0)
+            seen.append(os.sched_getscheduler(pid))
+            os.kill(pid, signal.SIGCONT)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        assert await pool.understand("chat", tuple(_cut(BIG, 65536))) == whole
+        watcher.join()
+        assert seen == [os.SCHED_OTHER if _may_leave_idle() else os.SCHED_IDLE]
+        assert pool.pids() == [pid] and os.sched_getscheduler(pid) == os.SCHED_IDLE  # back, and the same one
+        # Later bodies leave it under SCHED_IDLE too.
+        assert await pool.count("chat", BIG) == await pool.count("chat", tuple(_cut(BIG, 4096)))
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    finally:
+        pool.close()
