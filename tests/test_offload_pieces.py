@@ -284,13 +284,14 @@ async def test_a_worker_yields_to_the_event_loop_but_is_lifted_when_a_body_waits
         def watch() -> None:
             time.sleep(1.0)
             seen.append(os.sched_getscheduler(pid))
+            seen.append(os.getpriority(os.PRIO_PROCESS, pid))  # lifted, it keeps nice 10
             os.kill(pid, signal.SIGCONT)
 
         watcher = threading.Thread(target=watch)
         watcher.start()
         assert await pool.understand("chat", tuple(_cut(BIG, 65536))) == whole
         watcher.join()
-        assert seen == [os.SCHED_OTHER if _may_leave_idle() else os.SCHED_IDLE]
+        assert seen == [os.SCHED_OTHER if _may_leave_idle() else os.SCHED_IDLE, 10]
         assert pool.pids() == [pid] and os.sched_getscheduler(pid) == os.SCHED_IDLE  # back, and the same one
         # Later bodies leave it under SCHED_IDLE too.
         assert await pool.count("chat", BIG) == await pool.count("chat", tuple(_cut(BIG, 4096)))
