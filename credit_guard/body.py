@@ -19,7 +19,7 @@ import orjson
 
 from .errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 
-__all__ = ["Body", "ClientDisconnected", "join", "parse_json", "read_body", "replay"]
+__all__ = ["Body", "ClientDisconnected", "parse_json", "read_body", "replay"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -48,7 +48,7 @@ class Body:
     @property
     def raw(self) -> bytes:
         """The bytes exactly as sent, in one piece."""
-        return join(self.chunks)
+        return _join(self.chunks)
 
     @property
     def data(self) -> bytes:
@@ -61,7 +61,7 @@ class Body:
         return self.chunks if self.decoded is None else (self.decoded,)
 
 
-def join(chunks: tuple[bytes, ...]) -> bytes:
+def _join(chunks: tuple[bytes, ...]) -> bytes:
     """``chunks`` in one piece, without a copy where there is one piece."""
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

@@ -231,7 +231,6 @@ class _Worker:
         self.process = process
         self.conn = conn
         self.lifted = False  # out of SCHED_IDLE for the body it prices now
-        self.lifts = 0  # how many bodies took it that long
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -286,7 +285,6 @@ class _Worker:
         except (AttributeError, OSError):
             return
         self.lifted = True
-        self.lifts += 1
         logger.info("credit_guard.pricing_pool: worker %s lifted out of SCHED_IDLE to finish a body", self.process.pid)
 
     def _idle_again(self) -> None:
@@ -342,13 +340,17 @@ def _serve(fd: int) -> None:
 
     # Ctrl-C reaches the whole process group; the guard's process stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _demote()
+    with contextlib.suppress(OSError):
+        os.nice(_WORKER_NICENESS)
     tokens.warm()
     # No event loop here: a Mistral tokenizer is loaded when first needed and
     # counts exactly, rather than the byte bound while it loads.
     from . import _mistral
 
     _mistral.WAIT_FOR_TOKENIZERS = True
+    # Idle only once started: loading the tokenizers is bounded by the start
+    # timeout, and a worker that cannot start would fail every large body.
+    _idle()
     conn.send_bytes(b"ready")
     while True:
         try:
@@ -360,10 +362,8 @@ def _serve(fd: int) -> None:
         del data  # not kept while the worker waits for the next body
 
 
-def _demote() -> None:
-    """This process at nice 10, and under SCHED_IDLE where the system has it."""
-    with contextlib.suppress(OSError):
-        os.nice(_WORKER_NICENESS)
+def _idle() -> None:
+    """This process under SCHED_IDLE, where the system has it."""
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
