@@ -9,6 +9,8 @@ import gzip
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -296,5 +298,78 @@ async def test_a_worker_yields_to_the_event_loop_but_is_lifted_when_a_body_waits
         # Later bodies leave it under SCHED_IDLE too.
         assert await pool.count("chat", BIG) == await pool.count("chat", tuple(_cut(BIG, 4096)))
         assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+async def test_a_core_kept_busy_delays_a_large_body_but_does_not_starve_it() -> None:
+    """The worker shares its one CPU with a process that never sleeps (at the
+    ordinary policy, as a busy event loop would be): the body is still priced,
+    exactly, the worker lifted while it waits (where this process may lift it)."""
+    pool = PricingPool(TABLE, patience=0.3)
+    spinner = None
+    try:
+        whole = await pool.understand("chat", BIG)
+        (pid,) = pool.pids()
+        cpu = min(os.sched_getaffinity(pid))
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        os.sched_setaffinity(spinner.pid, {cpu})
+        os.sched_setaffinity(pid, {cpu})
+        seen: set[int] = set()
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                seen.add(os.sched_getscheduler(pid))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            assert await pool.understand("chat", tuple(_cut(BIG, 65536))) == whole
+        finally:
+            done.set()
+            watcher.join()
+        if _may_leave_idle():
+            assert os.SCHED_OTHER in seen
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+        pool.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+async def test_a_worker_that_may_not_be_lifted_stays_idle_and_still_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the right to raise a priority (no CAP_SYS_NICE, RLIMIT_NICE 0)
+    the kernel refuses the lift: the worker keeps its idle share and answers."""
+    real = os.sched_setscheduler
+
+    def refused(pid: int, policy: int, param: Any) -> None:
+        if policy != os.SCHED_IDLE:
+            raise PermissionError(1, "Operation not permitted")
+        real(pid, policy, param)
+
+    pool = PricingPool(TABLE, patience=0.1)
+    try:
+        whole = await pool.understand("chat", BIG)
+        (pid,) = pool.pids()
+        monkeypatch.setattr(os, "sched_setscheduler", refused)
+        os.kill(pid, signal.SIGSTOP)
+        seen: list[int] = []
+
+        def watch() -> None:
+            time.sleep(0.6)
+            seen.append(os.sched_getscheduler(pid))
+            os.kill(pid, signal.SIGCONT)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        assert await pool.understand("chat", BIG) == whole
+        watcher.join()
+        assert seen == [os.SCHED_IDLE] and pool.pids() == [pid]
     finally:
         pool.close()
