@@ -66,11 +66,15 @@ _START_TIMEOUT = 120.0
 # nice 10 alone it waits for the worker's time slice to end, a few ms); where
 # SCHED_IDLE is missing, nice 10 is what they get.
 _WORKER_NICENESS = 10
-# A body a worker has been pricing for this long has its worker lifted out of
+# A body a worker has been pricing for this long (a base, plus time in
+# proportion to the body, as for the timeout) has its worker lifted out of
 # SCHED_IDLE (to the ordinary policy, at nice 10) where this process may do so,
 # and put back once it answers: a busy event loop delays a large body, but
-# does not starve it for want of idle CPU.
-_PATIENCE = 2.0
+# does not starve it for want of idle CPU.  Not sooner: every body waits while
+# the event loop is busy, and lifting a worker costs the loop whole time
+# slices (a worker lifted after a long wait is owed CPU and takes it).
+_PATIENCE_BASE = 2.0
+_PATIENCE_PER_MIB = 0.5
 # How many pieces one writev may gather.
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
@@ -101,14 +105,20 @@ class PricingPool:
     body raises, or ``PricingUnavailable`` where the worker died, did not answer
     within ``timeout`` seconds (default: thirty, plus two per MiB of the body),
     or could not start.  Workers run at nice 10 and, on Linux, under
-    SCHED_IDLE; one still pricing a body after ``patience`` seconds is lifted
+    SCHED_IDLE; one still pricing a body after ``patience`` seconds (default:
+    two, plus half a second per MiB of the body) is lifted
     to the ordinary policy until it answers, where this process may do that.
     Workers start on first use; ``close``/``aclose`` stop them (also at
     interpreter exit), and a later call starts new ones.
     """
 
     def __init__(
-        self, prices: PriceTable, *, processes: int = 1, timeout: float | None = None, patience: float = _PATIENCE
+        self,
+        prices: PriceTable,
+        *,
+        processes: int = 1,
+        timeout: float | None = None,
+        patience: float | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
@@ -160,6 +170,9 @@ class PricingPool:
         timeout = self._timeout
         if timeout is None:
             timeout = _TIMEOUT_BASE + _TIMEOUT_PER_MIB * size / (1024 * 1024)
+        patience = self._patience
+        if patience is None:
+            patience = _PATIENCE_BASE + _PATIENCE_PER_MIB * size / (1024 * 1024)
         async with self._slots:
             worker = self._idle.pop() if self._idle else None
             if worker is not None and not worker.alive():
@@ -170,7 +183,7 @@ class PricingPool:
                 worker = await anyio.to_thread.run_sync(self._start)
             self._busy.add(worker)
             try:
-                reply = await anyio.to_thread.run_sync(worker.call, op, kind, parts, timeout, self._patience)
+                reply = await anyio.to_thread.run_sync(worker.call, op, kind, parts, timeout, patience)
             except BaseException:
                 worker.kill()
                 raise
