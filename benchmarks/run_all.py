@@ -368,15 +368,21 @@ def figure_floor(quick: bool) -> dict[str, Any]:
 
 
 def _large_load(port: int, size: int, spaces: bool, stop_file: str) -> subprocess.Popen[bytes]:
+    """Large prompts back to back until ``stop_file`` exists; then the time
+    and status of each answer go to ``stop_file + ".done"`` (JSON)."""
     code = f"""
-import os, httpx, orjson, sys
+import os, httpx, orjson, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from benchmarks.run_all import chat_body
 body = chat_body({size}, spaces={spaces})
+done = []
 with httpx.Client(timeout=120) as http:
     while not os.path.exists({stop_file!r}):
-        http.post("http://127.0.0.1:{port}/v1/chat/completions", content=body,
-                  headers={{"Authorization": "Bearer {KEY}", "Content-Type": "application/json"}})
+        status = http.post("http://127.0.0.1:{port}/v1/chat/completions", content=body,
+                           headers={{"Authorization": "Bearer {KEY}", "Content-Type": "application/json"}}).status_code
+        done.append((time.time(), status))
+with open({stop_file + ".done"!r}, "wb") as out:
+    out.write(orjson.dumps(done))
 """
     return subprocess.Popen(
         [*pinned(1), sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -401,13 +407,21 @@ def figure_responsive(quick: bool) -> dict[str, Any]:
                 load = _large_load(port, size, spaces, stop_file)
                 time.sleep(1.0)
                 try:
+                    started = time.time()
                     row = wrk(port, small, seconds, connections=4)
+                    ended = time.time()
                 finally:
                     Path(stop_file).touch()
                     try:
                         load.wait(timeout=60)
                     except subprocess.TimeoutExpired:
                         load.kill()
+                done = Path(stop_file + ".done")
+                answers = orjson.loads(done.read_bytes()) if done.exists() else []
+                # How many large prompts were answered while the small requests
+                # were measured: pricing them too slowly would flatter the p99.
+                row["large_answered"] = sum(1 for at, _ in answers if started <= at <= ended)
+                row["large_not_200"] = sum(1 for _, status in answers if status != 200)
             row["p99_vs_baseline"] = round(row["p99_ms"] / results["baseline"]["p99_ms"], 2)
             results[label] = row
     return results

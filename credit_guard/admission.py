@@ -23,7 +23,7 @@ import orjson
 
 from . import shapes, tokens
 from ._asgi import Receive, Scope, Send
-from .body import ClientDisconnected, parse_json, read_body, replay
+from .body import Body, ClientDisconnected, parse_json, read_body, replay
 from .errors import (
     AuthenticationFailed,
     CreditGuardError,
@@ -98,7 +98,7 @@ class Exchange:
         self.size = 0  # the decoded body's bytes
         self.key_label = "-"  # the caller's key, by a name that is not the secret (usage records)
         self.started_at = time.time()
-        self.offloaded: bytes | None = None  # a body priced in a worker process (offload.py)
+        self.offloaded: tuple[bytes, ...] | None = None  # a body priced in a worker process (offload.py), in pieces
         self.bounds: tuple[int, int] | None = None  # its input_bounds, from the worker
         self._fields: dict[str, Any] | None = None  # the few fields of it the worker returned
 
@@ -111,25 +111,26 @@ class Exchange:
                 body = await read_body(self.scope, receive, guard.max_body_bytes)
             except ClientDisconnected:
                 return
-            self.size = len(body.data)
+            self.size = body.size
             if not guard._warmed:
                 await guard.warm()
-            if guard.offload_bytes is not None and len(body.data) >= guard.offload_bytes:
-                obj, ask, price = await self._understand_elsewhere(body.data)
-            elif len(body.data) >= tokens.THREAD_COUNT_BYTES:
+            if guard.offload_bytes is not None and body.size >= guard.offload_bytes:
+                # Handed on in the pieces it arrived in: never joined on the event loop.
+                obj, ask, price = await self._understand_elsewhere(body.parts)
+            elif body.size >= tokens.THREAD_COUNT_BYTES:
                 obj, ask, price = await anyio.to_thread.run_sync(
-                    self._understand, body.data, limiter=guard.limiter_for(len(body.data))
+                    self._understand, body.data, limiter=guard.limiter_for(body.size)
                 )
             else:
                 obj, ask, price = self._understand(body.data)
-            quote = await self._quote(account, ask, price, len(body.data))
+            quote = await self._quote(account, ask, price, body.size)
             hold, quote, raw, scope = await self._reserve(account, ask, quote, obj, body)
         except CreditGuardError as error:
             await self.refuse(send, error)
             return
         if hold is None:
             # Fail-open while the store is down: forwarded unpriced, by choice.
-            await guard.app(self.scope, replay(body.raw, receive), send)
+            await guard.app(self.scope, replay(body.chunks, receive), send)
             return
         await Settlement(self).run(scope, replay(raw, receive), send, hold, quote, ask)
 
@@ -223,7 +224,7 @@ class Exchange:
         self.model = ask.model
         return obj, ask, self.guard.resolve(ask)
 
-    async def _understand_elsewhere(self, data: bytes) -> tuple[dict[str, Any], Ask, ModelPrice]:
+    async def _understand_elsewhere(self, data: tuple[bytes, ...]) -> tuple[dict[str, Any], Ask, ModelPrice]:
         """``_understand`` in a worker process, for a body so large that parsing
         it would hold the GIL long enough to stall the event loop.  The body
         object returned holds only the fields the way to the app reads."""
@@ -283,9 +284,9 @@ class Exchange:
 
     async def _reserve(
         self, account: str, ask: Ask, quote: Quote, obj: Any, body: Any
-    ) -> tuple[Hold | None, Quote, bytes, Scope]:
+    ) -> tuple[Hold | None, Quote, tuple[bytes, ...], Scope]:
         guard = self.guard
-        raw: bytes = body.raw
+        raw: tuple[bytes, ...] = body.chunks
         scope = self.scope
         result = await self._reserve_once(account, quote)
         if result is None:
@@ -311,14 +312,14 @@ class Exchange:
             fitted = self._fit(ask, quote, result)
             if fitted is not None:
                 ask, quote = fitted
-                obj = dict(await self._whole(obj, body.data))
+                obj = dict(await self._whole(obj, body))
                 obj[quote.output_param] = quote.max_output_tokens
                 if ask.kind == "chat":
                     # Both caps set: the larger one was held, so lower both.
                     for name in ("max_tokens", "max_completion_tokens"):
                         if obj.get(name) is not None:
                             obj[name] = quote.max_output_tokens
-                raw = orjson.dumps(obj)
+                raw = (orjson.dumps(obj),)
                 scope = _with_body_headers(scope, raw, decoded=True)
                 result = await self._reserve_once(account, quote)
         guard.seen_balances.saw(account, result)
@@ -361,9 +362,9 @@ class Exchange:
             raise error
         guard.metrics.hold_opened(quote.model, result.amount)
         if ask.kind == "chat" and ask.stream and not ask.include_usage and guard.inject_usage:
-            spliceable = _can_splice(obj, raw, raw is body.raw and body.raw == body.data)
+            spliceable = _can_splice(obj, raw, raw is body.chunks and body.decoded is None)
             if not spliceable:
-                obj = await self._whole(obj, body.data)  # edited whole, not spliced
+                obj = await self._whole(obj, body)  # edited whole, not spliced
             raw, scope = _ask_for_usage(scope, obj, raw, spliceable=spliceable)
             self.strip_usage = True
         return result, quote, raw, scope
@@ -392,13 +393,13 @@ class Exchange:
             exact = replace(exact, available=exact.available + hold.amount)
         return exact, quote
 
-    async def _whole(self, obj: Any, data: bytes) -> Any:
+    async def _whole(self, obj: Any, body: Body) -> Any:
         """The whole body object, where ``obj`` holds only the fields of an
         offloaded body: parsed again in a thread (a rewrite of such a body is
         rare).  The worker already checked it strictly."""
         if obj is not self._fields or self._fields is None:
             return obj
-        return await anyio.to_thread.run_sync(orjson.loads, data, limiter=self.guard.limiter_for(len(data)))
+        return await anyio.to_thread.run_sync(_load, body, limiter=self.guard.limiter_for(body.size))
 
     async def _reserve_once(self, account: str, quote: Quote) -> Hold | Insufficient | None:
         """Reserve the quote's worst case.  None when the store is down and the
@@ -479,39 +480,48 @@ def first_header(headers: Any, name: bytes) -> bytes | None:
     return None
 
 
-def _with_body_headers(scope: Scope, raw: bytes, *, decoded: bool) -> Scope:
+def _load(body: Body) -> Any:
+    return orjson.loads(body.data)
+
+
+def _with_body_headers(scope: Scope, raw: tuple[bytes, ...], *, decoded: bool) -> Scope:
     """A copy of ``scope`` whose headers describe ``raw`` (a body the guard
     rewrote): its length, and no content encoding."""
     drop = {b"content-length", b"transfer-encoding"}
     if decoded:
         drop.add(b"content-encoding")
     headers = [(k, v) for k, v in scope.get("headers", ()) if k not in drop]
-    headers.append((b"content-length", str(len(raw)).encode()))
+    headers.append((b"content-length", str(sum(map(len, raw))).encode()))
     new = dict(scope)
     new["headers"] = headers
     return new
 
 
-def _can_splice(obj: dict[str, Any], raw: bytes, unchanged: bool) -> bool:
+def _can_splice(obj: dict[str, Any], raw: tuple[bytes, ...], unchanged: bool) -> bool:
     """Whether ``stream_options`` can be spliced into ``raw`` (the bytes the
     client sent, ``unchanged``): only where the body has none at all, in any
     spelling.  Beside a caller's ``null`` it would be a duplicate key, and an
     upstream that keeps the last one reads no include_usage."""
-    return unchanged and "stream_options" not in obj and raw[:1] == b"{"
+    return unchanged and "stream_options" not in obj and bool(raw) and raw[0][:1] == b"{"
 
 
-def _ask_for_usage(scope: Scope, obj: dict[str, Any], raw: bytes, *, spliceable: bool) -> tuple[bytes, Scope]:
+def _ask_for_usage(
+    scope: Scope, obj: dict[str, Any], raw: tuple[bytes, ...], *, spliceable: bool
+) -> tuple[tuple[bytes, ...], Scope]:
     """The body with ``stream_options.include_usage`` set, and a scope to match.
     The upstream sees exactly one ``stream_options``: spliced in where the client
     sent none (``spliceable``, from ``_can_splice``), else the client's (``null``,
     ``{"include_usage": false}``) replaced in the whole body ``obj``."""
     if spliceable:
-        # Splice the field in, leaving every byte the client sent as it was.
-        sep = b"," if raw[1:].lstrip()[:1] != b"}" else b""
-        new = b'{"stream_options":{"include_usage":true}' + sep + raw[1:]
+        # Splice the field in, leaving every byte the client sent as it was
+        # (and in the pieces it came in: a large body is not copied here).
+        rest = tuple(piece for piece in (raw[0][1:], *raw[1:]) if piece)
+        first = next((piece.lstrip()[:1] for piece in rest if piece.lstrip()), b"")
+        sep = b"," if first != b"}" else b""
+        new = (b'{"stream_options":{"include_usage":true}' + sep, *rest)
         return new, _with_body_headers(scope, new, decoded=False)
     edited = dict(obj)
     options = obj.get("stream_options")
     edited["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    new = orjson.dumps(edited)
+    new = (orjson.dumps(edited),)
     return new, _with_body_headers(scope, new, decoded=True)

@@ -37,11 +37,36 @@ class ClientDisconnected(Exception):
 # made on every priced request.  A value all the same: nothing changes one.
 @dataclass(slots=True, unsafe_hash=True)
 class Body:
-    """``raw``: the bytes exactly as sent (replayed to the app); ``data``: the
-    decoded bytes (priced)."""
+    """``chunks``: the bytes exactly as sent, in the pieces they arrived in
+    (replayed to the app as such); ``decoded``: the bytes a Content-Encoding
+    decoded to, None where the body had none.  ``size``: the decoded bytes.
 
-    raw: bytes
-    data: bytes
+    ``raw`` and ``data`` join the pieces on every read: a body too large to
+    copy on the event loop is handed on as ``chunks``/``parts``."""
+
+    chunks: tuple[bytes, ...]
+    decoded: bytes | None
+    size: int
+
+    @property
+    def raw(self) -> bytes:
+        """The bytes exactly as sent, in one piece."""
+        return _join(self.chunks)
+
+    @property
+    def data(self) -> bytes:
+        """The decoded bytes (priced), in one piece."""
+        return self.raw if self.decoded is None else self.decoded
+
+    @property
+    def parts(self) -> tuple[bytes, ...]:
+        """The decoded bytes, in pieces."""
+        return self.chunks if self.decoded is None else (self.decoded,)
+
+
+def _join(chunks: tuple[bytes, ...]) -> bytes:
+    """``chunks`` in one piece, without a copy where there is one piece."""
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _header(scope: MutableMapping[str, Any], name: bytes) -> list[bytes]:
@@ -198,6 +223,8 @@ async def read_body(scope: MutableMapping[str, Any], receive: Receive, limit: in
             continue
         chunk = message.get("body", b"")
         if chunk:
+            if type(chunk) is not bytes:
+                chunk = bytes(chunk)  # kept, and replayed, as the bytes ASGI promises
             size += len(chunk)
             if size > limit:
                 raise RequestTooLarge(
@@ -208,21 +235,25 @@ async def read_body(scope: MutableMapping[str, Any], receive: Receive, limit: in
                 decoder.feed(chunk)
         if not message.get("more_body", False):
             break
-    raw = b"".join(chunks)
-    data = decoder.finish() if decoder is not None else raw
-    return Body(raw=raw, data=data)
+    if decoder is not None:
+        decoded = decoder.finish()
+        return Body(tuple(chunks), decoded, len(decoded))
+    return Body(tuple(chunks), None, size)
 
 
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the app ``body`` once, whole, then hands every
-    later call to the real ``receive`` (so the app still sees ``http.disconnect``)."""
-    sent = False
+def replay(body: bytes | tuple[bytes, ...], receive: Receive) -> Receive:
+    """A ``receive`` that gives the app ``body`` once (in the pieces of a
+    tuple, the last with ``more_body`` false), then hands every later call to
+    the real ``receive`` (so the app still sees ``http.disconnect``)."""
+    pieces = [body] if isinstance(body, bytes) else list(body) or [b""]
+    pieces.reverse()
 
     async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if pieces:
+            # Handed over and dropped one by one: the guard keeps no copy of
+            # what the app has taken.
+            piece = pieces.pop()
+            return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
         return await receive()
 
     return replayed
@@ -249,7 +280,7 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _ESCAPED_COLON = re.compile(rb"\\u003[aA]")
 
 
-def _keys_unique(data: bytes, value: Any) -> bool:
+def _keys_unique(data: bytes | bytearray, value: Any) -> bool:
     """True only where no object of the JSON text ``data`` has a key twice
     (``value`` is ``data`` as orjson parsed it); False where that is not proven
     this way (then the exact pass decides).
@@ -272,18 +303,18 @@ def _keys_unique(data: bytes, value: Any) -> bool:
     return _colons(data) + escaped == _colons(again)
 
 
-def _colons(data: bytes) -> int:
+def _colons(data: bytes | bytearray) -> int:
     # Faster than bytes.count, which compares byte by byte: the removal
     # finds each colon with memchr.
     return len(data) - len(data.replace(b":", b""))
 
 
-def parse_json(data: bytes) -> Any:
+def parse_json(data: bytes | bytearray) -> Any:
     """The body as JSON, strictly: UTF-8 without a BOM, no NaN or Infinity, no
     number that overflows a double, no lone surrogate, nesting under 1024, and
     no object with the same key twice (another parser could take the other
     value than the one priced).  Anything else is ``InvalidRequest``."""
-    if not data.strip():
+    if not data or data.isspace():  # (not ``strip()``: that copies a bytearray whole)
         raise InvalidRequest("The request body is empty; a JSON object is required.", param="body")
     try:
         value = orjson.loads(data)

@@ -47,6 +47,9 @@ from .tokens import TokenCount
 
 __all__ = ["PricingPool", "Understood", "DEFAULT_OFFLOAD_BYTES"]
 
+#: A body as the pool takes it: its bytes, or their pieces in order.
+BodyBytes = bytes | tuple[bytes, ...]
+
 logger = logging.getLogger("credit_guard")
 
 #: Bodies at least this large are priced in a worker process by default.
@@ -58,8 +61,25 @@ _TIMEOUT_PER_MIB = 2.0
 # How long a new worker may take to import, load the tokenizers and say so.
 _START_TIMEOUT = 120.0
 # Workers yield the CPU to the event loop's process where the two compete:
-# a small request's latency matters more than a huge one's.
+# a small request's latency matters more than a huge one's.  Under Linux's
+# SCHED_IDLE, the event loop's wakeup takes the CPU from a worker at once (at
+# nice 10 alone it waits for the worker's time slice to end, a few ms); where
+# SCHED_IDLE is missing, nice 10 is what they get.
 _WORKER_NICENESS = 10
+# A body a worker has been pricing for this long (a base, plus time in
+# proportion to the body, as for the timeout) has its worker lifted out of
+# SCHED_IDLE (to the ordinary policy, at nice 10) where this process may do so,
+# and put back once it answers: a busy event loop delays a large body, but
+# does not starve it for want of idle CPU.  Not sooner: every body waits while
+# the event loop is busy, and lifting a worker costs the loop whole time
+# slices (a worker lifted after a long wait is owed CPU and takes it).
+_PATIENCE_BASE = 2.0
+_PATIENCE_PER_MIB = 0.5
+# How many pieces one writev may gather.
+try:
+    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+    _IOV_MAX = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,28 +104,40 @@ class PricingPool:
     ``understand`` and ``count`` raise the ``CreditGuardError`` that pricing the
     body raises, or ``PricingUnavailable`` where the worker died, did not answer
     within ``timeout`` seconds (default: thirty, plus two per MiB of the body),
-    or could not start.  Workers
-    start on first use; ``close``/``aclose`` stop them (also at interpreter
-    exit), and a later call starts new ones.
+    or could not start.  Workers run at nice 10 and, on Linux, under
+    SCHED_IDLE; one still pricing a body after ``patience`` seconds (default:
+    two, plus half a second per MiB of the body) is lifted
+    to the ordinary policy until it answers, where this process may do that.
+    Workers start on first use; ``close``/``aclose`` stop them (also at
+    interpreter exit), and a later call starts new ones.
     """
 
-    def __init__(self, prices: PriceTable, *, processes: int = 1, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        prices: PriceTable,
+        *,
+        processes: int = 1,
+        timeout: float | None = None,
+        patience: float | None = None,
+    ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self._prices = prices
         self._timeout = timeout
+        self._patience = patience
         self._slots = anyio.Semaphore(processes)
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
         self._exit_hook = False
 
-    async def understand(self, kind: str, data: bytes) -> Understood:
-        """Parse, shape, resolve and bound ``data`` as a ``kind`` body."""
+    async def understand(self, kind: str, data: BodyBytes) -> Understood:
+        """Parse, shape, resolve and bound ``data`` (the bytes, or their
+        pieces in order) as a ``kind`` body."""
         result = await self._call("understand", kind, data)
         assert isinstance(result, Understood)
         return result
 
-    async def count(self, kind: str, data: bytes) -> TokenCount:
+    async def count(self, kind: str, data: BodyBytes) -> TokenCount:
         """``tokens.count_input`` of ``data`` as a ``kind`` body."""
         result = await self._call("count", kind, data)
         assert isinstance(result, TokenCount)
@@ -132,10 +164,15 @@ class PricingPool:
         """``close`` in a worker thread (it waits for processes to exit)."""
         await anyio.to_thread.run_sync(self.close)
 
-    async def _call(self, op: str, kind: str, data: bytes) -> Any:
+    async def _call(self, op: str, kind: str, data: BodyBytes) -> Any:
+        parts = (data,) if isinstance(data, bytes) else data
+        size = sum(map(len, parts))
         timeout = self._timeout
         if timeout is None:
-            timeout = _TIMEOUT_BASE + _TIMEOUT_PER_MIB * len(data) / (1024 * 1024)
+            timeout = _TIMEOUT_BASE + _TIMEOUT_PER_MIB * size / (1024 * 1024)
+        patience = self._patience
+        if patience is None:
+            patience = _PATIENCE_BASE + _PATIENCE_PER_MIB * size / (1024 * 1024)
         async with self._slots:
             worker = self._idle.pop() if self._idle else None
             if worker is not None and not worker.alive():
@@ -146,7 +183,7 @@ class PricingPool:
                 worker = await anyio.to_thread.run_sync(self._start)
             self._busy.add(worker)
             try:
-                reply = await anyio.to_thread.run_sync(worker.call, op, kind, data, timeout)
+                reply = await anyio.to_thread.run_sync(worker.call, op, kind, parts, timeout, patience)
             except BaseException:
                 worker.kill()
                 raise
@@ -206,13 +243,15 @@ class _Worker:
     def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
         self.process = process
         self.conn = conn
+        self.lifted = False  # out of SCHED_IDLE for the body it prices now
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def call(self, op: str, kind: str, data: bytes, timeout: float) -> tuple[str, Any]:
-        """Send one body and wait for the answer (in a thread: the GIL is
-        released while the pipe is written and while the worker works)."""
+    def call(self, op: str, kind: str, parts: tuple[bytes, ...], timeout: float, patience: float) -> tuple[str, Any]:
+        """Send one body, in its pieces, and wait for the answer (in a thread:
+        the GIL is released while the pipe is written and while the worker
+        works, and the pieces are never joined here)."""
         # A worker that stops reading blocks the write as surely as one that
         # stops answering blocks the read: past the deadline it is killed,
         # which ends both.
@@ -226,9 +265,12 @@ class _Worker:
         watchdog = threading.Timer(timeout, expire)
         watchdog.daemon = True
         watchdog.start()
+        lift = threading.Timer(patience, self._lift)
+        lift.daemon = True
+        lift.start()
         try:
-            self.conn.send((op, kind))
-            self.conn.send_bytes(data)
+            self.conn.send((op, kind, sum(map(len, parts))))
+            _write_all(self.conn.fileno(), parts)
             reply: tuple[str, Any] = self.conn.recv()
         except (EOFError, OSError, pickle.UnpicklingError):
             if expired.is_set():
@@ -238,7 +280,30 @@ class _Worker:
             raise PricingUnavailable("Pricing this request failed; it was not forwarded. Retry shortly.") from None
         finally:
             watchdog.cancel()
+            lift.cancel()
+            lift.join()  # (where it is lifting the worker now, until it is done)
+            if self.lifted:
+                self._idle_again()
         return reply
+
+    def _lift(self) -> None:
+        """The worker out of SCHED_IDLE, to the ordinary policy at its nice
+        value, where this process is allowed to (root, CAP_SYS_NICE, or an
+        RLIMIT_NICE that permits it); where not, it keeps the idle share the
+        kernel still gives it."""
+        try:
+            if os.sched_getscheduler(self.process.pid) != os.SCHED_IDLE:
+                return
+            os.sched_setscheduler(self.process.pid, os.SCHED_OTHER, os.sched_param(0))
+        except (AttributeError, OSError):
+            return
+        self.lifted = True
+        logger.info("credit_guard.pricing_pool: worker %s lifted out of SCHED_IDLE to finish a body", self.process.pid)
+
+    def _idle_again(self) -> None:
+        self.lifted = False
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setscheduler(self.process.pid, os.SCHED_IDLE, os.sched_param(0))
 
     def stop(self) -> None:
         self.conn.close()  # the worker sees the end of its pipe and exits
@@ -252,6 +317,21 @@ class _Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
         self.conn.close()
+
+
+def _write_all(fd: int, parts: tuple[bytes, ...]) -> None:
+    """Write ``parts`` to ``fd`` in order, gathered (``writev``: no copy of
+    them is made in this process, and the GIL is released while the kernel
+    takes them)."""
+    views = [memoryview(part) for part in parts if part]
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first : first + _IOV_MAX])
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
 
 
 # -- in the worker process -----------------------------------------------------
@@ -273,27 +353,49 @@ def _serve(fd: int) -> None:
 
     # Ctrl-C reaches the whole process group; the guard's process stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with contextlib.suppress(OSError):
         os.nice(_WORKER_NICENESS)
-    except OSError:  # pragma: no cover - not permitted here
-        pass
     tokens.warm()
     # No event loop here: a Mistral tokenizer is loaded when first needed and
     # counts exactly, rather than the byte bound while it loads.
     from . import _mistral
 
     _mistral.WAIT_FOR_TOKENIZERS = True
+    # Idle only once started: loading the tokenizers is bounded by the start
+    # timeout, and a worker that cannot start would fail every large body.
+    _idle()
     conn.send_bytes(b"ready")
     while True:
         try:
-            op, kind = conn.recv()
-            data = conn.recv_bytes()
+            op, kind, size = conn.recv()
+            data = _read_exactly(fd, size)
         except (EOFError, OSError):
             return
         conn.send(_answer(prices, op, kind, data))
+        del data  # not kept while the worker waits for the next body
 
 
-def _answer(prices: PriceTable, op: str, kind: str, data: bytes) -> tuple[str, Any]:
+def _idle() -> None:
+    """This process under SCHED_IDLE, where the system has it."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _read_exactly(fd: int, size: int) -> bytearray:
+    """``size`` bytes from ``fd``, read straight into one buffer."""
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise EOFError
+        got += n
+    view.release()
+    return data
+
+
+def _answer(prices: PriceTable, op: str, kind: str, data: bytes | bytearray) -> tuple[str, Any]:
     from . import shapes, tokens
     from .body import parse_json
     from .middleware import resolve_price

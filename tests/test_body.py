@@ -212,3 +212,36 @@ def test_a_repeated_key_is_refused_exactly_where_the_standard_library_finds_one(
     else:
         with pytest.raises(InvalidRequest):
             parse_json(data)
+
+
+async def test_the_pieces_are_kept_as_they_arrived_and_replayed_so() -> None:
+    data = b'{"model":"gpt-4o"}' * 100
+    messages = chunks(data, 7)
+    messages.insert(3, {"type": "http.request", "body": b"", "more_body": True})  # an empty piece is dropped
+    messages.insert(5, {"type": "http.request", "body": bytearray(b""), "more_body": True})
+    messages[1] = {**messages[1], "body": bytearray(messages[1]["body"])}  # kept as bytes, as ASGI promises
+    body = await read_body(scope(), receiver(messages), 10_000)
+    assert body.chunks == tuple(data[i : i + 7] for i in range(0, len(data), 7))
+    assert all(type(piece) is bytes for piece in body.chunks)
+    assert body.parts == body.chunks and body.decoded is None and body.size == len(data)
+    later = {"type": "http.disconnect"}
+    replayed = replay(body.chunks, receiver([later]))
+    got = [await replayed() for _ in body.chunks]
+    assert [m["body"] for m in got] == list(body.chunks)
+    assert [m["more_body"] for m in got] == [True] * (len(got) - 1) + [False]
+    assert await replayed() == later
+
+
+async def test_an_empty_body_is_replayed_as_one_empty_message() -> None:
+    body = await read_body(scope(), receiver(chunks(b"", 7)), 100)
+    assert body.chunks == () and body.raw == body.data == b"" and body.size == 0
+    replayed = replay(body.chunks, receiver([]))
+    assert await replayed() == {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def test_a_decoded_body_is_handed_on_decoded_in_one_piece() -> None:
+    data = b'{"model":"gpt-4o"}' * 100
+    sent = gzip.compress(data)
+    body = await read_body(scope((b"content-encoding", b"gzip")), receiver(chunks(sent, 5)), 10_000)
+    assert body.parts == (data,) and body.size == len(data)
+    assert body.raw == sent and len(body.chunks) == -(-len(sent) // 5)
