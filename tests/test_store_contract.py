@@ -395,3 +395,50 @@ async def test_thousands_of_holds_expire_exactly_when_due_in_memory() -> None:
     assert a.spent + b.spent == from_units(spent)
     assert a.available + a.held + a.spent == a.granted and b.available + b.held + b.spent == b.granted
     assert len(store._due) <= 2 * max(len(store._live), 1024) + 1024  # the heap does not keep every hold ever made
+
+
+async def test_what_the_memory_store_keeps_of_its_past_is_not_scanned_by_the_collector() -> None:
+    """Thousands of finished holds, records and expired holds are kept: as
+    tuples of strings and numbers, which the garbage collector stops tracking,
+    so a full collection does not walk them (tens of milliseconds a pause on a
+    gateway under load, were they objects)."""
+    import gc
+
+    from credit_guard.records import UsageRecord
+
+    clock = Clock()
+    store = MemoryStore({"a": "1000"}, clock=clock)
+    for i in range(3000):
+        hold = await store.reserve("a", from_units(10), ttl=30)
+        assert isinstance(hold, Hold)
+        record = UsageRecord(f"req_{i}", key="sk-...", model="gpt-4o", route="/v1/chat/completions", input_tokens=3)
+        if i % 3 == 0:
+            await store.settle(hold, from_units(7), record=record)
+        elif i % 3 == 1:
+            await store.release(hold, record=record)
+        # else left to expire
+    clock.now += 60
+    await store.expire()
+    gc.collect()
+    gc.collect()
+    kept = [*store._finished.values(), *store._records, *store._expired.values()]
+    assert len(kept) > 5000
+    assert not any(gc.is_tracked(value) for value in kept)
+    # Read back whole, as they were written.
+    records = await store.usage_records(limit=10_000)
+    assert len(records) == 3000
+    assert sum(r.outcome == "expired" for r in records) == 1000
+    first = next(r for r in records if r.request_id == "req_0")
+    assert (first.key, first.model, first.input_tokens, first.charged) == ("sk-...", "gpt-4o", 3, from_units(7))
+    # A finished hold ended again gets its first answer, marked a repeat.
+    settled = await store.reserve("a", from_units(10))
+    assert isinstance(settled, Hold)
+    once = await store.settle(settled, from_units(4))
+    again = await store.settle(settled, from_units(9))
+    assert (again.status, again.charged, again.released, again.repeat) == (
+        "settled",
+        from_units(4),
+        from_units(6),
+        True,
+    )
+    assert once.repeat is False

@@ -17,6 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from ..money import from_units, parse_amount, to_units, units_ceil
 from ..records import UsageQuery, UsageRecord, UsageRow, completed, day_start, group_rows, record_cells
@@ -30,7 +31,29 @@ _FINISHED_KEPT = 100_000
 USAGE_KEPT = 10_000
 
 
-_Kept = tuple[UsageRecord, str, str, int, int, float, bool]
+# What the store keeps of its past (records, finished and expired holds) is
+# tuples of strings and numbers only: the garbage collector stops tracking
+# them, so the thousands kept cost no time in its full collections (objects
+# of classes would, tens of milliseconds each on a gateway under load).
+# A usage record's own fields (``_fields``, in its order), then account, hold, held units,
+# charged units, ended at, late.
+_Kept = tuple[tuple[Any, ...], str, str, int, int, float, bool]
+# A finished hold: status, charged, released, overrun, late.
+_Done = tuple[str, Decimal, Decimal, Decimal, bool]
+
+
+def _fields(record: UsageRecord) -> tuple[Any, ...]:
+    return (
+        record.request_id,
+        record.key,
+        record.model,
+        record.route,
+        record.input_tokens,
+        record.output_tokens,
+        record.cached_tokens,
+        record.outcome,
+        record.started_at,
+    )
 
 
 @dataclass(slots=True)
@@ -84,8 +107,9 @@ class MemoryStore:
         # counts them) or the heap is rebuilt.
         self._due: list[tuple[float, str]] = []
         self._stale = 0
-        self._finished: OrderedDict[str, Settlement] = OrderedDict()
-        self._expired: OrderedDict[str, _Live] = OrderedDict()
+        self._finished: OrderedDict[str, _Done] = OrderedDict()
+        # An expired hold's account and units (a late settle still charges it).
+        self._expired: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._keys: dict[str, str] = {}
         self._grants_seen: dict[tuple[str, str], int] = {}
         self._prefixes: dict[str, str] = {}
@@ -248,8 +272,10 @@ class MemoryStore:
         with self._lock:
             kept = list(self._records)
         return [
-            completed(r, account=a, hold=h, held_units=held, charged_units=charged, ended_at=at, late=late)
-            for r, a, h, held, charged, at, late in kept
+            completed(
+                UsageRecord(*fields), account=a, hold=h, held_units=held, charged_units=charged, ended_at=at, late=late
+            )
+            for fields, a, h, held, charged, at, late in kept
         ]
 
     async def prune_usage(self, before: dt.date, *, account: str | None = None) -> int:
@@ -274,7 +300,7 @@ class MemoryStore:
             self._expire_due(now)
             done = self._finished.get(hold.id)
             if done is not None:
-                return _repeat(done)
+                return Settlement(hold.id, *done[:4], late=done[4], repeat=True)
             live = self._live.pop(hold.id, None)
             if live is not None:
                 self._stale += 1  # its entry in the heap
@@ -290,7 +316,7 @@ class MemoryStore:
                     overrun=from_units(max(charged - live.units, 0)),
                 )
                 if record is not None:
-                    self._records.append((record, live.account, hold.id, live.units, charged, now, False))
+                    self._records.append((_fields(record), live.account, hold.id, live.units, charged, now, False))
             else:
                 expired = self._expired.pop(hold.id, None)
                 if expired is None:
@@ -304,7 +330,7 @@ class MemoryStore:
                 else:
                     # The hold went back to available when it expired; the work
                     # was still done, so charge it now.
-                    acct = self._accounts[expired.account]
+                    acct = self._accounts[expired[0]]
                     acct.spent += charge
                     result = Settlement(
                         hold_id=hold.id,
@@ -315,7 +341,7 @@ class MemoryStore:
                         late=True,
                     )
                     if record is not None:
-                        self._records.append((record, expired.account, hold.id, 0, charge, now, True))
+                        self._records.append((_fields(record), expired[0], hold.id, 0, charge, now, True))
             self._remember(result)
             return result
 
@@ -341,14 +367,14 @@ class MemoryStore:
     def _expire_one(self, hold_id: str, now: float) -> None:
         live = self._live.pop(hold_id)
         self._accounts[live.account].held -= live.units
-        expired = UsageRecord(hold_id, outcome="expired", started_at=live.created)
+        expired = (hold_id, "-", "-", "-", 0, 0, 0, "expired", live.created)
         self._records.append((expired, live.account, hold_id, live.units, 0, now, False))
-        self._expired[hold_id] = live
+        self._expired[hold_id] = (live.account, live.units)
         while len(self._expired) > _FINISHED_KEPT:
             self._expired.popitem(last=False)
 
     def _remember(self, result: Settlement) -> None:
-        self._finished[result.hold_id] = result
+        self._finished[result.hold_id] = (result.status, result.charged, result.released, result.overrun, result.late)
         while len(self._finished) > _FINISHED_KEPT:
             self._finished.popitem(last=False)
 
@@ -359,18 +385,6 @@ def _balance(acct: _Account) -> Balance:
         held=from_units(acct.held),
         spent=from_units(acct.spent),
         granted=from_units(acct.granted),
-    )
-
-
-def _repeat(done: Settlement) -> Settlement:
-    return Settlement(
-        hold_id=done.hold_id,
-        status=done.status,
-        charged=done.charged,
-        released=done.released,
-        overrun=done.overrun,
-        late=done.late,
-        repeat=True,
     )
 
 
