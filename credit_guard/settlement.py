@@ -60,6 +60,10 @@ class Settlement:
         "_count_input",
         "_exact",
         "_charged",
+        "_tap",
+        "_hold",
+        "_send",
+        "_receive",
     )
 
     def __init__(self, exchange: Exchange) -> None:
@@ -86,30 +90,11 @@ class Settlement:
     async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
         guard = self.guard
-        tap = UsageTap(ask.kind, strip_usage=self._strip_usage)
-
-        async def tapped_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = tap.start(dict(message))
-                message["headers"] = self._response_headers(list(message.get("headers", ())), hold)
-            elif message["type"] == "http.response.body":
-                body, more = message.get("body", b""), message.get("more_body", False)
-                if tap.costly(len(body), more):
-                    chunk = await anyio.to_thread.run_sync(tap.body, body, more)
-                else:
-                    chunk = tap.body(body, more)
-                if chunk is not message.get("body", b""):
-                    message = dict(message)
-                    message["body"] = chunk
-            await send(message)
-
-        async def watched_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect" and not tap.finished:
-                # An app may end quietly when its client leaves (Starlette's
-                # StreamingResponse does): the usage record says so.
-                self._client_left = True
-            return message
+        tap = self._tap = UsageTap(ask.kind, strip_usage=self._strip_usage)
+        self._hold = hold
+        self._send = send
+        self._receive = receive
+        tapped_send, watched_receive = self._tapped_send, self._watched_receive
 
         failed: BaseException | None = None
         try:
@@ -145,6 +130,32 @@ class Settlement:
             raise
         finally:
             await self._end(hold, quote, ask, tap, failed)
+
+    async def _tapped_send(self, message: Message) -> None:
+        """The app's ``send``: the response tapped for usage, its headers added."""
+        tap = self._tap
+        if message["type"] == "http.response.start":
+            message = tap.start(dict(message))
+            message["headers"] = self._response_headers(list(message.get("headers", ())), self._hold)
+        elif message["type"] == "http.response.body":
+            body, more = message.get("body", b""), message.get("more_body", False)
+            if tap.costly(len(body), more):
+                chunk = await anyio.to_thread.run_sync(tap.body, body, more)
+            else:
+                chunk = tap.body(body, more)
+            if chunk is not body:
+                message = dict(message)
+                message["body"] = chunk
+        await self._send(message)
+
+    async def _watched_receive(self) -> Message:
+        """The app's ``receive``: notes a client that left before the end."""
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and not self._tap.finished:
+            # An app may end quietly when its client leaves (Starlette's
+            # StreamingResponse does): the usage record says so.
+            self._client_left = True
+        return message
 
     async def _end(self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None) -> None:
         """``_finish``, whatever cancels the request meanwhile.  It runs first
