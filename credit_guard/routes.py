@@ -112,6 +112,17 @@ class Route:
 _PASS = Route()
 
 
+def _priced(kind: str) -> Route:
+    """The route of a priced request of ``kind``: one value per kind."""
+    route = _PRICED.get(kind)
+    if route is None:
+        route = _PRICED[kind] = Route(kind=kind)
+    return route
+
+
+_PRICED: dict[str, Route] = {}
+
+
 def target_segments(scope: MutableMapping[str, Any]) -> tuple[str, ...]:
     """The path segments of the request target below ``root_path``, exactly as
     the guard prices them and the proxy forwards them: percent-decoded
@@ -270,7 +281,7 @@ class Router:
                 )
             )
         if method == "POST":
-            return route if route is not None else Route(kind=kind)
+            return route if route is not None else _priced(kind)
         if method in _BODYLESS and not has_body(scope):
             return _PASS
         return Route(
