@@ -348,6 +348,8 @@ class MemoryStore:
     def _expire_due(self, now: float) -> int:
         """Expire every hold overdue at ``now``; how many."""
         due = self._due
+        if (not due or due[0][0] > now) and self._stale <= 1024:
+            return 0  # nothing due, nothing to rebuild: most calls
         expired = 0
         while due and due[0][0] <= now:
             _, hold_id = heapq.heappop(due)
