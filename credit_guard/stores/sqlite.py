@@ -328,7 +328,29 @@ class SQLiteStore:
         """Each change of ``batch`` in a savepoint of its own (none where it is
         alone: its transaction is its savepoint).  A change's own failure rolls
         back that change; SQLite's failures (locked, I/O) propagate and fail
-        the transaction."""
+        the transaction.
+
+        The batch is first applied without savepoints (two statements a change
+        saved): where no change fails, as nearly always, that is the result.
+        Where one does, the transaction is rolled back and the batch applied
+        again, a savepoint each (nothing of the first attempt was committed or
+        returned)."""
+        if len(batch) > 1:
+            try:
+                for item in batch:
+                    item.result = item.fn(db)
+                return
+            except sqlite3.IntegrityError:
+                pass  # a change's own failure: see below
+            except sqlite3.DatabaseError:
+                raise
+            except Exception:
+                pass
+            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+        self._apply_each(db, batch)
+
+    def _apply_each(self, db: sqlite3.Connection, batch: list[_Change]) -> None:
         alone = len(batch) == 1
         for item in batch:
             if not alone:
@@ -366,8 +388,11 @@ class SQLiteStore:
         units: int,
         hold: str | None = None,
         note: str | None = None,
+        figures: tuple[int, int, int] | None = None,
     ) -> None:
-        granted, spent, held = self._figures(db, account)
+        """A ledger line, with the account's figures after the change (read
+        again, unless the caller, who changed them, gives them)."""
+        granted, spent, held = figures or self._figures(db, account)
         db.execute(
             "INSERT INTO ledger (at, account, kind, units, hold, available, held, spent, granted, note)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -474,18 +499,20 @@ class SQLiteStore:
         def work(db: sqlite3.Connection) -> Hold | Insufficient:
             now = self._clock()
             self._expire_account(db, account, now)
-            granted, spent, held = self._figures(db, account)
+            row = db.execute("SELECT granted, spent, held FROM accounts WHERE id = ?", (account,)).fetchone()
+            granted, spent, held = (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
             available = granted - spent - held
             if units > available:
                 return Insufficient(account, from_units(units), from_units(max(available, 0)), from_units(held))
-            self._ensure(db, account, now)
+            if row is None:
+                self._ensure(db, account, now)
             hold_id = "hold_" + os.urandom(16).hex()
             db.execute(
                 "INSERT INTO holds (id, account, units, expires_at, status, created) VALUES (?, ?, ?, ?, 'held', ?)",
                 (hold_id, account, units, now + ttl, now),
             )
             db.execute("UPDATE accounts SET held = held + ? WHERE id = ?", (units, account))
-            self._log(db, now, account, "hold", units, hold_id)
+            self._log(db, now, account, "hold", units, hold_id, figures=(granted, spent, held + units))
             return Hold(hold_id, account, from_units(units), now + ttl, from_units(available - units))
 
         return await self._run(work)
@@ -502,10 +529,14 @@ class SQLiteStore:
     def _finish(self, db: sqlite3.Connection, hold: Hold, charge: int | None, record: UsageRecord | None) -> Settlement:
         now = self._clock()
         self._expire_account(db, hold.account, now)
-        row = db.execute("SELECT account, units, status, charged FROM holds WHERE id = ?", (hold.id,)).fetchone()
+        row = db.execute(
+            "SELECT h.account, h.units, h.status, h.charged, a.granted, a.spent, a.held"
+            " FROM holds AS h JOIN accounts AS a ON a.id = h.account WHERE h.id = ?",
+            (hold.id,),
+        ).fetchone()
         if row is None:
             return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
-        account, units, status, charged_before = row
+        account, units, status, charged_before, granted, spent, held = row
         if status in ("settled", "released"):
             charged = from_units(charged_before)
             return Settlement(
@@ -525,7 +556,7 @@ class SQLiteStore:
                 (charge, now, hold.id),
             )
             db.execute("UPDATE accounts SET spent = spent + ? WHERE id = ?", (charge, account))
-            self._log(db, now, account, "settle", charge, hold.id, "late")
+            self._log(db, now, account, "settle", charge, hold.id, "late", figures=(granted, spent + charge, held))
             if record is not None:
                 self._record(db, replace(record, outcome="late"), account, hold.id, 0, charge, now)
             return Settlement(hold.id, "settled", from_units(charge), Decimal(0), from_units(charge), late=True)
@@ -543,6 +574,7 @@ class SQLiteStore:
             "release" if charge is None else "settle",
             units if charge is None else taken,
             hold.id,
+            figures=(granted, spent + taken, held - units),
         )
         if record is not None:
             self._record(db, record, account, hold.id, units, taken, now)
