@@ -369,7 +369,8 @@ def figure_floor(quick: bool) -> dict[str, Any]:
 
 def _large_load(port: int, size: int, spaces: bool, stop_file: str) -> subprocess.Popen[bytes]:
     """Large prompts back to back until ``stop_file`` exists; then the time
-    and status of each answer go to ``stop_file + ".done"`` (JSON)."""
+    and status of each answer go to ``stop_file + ".done"`` (JSON).
+    ``stop_file + ".first"`` is made once the first is answered."""
     code = f"""
 import os, httpx, orjson, sys, time
 sys.path.insert(0, {str(ROOT)!r})
@@ -381,12 +382,20 @@ with httpx.Client(timeout=120) as http:
         status = http.post("http://127.0.0.1:{port}/v1/chat/completions", content=body,
                            headers={{"Authorization": "Bearer {KEY}", "Content-Type": "application/json"}}).status_code
         done.append((time.time(), status))
+        if len(done) == 1:
+            open({stop_file + ".first"!r}, "wb").close()
 with open({stop_file + ".done"!r}, "wb") as out:
     out.write(orjson.dumps(done))
 """
     return subprocess.Popen(
         [*pinned(1), sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+def _wait_for(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def figure_responsive(quick: bool) -> dict[str, Any]:
@@ -405,6 +414,11 @@ def figure_responsive(quick: bool) -> dict[str, Any]:
             with tempfile.TemporaryDirectory() as tmp:
                 stop_file = str(Path(tmp) / "stop")
                 load = _large_load(port, size, spaces, stop_file)
+                # The steady state is measured, not the start of the pricing
+                # workers (the first body of 4 MiB or more starts them, once
+                # per server): the small requests start once the first large
+                # prompt is answered, and a second later.
+                _wait_for(Path(stop_file + ".first"), 120)
                 time.sleep(1.0)
                 try:
                     started = time.time()
