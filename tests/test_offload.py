@@ -74,13 +74,18 @@ class Upstream:
                 break
         headers = sorted((k, v) for k, v in scope["headers"] if k in (b"content-length", b"content-encoding"))
         self.bodies.append((b"".join(chunks), headers))
-        reply: dict[str, Any] = {
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]
-        }
-        if self.usage:
-            reply["usage"] = {"prompt_tokens": 1000, "completion_tokens": 3}
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": orjson.dumps(reply)})
+        await answer(send, self.usage)
+
+
+async def answer(send: Any, usage: bool) -> None:
+    """A chat completion, with usage or without."""
+    reply: dict[str, Any] = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]
+    }
+    if usage:
+        reply["usage"] = {"prompt_tokens": 1000, "completion_tokens": 3}
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": orjson.dumps(reply)})
 
 
 async def _exchange(

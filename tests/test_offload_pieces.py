@@ -27,6 +27,7 @@ from credit_guard import CreditGuard, MemoryStore, PriceTable, shapes, tokens
 from credit_guard.offload import _IOV_MAX, DEFAULT_OFFLOAD_BYTES, PricingPool
 
 from .servers import serve
+from .test_offload import answer
 
 KEY = "sk-pieces-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -61,13 +62,7 @@ class Upstream:
                 break
         self.bodies.append(b"".join(chunks))
         self.messages.append(len(chunks))
-        reply: dict[str, Any] = {
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]
-        }
-        if self.usage:
-            reply["usage"] = {"prompt_tokens": 1000, "completion_tokens": 3}
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": orjson.dumps(reply)})
+        await answer(send, self.usage)
 
 
 @contextmanager

@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import heapq
+import operator
 import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -42,18 +43,10 @@ _Kept = tuple[tuple[Any, ...], str, str, int, int, float, bool]
 _Done = tuple[str, Decimal, Decimal, Decimal, bool]
 
 
-def _fields(record: UsageRecord) -> tuple[Any, ...]:
-    return (
-        record.request_id,
-        record.key,
-        record.model,
-        record.route,
-        record.input_tokens,
-        record.output_tokens,
-        record.cached_tokens,
-        record.outcome,
-        record.started_at,
-    )
+# A record's own fields, in its order, as one tuple (made in C).
+_fields: Callable[[UsageRecord], tuple[Any, ...]] = operator.attrgetter(
+    "request_id", "key", "model", "route", "input_tokens", "output_tokens", "cached_tokens", "outcome", "started_at"
+)
 
 
 @dataclass(slots=True)
