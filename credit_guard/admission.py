@@ -247,6 +247,11 @@ class Exchange:
             return await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)
         return tokens.count_input(ask, price)
 
+    async def exact_quote(self, ask: Ask, price: ModelPrice) -> Quote:
+        """``ask``'s quote on the exact count of its input (``count_input``)."""
+        count = await self.count_input(ask, price)
+        return make_quote(ask, price, count.tokens, count.exact)
+
     async def _quote(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
         """The quote to hold: the exact count, unless the body's byte upper
         bound fits the caller's available balance ``bound_margin`` times over.
@@ -260,8 +265,7 @@ class Exchange:
         counting."""
         guard = self.guard
         if guard.bound_margin is None:
-            count = await self.count_input(ask, price)
-            return make_quote(ask, price, count.tokens, count.exact)
+            return await self.exact_quote(ask, price)
         available = guard.seen_balances.get(account)
         if available is None and size >= _BOUND_FIRST_BYTES:
             try:
@@ -279,8 +283,7 @@ class Exchange:
                 if floor.max_cost > available:
                     # Even the fewest tokens this body can hold are unaffordable.
                     return floor
-        count = await self.count_input(ask, price)
-        return make_quote(ask, price, count.tokens, count.exact)
+        return await self.exact_quote(ask, price)
 
     async def _reserve(
         self, account: str, ask: Ask, quote: Quote, obj: Any, body: Any
@@ -300,8 +303,7 @@ class Exchange:
         if isinstance(result, Insufficient) and self.bounded:
             # The balance moved since it was read: price the request exactly.
             self.bounded = False
-            count = await self.count_input(ask, quote.price)
-            quote = make_quote(ask, quote.price, count.tokens, count.exact)
+            quote = await self.exact_quote(ask, quote.price)
             result = await self._reserve_once(account, quote)
         elif isinstance(result, Hold) and self.bounded and not _within_margin(result, guard.bound_margin or 1):
             # The bound was held, but the balance it left says the margin did
@@ -373,8 +375,7 @@ class Exchange:
         """The exact count held in place of the bound ``hold`` (released once
         the exact hold is made); the bound stays held where the exact one
         cannot be made beside it, since the request was admitted on it."""
-        count = await self.count_input(ask, bounded.price)
-        quote = make_quote(ask, bounded.price, count.tokens, count.exact)
+        quote = await self.exact_quote(ask, bounded.price)
         exact = await self._reserve_once(account, quote)
         if not isinstance(exact, Hold):
             return hold, bounded

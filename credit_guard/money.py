@@ -24,16 +24,16 @@ __all__ = [
     "json_text",
 ]
 
+# Units are dollars with the point moved this many places.
+_PLACES = 10
 #: The smallest amount a store keeps, in dollars.
-UNIT = Decimal("1e-10")
+UNIT = Decimal(1).scaleb(-_PLACES)
 #: The largest number of units a store keeps on one account (int64 in SQLite and
 #: Redis): about $922 million.
 MAX_UNITS = 2**63 - 1
 
 # Enough precision for any product of a token count and a per-token price.
 _CTX = Context(prec=60)
-# UNIT is 10 ** -_PLACES dollars.
-_PLACES = 10
 _ZERO = Decimal(0)
 
 
@@ -80,8 +80,7 @@ def units_ceil(amount: Decimal) -> int:
     """Units for an amount owed (a hold, a charge): rounded up."""
     # Moving the point (scaleb) is exact and cheaper than dividing by UNIT.
     result = math.ceil(amount.scaleb(_PLACES, _CTX))
-    if not -MAX_UNITS <= result <= MAX_UNITS:
-        _check_range(result, "amount")
+    _check_range(result, "amount")
     return result
 
 

@@ -23,7 +23,7 @@ from ._asgi import Message, Receive, Scope, Send
 from .errors import PricingUnavailable
 from .money import json_text
 from .prices import ModelPrice
-from .quote import Quote, actual_cost, make_quote
+from .quote import Quote, actual_cost
 from .records import UsageRecord, clip
 from .shapes import Ask
 from .stores.base import CreditStore, Hold, StoreUnavailable
@@ -57,7 +57,7 @@ class Settlement:
         "_route",
         "_client_left",
         "_usage",
-        "_count_input",
+        "_exact_quote",
         "_exact",
         "_charged",
         "_tap",
@@ -80,7 +80,7 @@ class Settlement:
         self._client_left = False
         # The usage charged (reported, or counted by the guard), for the record.
         self._usage: Usage | None = None
-        self._count_input = exchange.count_input
+        self._exact_quote = exchange.exact_quote
         # The quote on the exact count, where the hold used the byte bound and
         # the charge needed the count.
         self._exact: Quote | None = None
@@ -309,8 +309,7 @@ class Settlement:
             return quote
         if self._exact is None:
             with contextlib.suppress(PricingUnavailable):
-                count = await self._count_input(ask, quote.price)
-                self._exact = make_quote(ask, quote.price, count.tokens, count.exact)
+                self._exact = await self._exact_quote(ask, quote.price)
         return self._exact or quote
 
     async def _worst(self, hold: Hold, quote: Quote, ask: Ask) -> Decimal:

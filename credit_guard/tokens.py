@@ -333,7 +333,7 @@ def _count_text(encoding: tiktoken.Encoding, text: str) -> tuple[int, bool]:
         return 0, True
     if len(text) > _SHORT_LEN:
         if len(text) >= _RUN_WINDOW and _has_long_run(text):
-            return len(text.encode("utf-8", "surrogatepass")), False
+            return utf8_len(text), False
         return COUNT_CACHE.count(encoding, text), True
     cache = _SHORT.get(encoding.name)
     if cache is None:
@@ -478,7 +478,7 @@ def count_output(texts: Iterable[str], price: ModelPrice) -> int:
         bound = price.token_bound
         if bound is not None and bound.o200k_ratio is not None:
             return math.ceil(count_text(get_encoding("o200k_base"), text) * bound.o200k_ratio)
-        return len(text.encode("utf-8", "surrogatepass"))
+        return utf8_len(text)
     return count_text(encoding, text)
 
 

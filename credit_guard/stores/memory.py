@@ -362,8 +362,8 @@ class MemoryStore:
     def _expire_one(self, hold_id: str, now: float) -> None:
         live = self._live.pop(hold_id)
         self._accounts[live.account].held -= live.units
-        expired = (hold_id, "-", "-", "-", 0, 0, 0, "expired", live.created)
-        self._records.append((expired, live.account, hold_id, live.units, 0, now, False))
+        expired = UsageRecord(hold_id, outcome="expired", started_at=live.created)
+        self._records.append((_fields(expired), live.account, hold_id, live.units, 0, now, False))
         self._expired[hold_id] = (live.account, live.units)
         while len(self._expired) > _FINISHED_KEPT:
             self._expired.popitem(last=False)
