@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ import orjson
 
 from . import shapes, tokens
 from ._asgi import Receive, Scope, Send
+from ._kept import Kept
 from .body import Body, ClientDisconnected, parse_json, read_body, replay
 from .errors import (
     AuthenticationFailed,
@@ -456,7 +456,8 @@ class SeenBalances:
 
     def __init__(self, accounts: int = 65_536) -> None:
         self.accounts = accounts
-        self._available: OrderedDict[str, Decimal] = OrderedDict()
+        # Out of the garbage collector's sight (see ``_kept``).
+        self._available: Kept[str, Decimal] = Kept()
 
     def get(self, account: str) -> Decimal | None:
         return self._available.get(account)
@@ -466,12 +467,11 @@ class SeenBalances:
         available = result.available if result is not None else None
         seen = self._available
         if available is None:
-            seen.pop(account, None)
+            seen.pop(account)
             return
-        seen[account] = available
-        seen.move_to_end(account)
+        seen.put(account, available)
         if len(seen) > self.accounts:
-            seen.popitem(last=False)
+            seen.pop_oldest()
 
 
 def first_header(headers: Any, name: bytes) -> bytes | None:

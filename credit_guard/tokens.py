@@ -36,7 +36,6 @@ import hashlib
 import math
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from importlib import resources
 from typing import NamedTuple
@@ -248,10 +247,13 @@ class CountCache:
         self.chars = chars
         self.hits = 0
         self.misses = 0
-        # Ordered for the eviction: a plain dict's oldest key is found by
-        # scanning past every slot deleted since its last resize, which costs
-        # tens of microseconds per new text once the cache is full.
-        self._counts: OrderedDict[tuple[str, str | bytes], int] = OrderedDict()
+        # Per encoding, a text (or its digest) to its count and the texts in
+        # the order they were stored (one store number for all encodings):
+        # plain dicts of strings, bytes and ints, which the garbage collector
+        # stops walking (see ``_kept``).
+        self._shelves: dict[str, _Shelf] = {}
+        self._stored = 0
+        self._kept = 0
         self._kept_chars = 0
         self._lock = threading.Lock()
 
@@ -260,38 +262,69 @@ class CountCache:
         size = len(text)
         if size < self.min_chars:
             return len(encoding.encode_ordinary(text))
-        key: tuple[str, str | bytes]
+        key: str | bytes
         if size <= self.text_chars and size <= self.chars:
-            key = (encoding.name, text)
+            key = text
         else:
             size = 0
-            key = (encoding.name, _digest(text))
-        found = self._counts.get(key)
+            key = _digest(text)
+        shelf = self._shelves.get(encoding.name)
+        found = shelf.counts.get(key) if shelf is not None else None
         if found is not None:
             self.hits += 1
             return found
         self.misses += 1
         found = len(encoding.encode_ordinary(text))
         with self._lock:
-            counts = self._counts
-            if key in counts:
+            shelf = self._shelves.get(encoding.name)
+            if shelf is None:
+                shelf = self._shelves[encoding.name] = _Shelf()
+            if key in shelf.counts:
                 return found
-            while counts and (len(counts) >= self.entries or self._kept_chars + size > self.chars):
-                (_, old), _ = counts.popitem(last=False)  # the oldest first
-                if isinstance(old, str):
-                    self._kept_chars -= len(old)
-            counts[key] = found
+            while self._kept and (self._kept >= self.entries or self._kept_chars + size > self.chars):
+                self._drop_oldest()
+            shelf.counts[key] = found
+            shelf.order[self._stored] = key
+            self._stored += 1
+            self._kept += 1
             self._kept_chars += size
         return found
 
+    def _drop_oldest(self) -> None:
+        oldest: _Shelf | None = None
+        for shelf in self._shelves.values():
+            if shelf.counts:
+                while shelf.first not in shelf.order:  # another encoding's number
+                    shelf.first += 1
+                if oldest is None or shelf.first < oldest.first:
+                    oldest = shelf
+        assert oldest is not None
+        old = oldest.order.pop(oldest.first)
+        del oldest.counts[old]
+        oldest.first += 1
+        self._kept -= 1
+        if isinstance(old, str):
+            self._kept_chars -= len(old)
+
     def clear(self) -> None:
         with self._lock:
-            self._counts.clear()
-            self._kept_chars = 0
+            self._shelves.clear()
+            self._kept = self._kept_chars = 0
             self.hits = self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return self._kept
+
+
+class _Shelf:
+    """One encoding's counts, and its texts by store number."""
+
+    __slots__ = ("counts", "order", "first")
+
+    def __init__(self) -> None:
+        self.counts: dict[str | bytes, int] = {}
+        self.order: dict[int, str | bytes] = {}
+        self.first = 0  # no text kept has a smaller store number
 
 
 def _digest(text: str) -> bytes:

@@ -134,3 +134,46 @@ def test_the_default_table_counts_the_same_with_and_without_the_cache() -> None:
     encoding = tokens.get_encoding("o200k_base")
     by_hand = ask.fixed_tokens + sum(len(encoding.encode_ordinary(t)) for t in ask.texts)
     assert cold == warm and cold.tokens == by_hand
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stored=st.lists(st.tuples(st.booleans(), st.integers(0, 30)), max_size=120),
+    entries=st.integers(1, 12),
+    text_chars=st.sampled_from([0, 4096]),
+)
+def test_the_oldest_text_goes_first_whatever_its_encoding(
+    stored: list[tuple[bool, int]], entries: int, text_chars: int
+) -> None:
+    """Texts of two encodings stored in turn: the cache keeps exactly the
+    newest ``entries`` of them, by text or by digest."""
+    cache = CountCache(entries=entries, min_chars=0, text_chars=text_chars)
+    order: list[tuple[bool, int]] = []
+    for wide, n in stored:
+        encoding = O200K if wide else CL100K
+        text = f"text number {n} " * 3
+        before = cache.misses
+        assert cache.count(encoding, text) == len(encoding.encode_ordinary(text))
+        if cache.misses > before:
+            order.append((wide, n))
+    kept = order[-entries:]
+    assert len(cache) == len(kept)
+    for wide, n in set(order):
+        encoding = O200K if wide else CL100K
+        misses = cache.misses
+        cache.count(encoding, f"text number {n} " * 3)
+        assert (cache.misses == misses) == ((wide, n) in kept)
+        if cache.misses > misses:
+            break  # a miss stores the text, and changes what is kept
+
+
+def test_the_collector_stops_walking_a_full_cache() -> None:
+    import gc
+
+    cache = CountCache(entries=5000, min_chars=0, text_chars=64)
+    for i in range(20_000):
+        cache.count(O200K if i % 2 else CL100K, f"{i} " + "words " * (i % 20))
+    gc.collect()
+    assert len(cache) == 5000
+    walked = [d for shelf in cache._shelves.values() for d in (shelf.counts, shelf.order)]
+    assert walked and not any(gc.is_tracked(d) for d in walked)

@@ -10,16 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import heapq
+import marshal
 import operator
 import os
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from .._kept import Fifo, Kept, Log
 from ..money import from_units, parse_amount, to_units, units_ceil
 from ..records import UsageQuery, UsageRecord, UsageRow, completed, day_start, group_rows, record_cells
 from .base import DEFAULT_HOLD_TTL, Balance, Grant, Hold, IdempotencyConflict, Insufficient, Settlement
@@ -33,14 +34,29 @@ USAGE_KEPT = 10_000
 
 
 # What the store keeps of its past (records, finished and expired holds) is
-# tuples of strings and numbers only: the garbage collector stops tracking
-# them, so the thousands kept cost no time in its full collections (objects
-# of classes would, tens of milliseconds each on a gateway under load).
-# A usage record's own fields (``_fields``, in its order), then account, hold, held units,
-# charged units, ended at, late.
-_Kept = tuple[tuple[Any, ...], str, str, int, int, float, bool]
-# A finished hold: status, charged, released, overrun, late.
-_Done = tuple[str, Decimal, Decimal, Decimal, bool]
+# kept out of the garbage collector's sight: each entry is packed into bytes
+# (``marshal``: exact for every string and number) in a ``Kept``, whose plain
+# dicts the collector stops walking, so the hundred thousand entries kept cost
+# a full collection of the host's heap nothing (walked, they cost 7 ms and
+# more per collection, on whatever request was in flight).
+# A record: its own fields (``_fields``, in its order), then account, hold,
+# held units, charged units, ended at, late.
+_KeptRecord = tuple[tuple[Any, ...], str, str, int, int, float, bool]
+# A finished hold: status, charged units, held units, late.
+_Done = tuple[str, int, int, bool]
+
+
+def _pack(value: tuple[Any, ...]) -> bytes | tuple[Any, ...]:
+    """``value`` as bytes; itself where it holds what marshal cannot write
+    (a caller's own type in a record: kept, only walked by the collector)."""
+    try:
+        return marshal.dumps(value, 2)
+    except ValueError:
+        return value
+
+
+def _unpack(packed: bytes | tuple[Any, ...]) -> Any:
+    return marshal.loads(packed) if isinstance(packed, bytes) else packed
 
 
 # A record's own fields, in its order, as one tuple (made in C).
@@ -87,9 +103,9 @@ class MemoryStore:
     ) -> None:
         if usage_kept < 0:
             raise ValueError("usage_kept must not be negative")
-        # (record, account, hold, held units, charged units, ended at, late):
-        # made into a finished UsageRecord only when read, to keep settles cheap.
-        self._records: deque[_Kept] = deque(maxlen=usage_kept)
+        # Packed ``_KeptRecord``s by sequence number: made into finished
+        # UsageRecords only when read, to keep settles cheap.
+        self._records: Log[bytes | tuple[Any, ...]] = Log(usage_kept)
         self._clock = clock if callable(clock) else time.time
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
@@ -100,9 +116,10 @@ class MemoryStore:
         # counts them) or the heap is rebuilt.
         self._due: list[tuple[float, str]] = []
         self._stale = 0
-        self._finished: OrderedDict[str, _Done] = OrderedDict()
-        # An expired hold's account and units (a late settle still charges it).
-        self._expired: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # Finished holds (a packed ``_Done``), for idempotent repeats.
+        self._finished: Fifo[str, bytes | tuple[Any, ...]] = Fifo(_FINISHED_KEPT)
+        # An expired hold's account and units, packed (a late settle still charges it).
+        self._expired: Kept[str, bytes | tuple[Any, ...]] = Kept()
         self._keys: dict[str, str] = {}
         self._grants_seen: dict[tuple[str, str], int] = {}
         self._prefixes: dict[str, str] = {}
@@ -263,7 +280,7 @@ class MemoryStore:
 
     def _finished_records(self) -> list[UsageRecord]:
         with self._lock:
-            kept = list(self._records)
+            kept = [_unpack(packed) for _, packed in self._records.items()]
         return [
             completed(
                 UsageRecord(*fields), account=a, hold=h, held_units=held, charged_units=charged, ended_at=at, late=late
@@ -275,11 +292,13 @@ class MemoryStore:
         """Drop records (of ``account``, or all) that ended before the UTC day
         ``before``; returns how many."""
         cutoff = day_start(before)
+        dropped = 0
         with self._lock:
-            kept = [k for k in self._records if k[5] >= cutoff or (account is not None and k[1] != account)]
-            dropped = len(self._records) - len(kept)
-            self._records.clear()
-            self._records.extend(kept)
+            for seq, packed in self._records.items():
+                record = _unpack(packed)
+                if record[5] < cutoff and (account is None or record[1] == account):
+                    self._records.remove(seq)
+                    dropped += 1
         return dropped
 
     async def aclose(self) -> None:
@@ -291,9 +310,18 @@ class MemoryStore:
         with self._lock:
             now = self._clock()
             self._expire_due(now)
-            done = self._finished.get(hold.id)
-            if done is not None:
-                return Settlement(hold.id, *done[:4], late=done[4], repeat=True)
+            packed = self._finished.get(hold.id)
+            if packed is not None:
+                status, charged, held, late = _unpack(packed)
+                return Settlement(
+                    hold.id,
+                    status,
+                    from_units(charged),
+                    from_units(max(held - charged, 0)),
+                    from_units(max(charged - held, 0)),
+                    late=late,
+                    repeat=True,
+                )
             live = self._live.pop(hold.id, None)
             if live is not None:
                 self._stale += 1  # its entry in the heap
@@ -309,16 +337,18 @@ class MemoryStore:
                     overrun=from_units(max(charged - live.units, 0)),
                 )
                 if record is not None:
-                    self._records.append((_fields(record), live.account, hold.id, live.units, charged, now, False))
+                    self._record((_fields(record), live.account, hold.id, live.units, charged, now, False))
+                done: _Done = (result.status, charged, live.units, False)
             else:
-                expired = self._expired.pop(hold.id, None)
-                if expired is None:
+                packed = self._expired.pop(hold.id)
+                if packed is None:
                     # Never made here, or forgotten long ago: nothing to change.
                     return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
+                expired: tuple[str, int] = _unpack(packed)
                 if charge is None:
                     # Releasing an expired hold changes nothing; a late settle
                     # may still charge it.
-                    self._expired[hold.id] = expired
+                    self._expired.put(hold.id, packed)
                     return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
                 else:
                     # The hold went back to available when it expired; the work
@@ -334,8 +364,9 @@ class MemoryStore:
                         late=True,
                     )
                     if record is not None:
-                        self._records.append((_fields(record), expired[0], hold.id, 0, charge, now, True))
-            self._remember(result)
+                        self._record((_fields(record), expired[0], hold.id, 0, charge, now, True))
+                    done = ("settled", charge, 0, True)
+            self._finished.add(hold.id, marshal.dumps(done, 2))  # strings and ints: always packs
             return result
 
     def _expire_due(self, now: float) -> int:
@@ -363,15 +394,14 @@ class MemoryStore:
         live = self._live.pop(hold_id)
         self._accounts[live.account].held -= live.units
         expired = UsageRecord(hold_id, outcome="expired", started_at=live.created)
-        self._records.append((_fields(expired), live.account, hold_id, live.units, 0, now, False))
-        self._expired[hold_id] = (live.account, live.units)
+        self._record((_fields(expired), live.account, hold_id, live.units, 0, now, False))
+        self._expired.put(hold_id, _pack((live.account, live.units)))
         while len(self._expired) > _FINISHED_KEPT:
-            self._expired.popitem(last=False)
+            self._expired.pop_oldest()
 
-    def _remember(self, result: Settlement) -> None:
-        self._finished[result.hold_id] = (result.status, result.charged, result.released, result.overrun, result.late)
-        while len(self._finished) > _FINISHED_KEPT:
-            self._finished.popitem(last=False)
+    def _record(self, record: _KeptRecord) -> None:
+        if self._records.limit:
+            self._records.append(_pack(record))
 
 
 def _balance(acct: _Account) -> Balance:
