@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
+from ..money import from_units
+
 __all__ = [
     "Balance",
     "CreditStore",
@@ -116,6 +118,23 @@ class Settlement:
     overrun: Decimal
     late: bool = False
     repeat: bool = False
+
+    @classmethod
+    def of_units(
+        cls, hold_id: str, status: str, charged: int, held: int, *, late: bool = False, repeat: bool = False
+    ) -> Settlement:
+        """A hold of ``held`` units that ended charging ``charged``: what
+        went back is what the charge left of the hold, the overrun what it
+        took beyond it."""
+        return cls(
+            hold_id,
+            status,
+            from_units(charged),
+            from_units(max(held - charged, 0)),
+            from_units(max(charged - held, 0)),
+            late,
+            repeat,
+        )
 
 
 @dataclass(frozen=True, slots=True)

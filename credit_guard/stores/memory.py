@@ -313,15 +313,7 @@ class MemoryStore:
             packed = self._finished.get(hold.id)
             if packed is not None:
                 status, charged, held, late = _unpack(packed)
-                return Settlement(
-                    hold.id,
-                    status,
-                    from_units(charged),
-                    from_units(max(held - charged, 0)),
-                    from_units(max(charged - held, 0)),
-                    late=late,
-                    repeat=True,
-                )
+                return Settlement.of_units(hold.id, status, charged, held, late=late, repeat=True)
             live = self._live.pop(hold.id, None)
             if live is not None:
                 self._stale += 1  # its entry in the heap
@@ -329,13 +321,7 @@ class MemoryStore:
                 acct.held -= live.units
                 charged = 0 if charge is None else charge
                 acct.spent += charged
-                result = Settlement(
-                    hold_id=hold.id,
-                    status="released" if charge is None else "settled",
-                    charged=from_units(charged),
-                    released=from_units(max(live.units - charged, 0)),
-                    overrun=from_units(max(charged - live.units, 0)),
-                )
+                result = Settlement.of_units(hold.id, "released" if charge is None else "settled", charged, live.units)
                 if record is not None:
                     self._record((_fields(record), live.account, hold.id, live.units, charged, now, False))
                 done: _Done = (result.status, charged, live.units, False)

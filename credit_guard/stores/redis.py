@@ -512,15 +512,7 @@ class RedisStore:
             return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
         if status == "late":
             return Settlement(hold.id, "settled", from_units(charged), Decimal(0), from_units(charged), late=True)
-        released = units if status == "released" else max(units - charged, 0)
-        return Settlement(
-            hold.id,
-            status,
-            from_units(charged),
-            from_units(released),
-            from_units(max(charged - units, 0)),
-            repeat=repeat,
-        )
+        return Settlement.of_units(hold.id, status, charged, units, repeat=repeat)
 
     async def extend(self, hold: Hold, ttl: float) -> bool:
         return bool(int(await self._call(self._extend, hold.account, hold.id, repr(float(ttl)))))

@@ -538,15 +538,7 @@ class SQLiteStore:
             return Settlement(hold.id, "unknown", Decimal(0), Decimal(0), Decimal(0), repeat=True)
         account, units, status, charged_before, granted, spent, held = row
         if status in ("settled", "released"):
-            charged = from_units(charged_before)
-            return Settlement(
-                hold.id,
-                status,
-                charged,
-                from_units(max(units - charged_before, 0)) if status == "settled" else from_units(units),
-                from_units(max(charged_before - units, 0)),
-                repeat=True,
-            )
+            return Settlement.of_units(hold.id, status, charged_before, units, repeat=True)
         if status == "expired":
             if charge is None:
                 return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
@@ -578,13 +570,7 @@ class SQLiteStore:
         )
         if record is not None:
             self._record(db, record, account, hold.id, units, taken, now)
-        return Settlement(
-            hold.id,
-            new_status,
-            from_units(taken),
-            from_units(max(units - taken, 0)),
-            from_units(max(taken - units, 0)),
-        )
+        return Settlement.of_units(hold.id, new_status, taken, units)
 
     async def extend(self, hold: Hold, ttl: float) -> bool:
         def work(db: sqlite3.Connection) -> bool:
