@@ -22,10 +22,11 @@ scanning the slots a plain dict leaves where entries were deleted.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Fifo", "Kept", "Log"]
+__all__ = ["Fifo", "Kept", "Log", "tracked"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -47,9 +48,6 @@ class Kept(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._values)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._values
 
     def get(self, key: K) -> V | None:
         return self._values.get(key)
@@ -95,19 +93,6 @@ class Kept(Generic[K, V]):
         values = self._values
         return [(key, values[key]) for key in self._order.values()]
 
-    def clear(self) -> None:
-        self._values.clear()
-        self._seq_of.clear()
-        self._order.clear()
-        self._first = self._next = 0
-
-    def tracked(self) -> bool:
-        """Whether the collector walks any of its dicts (it stops at the first
-        full collection after only atoms have gone in)."""
-        import gc
-
-        return any(gc.is_tracked(d) for d in (self._values, self._seq_of, self._order))
-
 
 class Fifo(Generic[K, V]):
     """Keys to values, each key added once, at most ``limit`` of them: the
@@ -139,11 +124,6 @@ class Fifo(Generic[K, V]):
             first = self._first
             del values[self._order.pop(first)]
             self._first = first + 1
-
-    def tracked(self) -> bool:
-        import gc
-
-        return gc.is_tracked(self._values) or gc.is_tracked(self._order)
 
 
 class Log(Generic[V]):
@@ -180,7 +160,9 @@ class Log(Generic[V]):
     def remove(self, seq: int) -> None:
         del self._values[seq]
 
-    def tracked(self) -> bool:
-        import gc
 
-        return gc.is_tracked(self._values)
+def tracked(kept: Kept[Any, Any] | Fifo[Any, Any] | Log[Any]) -> bool:
+    """Whether the collector walks any of ``kept``'s dicts (it stops at the
+    first full collection after only atoms have gone in)."""
+    fields = (getattr(kept, name) for name in kept.__slots__)
+    return any(gc.is_tracked(field) for field in fields if isinstance(field, dict))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credit_guard._kept import Fifo, Kept, Log
+from credit_guard._kept import Fifo, Kept, Log, tracked
 
 _ops = st.lists(
     st.one_of(
@@ -45,7 +45,7 @@ def test_kept_behaves_as_an_ordered_dict_whose_puts_move_to_the_end(
                 kept.pop_oldest()
         assert kept.items() == list(model.items())
         assert len(kept) == len(model)
-        assert all((k in kept) == (k in model) and kept.get(k) == model.get(k) for k in range(21))
+        assert all(kept.get(k) == model.get(k) for k in range(21))
 
 
 def test_the_collector_stops_walking_it_and_atoms_put_later_keep_it_so() -> None:
@@ -53,27 +53,16 @@ def test_the_collector_stops_walking_it_and_atoms_put_later_keep_it_so() -> None
     for i in range(1000):
         kept.put(f"hold_{i}", Decimal(i) / 7)
     gc.collect()
-    assert not kept.tracked()
+    assert not tracked(kept)
     for i in range(1000, 3000):
         kept.put(f"hold_{i}", (b"packed", 1.5, None, True)[i % 4])
         if i % 3 == 0:
             kept.pop_oldest()
-    assert not kept.tracked()
+    assert not tracked(kept)
     # A container put in is walked again: only a cost, never a wrong answer.
     kept.put("a list", ["account", 1])
-    assert kept.tracked()
+    assert tracked(kept)
     assert kept.get("a list") == ["account", 1]
-
-
-def test_clear_starts_over() -> None:
-    kept: Kept[int, int] = Kept()
-    for i in range(10):
-        kept.put(i, i)
-    kept.pop(0)
-    kept.clear()
-    assert len(kept) == 0 and kept.items() == []
-    kept.put(5, 1)
-    assert kept.pop_oldest() == (5, 1)
 
 
 @settings(max_examples=200, deadline=None)

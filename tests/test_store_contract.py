@@ -427,6 +427,7 @@ async def test_what_the_memory_store_keeps_of_its_past_is_not_walked_by_the_coll
     load)."""
     import gc
 
+    from credit_guard._kept import tracked
     from credit_guard.records import UsageRecord
 
     clock = Clock()
@@ -447,7 +448,7 @@ async def test_what_the_memory_store_keeps_of_its_past_is_not_walked_by_the_coll
         gc.collect()
         walks.append(_walked(store))
     assert len(store._finished) + len(store._records) + len(store._expired) > 5000
-    assert not (store._finished.tracked() or store._records.tracked() or store._expired.tracked())
+    assert not (tracked(store._finished) or tracked(store._records) or tracked(store._expired))
     assert walks[1] == walks[0] < 200, walks
     # Read back whole, as they were written.
     records = await store.usage_records(limit=10_000)
