@@ -66,15 +66,25 @@ class Upstream:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        chunks = await read_pieces(receive)
+        if chunks is None:
+            return
         headers = sorted((k, v) for k, v in scope["headers"] if k in (b"content-length", b"content-encoding"))
         self.bodies.append((b"".join(chunks), headers))
         await answer(send, self.usage)
+
+
+async def read_pieces(receive: Any) -> list[bytes] | None:
+    """The request body in the messages it came in, or ``None`` where the
+    client left before its end."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return chunks
 
 
 async def answer(send: Any, usage: bool) -> None:

@@ -27,7 +27,7 @@ from credit_guard import CreditGuard, MemoryStore, PriceTable, shapes, tokens
 from credit_guard.offload import _IOV_MAX, DEFAULT_OFFLOAD_BYTES, PricingPool
 
 from .servers import serve
-from .test_offload import answer
+from .test_offload import answer, read_pieces
 
 KEY = "sk-pieces-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -52,14 +52,9 @@ class Upstream:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        chunks = await read_pieces(receive)
+        if chunks is None:
+            return
         self.bodies.append(b"".join(chunks))
         self.messages.append(len(chunks))
         await answer(send, self.usage)
