@@ -468,3 +468,34 @@ async def test_what_the_memory_store_keeps_of_its_past_is_not_walked_by_the_coll
         True,
     )
     assert once.repeat is False
+
+
+async def test_records_of_any_text_or_type_are_kept_and_read_back_as_written() -> None:
+    """What the memory store packs comes back exact: a lone surrogate, a
+    started-at that is not a round number, a caller's own string type (which
+    marshal cannot write: kept as it is, only walked by the collector)."""
+    from credit_guard.records import UsageRecord
+
+    class Label(str):
+        pass
+
+    store = MemoryStore({"a": "1000"})
+    written = [
+        UsageRecord("req_0", key="sk-\ud800...", model="gpt-4o\udfff", started_at=1764140000.1234567),
+        UsageRecord("req_1", key=Label("sk-own..."), model="gpt-4o", input_tokens=2**70),
+    ]
+    for record in written:
+        hold = await store.reserve("a", from_units(10))
+        assert isinstance(hold, Hold)
+        await store.settle(hold, from_units(7), record=record)
+    read = {r.request_id: r for r in await store.usage_records(limit=10)}
+    for record in written:
+        got = read[record.request_id]
+        assert (got.key, got.model, got.started_at, got.input_tokens) == (
+            record.key,
+            record.model,
+            record.started_at,
+            record.input_tokens,
+        )
+        assert got.charged == from_units(7)
+    assert type(read["req_1"].key) is Label
