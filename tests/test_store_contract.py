@@ -432,7 +432,7 @@ async def test_what_the_memory_store_keeps_of_its_past_is_not_walked_by_the_coll
 
     clock = Clock()
     store = MemoryStore({"a": "1000"}, clock=clock)
-    walks = []
+    walks: list[int] = []
     for rounds in (300, 2700):
         for i in range(len(walks) * 300, len(walks) * 300 + rounds):
             hold = await store.reserve("a", from_units(10), ttl=30)
