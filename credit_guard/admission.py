@@ -102,7 +102,14 @@ class Exchange:
         self.bounds: tuple[int, int] | None = None  # its input_bounds, from the worker
         self._fields: dict[str, Any] | None = None  # the few fields of it the worker returned
 
-    async def run(self, receive: Receive, send: Send) -> None:
+    async def admit(self, receive: Receive, send: Send) -> Settlement | None:
+        """Read, price and hold the request: the ``Settlement`` to run the app
+        under, or None where it was answered here (refused, or the client
+        left) or sent on unpriced (fail-open while the store is down).
+        Returning it, rather than running it, ends this frame before the app
+        starts: the body object and the locals here are not kept alive for
+        the app's whole run (each object alive across it is one more for the
+        host's garbage collector to carry)."""
         guard = self.guard
         try:
             account, self.key_label = await self._identify()
@@ -110,7 +117,7 @@ class Exchange:
             try:
                 body = await read_body(self.scope, receive, guard.max_body_bytes)
             except ClientDisconnected:
-                return
+                return None
             self.size = body.size
             if not guard._warmed:
                 await guard.warm()
@@ -127,12 +134,12 @@ class Exchange:
             hold, quote, raw, scope = await self._reserve(account, ask, quote, obj, body)
         except CreditGuardError as error:
             await self.refuse(send, error)
-            return
+            return None
         if hold is None:
             # Fail-open while the store is down: forwarded unpriced, by choice.
             await guard.app(self.scope, replay(body.chunks, receive), send)
-            return
-        await Settlement(self).run(scope, replay(raw, receive), send, hold, quote, ask)
+            return None
+        return Settlement(self, scope, raw, hold, quote, ask)
 
     async def unpriced(self, receive: Receive, send: Send) -> None:
         """A request to a route that is not priced, under ``unpriced`` =

@@ -69,13 +69,10 @@ def _join(chunks: tuple[bytes, ...]) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _header(scope: MutableMapping[str, Any], name: bytes) -> list[bytes]:
-    return [v for k, v in scope.get("headers", ()) if k == name]
-
-
-def _encodings(scope: MutableMapping[str, Any]) -> list[str]:
+def _codings(values: list[bytes]) -> list[str]:
+    """The content codings that ``Content-Encoding`` header ``values`` list, in order."""
     codings: list[str] = []
-    for value in _header(scope, b"content-encoding"):
+    for value in values:
         for part in value.decode("latin-1").split(","):
             coding = part.strip().lower()
             if coding and coding != "identity":
@@ -199,7 +196,13 @@ async def read_body(scope: MutableMapping[str, Any], receive: Receive, limit: in
     encoding we cannot decode, ``InvalidRequest`` for a body that does not
     decode, and ``ClientDisconnected`` when the client leaves first.
     """
-    lengths = _header(scope, b"content-length")
+    lengths: list[bytes] = []
+    encodings: list[bytes] = []
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            lengths.append(value)
+        elif key == b"content-encoding":
+            encodings.append(value)
     if lengths:
         try:
             declared = {int(v) for v in lengths}
@@ -211,7 +214,7 @@ async def read_body(scope: MutableMapping[str, Any], receive: Receive, limit: in
             raise RequestTooLarge(
                 f"The request body is larger than the limit of {limit} bytes.", param="body", limit=limit
             )
-    codings = _encodings(scope)
+    codings = _codings(encodings) if encodings else None
     decoder = _Decoder(codings, limit) if codings else None
     chunks: list[bytes] = []
     size = 0

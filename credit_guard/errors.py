@@ -15,12 +15,13 @@ The body of each is ``{"error": {...}}`` as ``design/error-contract.md`` fixes i
 
 from __future__ import annotations
 
-import os
 import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from ._ids import random_hex
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -141,7 +142,7 @@ def request_id_from(header: bytes | str | None) -> str:
         text = header.decode("latin-1") if isinstance(header, bytes) else header
         if _REQUEST_ID.fullmatch(text):
             return text
-    return "req_" + os.urandom(12).hex()
+    return "req_" + random_hex(12)
 
 
 def _default(value: object) -> object:

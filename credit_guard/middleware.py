@@ -277,7 +277,9 @@ class CreditGuard:
                 return
             await self.app(scope, receive, send)
             return
-        await Exchange(self, scope, route.kind, model=route.model).run(receive, send)
+        settlement = await Exchange(self, scope, route.kind, model=route.model).admit(receive, send)
+        if settlement is not None:
+            await settlement.run(receive, send)
 
     def _closing_on_shutdown(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:

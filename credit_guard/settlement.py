@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -48,50 +49,56 @@ class Settlement:
     __slots__ = (
         "guard",
         "request_id",
-        "_strip_usage",
-        "_fit_header",
-        "_bounded",
-        "_size",
-        "_key_label",
-        "_started_at",
-        "_route",
+        "_exchange",
+        "_scope",
+        "_pieces",
+        "_next",
+        "_hold",
+        "_quote",
+        "_ask",
         "_client_left",
         "_usage",
-        "_exact_quote",
         "_exact",
         "_charged",
         "_tap",
-        "_hold",
         "_send",
         "_receive",
+        "_since",
+        "_extending",
     )
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(
+        self, exchange: Exchange, scope: Scope, raw: tuple[bytes, ...], hold: Hold, quote: Quote, ask: Ask
+    ) -> None:
         self.guard = exchange.guard
         self.request_id = exchange.request_id
-        self._strip_usage = exchange.strip_usage
-        self._fit_header = exchange.fit_header
-        # The quote's input is the byte upper bound, not the exact count.
-        self._bounded = exchange.bounded
-        self._size = exchange.size
-        self._key_label = exchange.key_label
-        self._started_at = exchange.started_at
-        self._route = clip(str(exchange.scope.get("path", "-")))
+        # What the way to the app decided (its ``bounded``, ``fit_header``...),
+        # read where needed.
+        self._exchange = exchange
+        self._scope = scope
+        # The body the app reads first, piece by piece (``_watched_receive``).
+        self._pieces: tuple[bytes, ...] | None = raw or (b"",)
+        self._next = 0
+        self._hold = hold
+        self._quote = quote
+        self._ask = ask
         self._client_left = False
         # The usage charged (reported, or counted by the guard), for the record.
         self._usage: Usage | None = None
-        self._exact_quote = exchange.exact_quote
         # The quote on the exact count, where the hold used the byte bound and
         # the charge needed the count.
         self._exact: Quote | None = None
         # The charge, once computed (``_end`` may run ``_finish`` twice).
         self._charged: tuple[Decimal | None] | None = None
+        # On a ``KeepAliveSweeper``: since when, and the task extending the hold.
+        self._since = 0.0
+        self._extending: asyncio.Task[None] | None = None
 
-    async def run(self, scope: Scope, receive: Receive, send: Send, hold: Hold, quote: Quote, ask: Ask) -> None:
+    async def run(self, receive: Receive, send: Send) -> None:
         """Run the app with the hold open, tap its response, and end the hold."""
         guard = self.guard
-        tap = self._tap = UsageTap(ask.kind, strip_usage=self._strip_usage)
-        self._hold = hold
+        hold, quote, ask, scope = self._hold, self._quote, self._ask, self._scope
+        tap = self._tap = UsageTap(ask.kind, strip_usage=self._exchange.strip_usage)
         self._send = send
         self._receive = receive
         tapped_send, watched_receive = self._tapped_send, self._watched_receive
@@ -108,11 +115,13 @@ class Settlement:
                 sweeper = guard._sweeper
                 if sweeper is None or sweeper.loop is not loop:
                     sweeper = guard._sweeper = KeepAliveSweeper(guard.hold_ttl, loop)
-                alive = sweeper.add(self, hold)
+                sweeper.add(self)
                 try:
                     await guard.app(scope, watched_receive, tapped_send)
                 finally:
-                    await sweeper.stop(alive)
+                    extending = sweeper.stop(self)
+                    if extending is not None:
+                        await _ended(extending)
             else:
                 async with anyio.create_task_group() as keep_alive:
                     keep_alive.start_soon(self._keep_alive, hold)
@@ -149,7 +158,16 @@ class Settlement:
         await self._send(message)
 
     async def _watched_receive(self) -> Message:
-        """The app's ``receive``: notes a client that left before the end."""
+        """The app's ``receive``: the body first, in the pieces it came in (the
+        last with ``more_body`` false), then the client's own messages, noting
+        a client that left before the end."""
+        pieces = self._pieces
+        if pieces is not None:
+            index = self._next = self._next + 1
+            more = index < len(pieces)
+            if not more:
+                self._pieces = None  # all handed over: dropped
+            return {"type": "http.request", "body": pieces[index - 1], "more_body": more}
         message = await self._receive()
         if message["type"] == "http.disconnect" and not self._tap.finished:
             # An app may end quietly when its client leaves (Starlette's
@@ -189,21 +207,32 @@ class Settlement:
 
     def _response_headers(self, headers: list[tuple[bytes, bytes]], hold: Hold) -> list[tuple[bytes, bytes]]:
         guard = self.guard
-        if not any(k.lower() == b"x-request-id" for k, _ in headers):
+        for key, _ in headers:
+            if key.lower() == b"x-request-id":
+                break
+        else:
             headers.append((b"x-request-id", self.request_id.encode("latin-1")))
         if hold.available is not None:
             headers.append((b"x-credits-remaining", json_text(hold.available).encode()))
             if guard.low_balance_threshold is not None and hold.available < guard.low_balance_threshold:
                 headers.append((b"x-credits-low", b"true"))
-        if self._fit_header is not None:
-            headers.append((b"x-credit-guard-adjusted", self._fit_header))
+        fit_header = self._exchange.fit_header
+        if fit_header is not None:
+            headers.append((b"x-credit-guard-adjusted", fit_header))
         return headers
 
     async def _finish(self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None) -> None:
         """End the hold (the rule: docs/deploying.md, "How a hold ends").  Never raises."""
         guard = self.guard
         if self._charged is None:
-            self._charged = (await self._charge(hold, quote, ask, tap, failed),)
+            try:
+                cost = await self._cost(hold, quote, ask, tap, failed)
+            except Exception:
+                # What cannot be priced costs the hold.
+                logger.exception("credit_guard.pricing_error request_id=%s hold=%s", self.request_id, hold.id)
+                self._unreadable(quote, "pricing_error")
+                cost = hold.amount
+            self._charged = (cost,)
         charge = self._charged[0]
         aborted = failed is not None and _is_cancellation(failed)
         record = self._usage_record(hold, self._exact or quote, self._usage or tap.usage, charge, aborted)
@@ -252,21 +281,10 @@ class Settlement:
                 settlement.charged,
             )
 
-    async def _charge(
-        self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None
-    ) -> Decimal | None:
-        """What the request costs (None: release the hold).  Never raises: what
-        cannot be priced costs the hold."""
-        try:
-            return await self._cost(hold, quote, ask, tap, failed)
-        except Exception:
-            logger.exception("credit_guard.pricing_error request_id=%s hold=%s", self.request_id, hold.id)
-            self._unreadable(quote, "pricing_error")
-            return hold.amount
-
     async def _cost(
         self, hold: Hold, quote: Quote, ask: Ask, tap: UsageTap, failed: BaseException | None
     ) -> Decimal | None:
+        """What the request costs (None: release the hold)."""
         guard = self.guard
         price = quote.price
         aborted = failed is not None and _is_cancellation(failed)
@@ -305,18 +323,18 @@ class Settlement:
         """``quote`` on the exact count of the input: where the hold used the
         byte bound, the input is counted now (the bound stays where the worker
         pricing the body fails)."""
-        if not self._bounded:
+        if not self._exchange.bounded:
             return quote
         if self._exact is None:
             with contextlib.suppress(PricingUnavailable):
-                self._exact = await self._exact_quote(ask, quote.price)
+                self._exact = await self._exchange.exact_quote(ask, quote.price)
         return self._exact or quote
 
     async def _worst(self, hold: Hold, quote: Quote, ask: Ask) -> Decimal:
         """What a request whose usage cannot be known costs: its hold, or where
         the hold is the byte bound's, the worst case on the exact count (what
         the hold would have been, had the input been counted)."""
-        if not self._bounded:
+        if not self._exchange.bounded:
             return hold.amount
         return min(hold.amount, (await self._counted(quote, ask)).max_cost)
 
@@ -345,16 +363,17 @@ class Settlement:
             # Charged for its input by policy, released, or charged the hold
             # for usage it could not read: no usage was reported.
             usage = Usage(input_tokens=quote.input_tokens if charge is not None else 0, output_tokens=0)
+        exchange = self._exchange
         return UsageRecord(
             request_id=self.request_id,
-            key=clip(self._key_label),
+            key=clip(exchange.key_label),
             model=clip(quote.model),
-            route=self._route,
+            route=clip(str(exchange.scope.get("path", "-"))),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cached_tokens=usage.cached_tokens,
             outcome=outcome,
-            started_at=self._started_at,
+            started_at=exchange.started_at,
         )
 
 
@@ -370,18 +389,6 @@ async def end_hold(store: CreditStore, hold: Hold, charge: Decimal | None, recor
     return await keeper.release(hold, record=record)  # type: ignore[no-any-return]
 
 
-class _Alive:
-    """A request in flight on a ``KeepAliveSweeper``."""
-
-    __slots__ = ("settlement", "hold", "started", "task")
-
-    def __init__(self, settlement: Settlement, hold: Hold, started: float) -> None:
-        self.settlement = settlement
-        self.hold = hold
-        self.started = started
-        self.task: asyncio.Task[None] | None = None
-
-
 class KeepAliveSweeper:
     """``Settlement._keep_alive`` for every request in flight on one asyncio
     loop, from one loop timer: it fires every sixth of the TTL while requests
@@ -395,15 +402,14 @@ class KeepAliveSweeper:
         self.loop = loop
         self._due = ttl / 3
         self._period = ttl / 6
-        self._alive: set[_Alive] = set()
+        self._alive: set[Settlement] = set()
         self._handle: asyncio.TimerHandle | None = None
 
-    def add(self, settlement: Settlement, hold: Hold) -> _Alive:
-        alive = _Alive(settlement, hold, self.loop.time())
-        self._alive.add(alive)
+    def add(self, settlement: Settlement) -> None:
+        settlement._since = self.loop.time()
+        self._alive.add(settlement)
         if self._handle is None:
             self._handle = self.loop.call_later(self._period, self._sweep)
-        return alive
 
     def _sweep(self) -> None:
         self._handle = None
@@ -411,17 +417,24 @@ class KeepAliveSweeper:
             return
         now = self.loop.time()
         for alive in self._alive:
-            if alive.task is None and now - alive.started >= self._due:
-                alive.task = self.loop.create_task(alive.settlement._keep_alive(alive.hold, wait_first=False))
+            if alive._extending is None and now - alive._since >= self._due:
+                alive._extending = self.loop.create_task(alive._keep_alive(alive._hold, wait_first=False))
         self._handle = self.loop.call_later(self._period, self._sweep)
 
-    async def stop(self, alive: _Alive) -> None:
-        self._alive.discard(alive)
-        task = alive.task
+    def stop(self, settlement: Settlement) -> asyncio.Task[None] | None:
+        """Take ``settlement`` off the sweep; its extending task, cancelled,
+        where it has one (the caller awaits its end with ``_ended``)."""
+        self._alive.discard(settlement)
+        task = settlement._extending
         if task is not None:
             task.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait((task,))
+        return task
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for a cancelled task's end, whatever cancels the caller meanwhile."""
+    with anyio.CancelScope(shield=True):
+        await asyncio.wait((task,))
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -432,7 +445,7 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-async def _count_output(texts: list[str], price: ModelPrice) -> int:
+async def _count_output(texts: Sequence[str], price: ModelPrice) -> int:
     """Output tokens in generated text the response did not count for us."""
     if not texts:
         return 0

@@ -26,6 +26,7 @@ coding it cannot read.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -341,7 +342,7 @@ class UsageTap:
         "status",
         "usage",
         "unreadable",
-        "texts",
+        "_texts",
         "text_bytes",
         "events",
         "finished",
@@ -368,7 +369,8 @@ class UsageTap:
         self.usage: Usage | None = None
         #: Why the response's usage cannot be known (None: it can).
         self.unreadable: str | None = None
-        self.texts: list[str] = []
+        # Generated text seen where no usage was (made on the first: most answers have none).
+        self._texts: list[str] | None = None
         self.text_bytes = 0
         self.events = 0
         self.finished = False
@@ -388,6 +390,11 @@ class UsageTap:
         self._usage_promised = False  # chunks carried "usage": null, so usage was to come
         # Anthropic streams report input in message_start, output in message_delta.
         self._anthropic_input: Usage | None = None
+
+    @property
+    def texts(self) -> Sequence[str]:
+        """The generated text seen, for counting where no usage was reported."""
+        return self._texts or ()
 
     @property
     def streaming(self) -> bool:
@@ -720,4 +727,6 @@ class UsageTap:
             return
         for text in found:
             self.text_bytes += len(text)
-        self.texts.extend(found)
+        if self._texts is None:
+            self._texts = []
+        self._texts.extend(found)

@@ -12,7 +12,6 @@ import hashlib
 import heapq
 import marshal
 import operator
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from .._ids import random_hex
 from .._kept import Fifo, Kept, Log
 from ..money import from_units, parse_amount, to_units, units_ceil
 from ..records import UsageQuery, UsageRecord, UsageRow, completed, day_start, group_rows, record_cells
@@ -189,7 +189,7 @@ class MemoryStore:
                 )
             acct.held += units
             self._accounts[account] = acct
-            hold_id = "hold_" + os.urandom(16).hex()
+            hold_id = "hold_" + random_hex(16)
             expires_at = now + ttl
             self._live[hold_id] = _Live(account, units, expires_at, now)
             heapq.heappush(self._due, (expires_at, hold_id))

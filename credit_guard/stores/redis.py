@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -49,6 +48,7 @@ from typing import Any
 import anyio
 import orjson
 
+from .._ids import random_hex
 from ..money import from_units, parse_amount, to_units, units_ceil
 from ..records import OUTCOMES, UsageQuery, UsageRecord, UsageRow, check_group, day_start, group_rows
 from .base import (
@@ -480,7 +480,7 @@ class RedisStore:
         units = units_ceil(amount)
         if units < 0:
             raise ValueError("a hold must not be negative")
-        hold_id = "hold_" + os.urandom(16).hex()
+        hold_id = "hold_" + random_hex(16)
         await self._index(account)
         result = await self._call(self._reserve, account, hold_id, units, repr(float(ttl)))
         if int(result[0]) == 0:

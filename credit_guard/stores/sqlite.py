@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from typing import Any, TypeVar, cast
 import anyio
 import anyio.to_thread
 
+from .._ids import random_hex
 from ..money import from_units, parse_amount, to_units, units_ceil
 from ..records import UsageQuery, UsageRecord, UsageRow, check_group, day_of, day_start, group_rows
 from .base import (
@@ -506,7 +506,7 @@ class SQLiteStore:
                 return Insufficient(account, from_units(units), from_units(max(available, 0)), from_units(held))
             if row is None:
                 self._ensure(db, account, now)
-            hold_id = "hold_" + os.urandom(16).hex()
+            hold_id = "hold_" + random_hex(16)
             db.execute(
                 "INSERT INTO holds (id, account, units, expires_at, status, created) VALUES (?, ?, ?, ?, 'held', ?)",
                 (hold_id, account, units, now + ttl, now),
