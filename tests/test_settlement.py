@@ -836,11 +836,13 @@ def billed(usage: dict[str, Any]) -> Decimal:
     """What the provider bills for valid usage: cached input at the cached price."""
     price = PRICES.resolve("gpt-4o-mini")
     assert price.cached_input_price is not None and price.reasoning_output_price is None
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    cached: int = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    prompt: int = usage["prompt_tokens"]
+    completion: int = usage["completion_tokens"]
     return (
-        price.input_price * (usage["prompt_tokens"] - cached)
+        price.input_price * (prompt - cached)
         + price.cached_input_price * cached
-        + price.output_price * usage["completion_tokens"]
+        + price.output_price * completion
     )
 
 
@@ -1118,7 +1120,7 @@ async def test_a_request_cancelled_while_its_hold_ends_still_ends_it(how: str) -
     balance = await store.balance("acct")
     price = PRICES.resolve("gpt-4o-mini")
     assert balance.held == 0
-    assert balance.spent == price.input_price * 9 + price.output_price * 3  # type: ignore[operator]
+    assert balance.spent == price.input_price * 9 + price.output_price * 3
     assert balance.available + balance.held + balance.spent == balance.granted
     assert sent[0]["status"] == 200
 
