@@ -244,13 +244,24 @@ class CreditGuard:
         )
         self.rejections = rejections
         self._warmed = False
+        self._warming: anyio.Event | None = None  # set when the load in progress ends
 
     async def warm(self) -> None:
         """Load the tokenizer files now, in a worker thread (otherwise the first
-        priced request does it, also off the event loop)."""
-        if not self._warmed:
-            await anyio.to_thread.run_sync(tokens.warm)
-            self._warmed = True
+        priced request does it, also off the event loop).  Requests that come
+        meanwhile wait for that load: one worker thread, however many came."""
+        while not self._warmed:
+            warming = self._warming
+            if warming is not None:
+                await warming.wait()
+                continue  # loaded, or the load was cancelled: look again
+            warming = self._warming = anyio.Event()
+            try:
+                await anyio.to_thread.run_sync(tokens.warm)
+                self._warmed = True
+            finally:
+                self._warming = None
+                warming.set()
 
     async def aclose(self) -> None:
         """Stop the worker processes that price large bodies (a later large

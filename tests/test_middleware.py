@@ -427,3 +427,47 @@ async def test_non_http_scopes_pass_through() -> None:
     await app({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     await app({"type": "websocket", "path": "/v1/chat/completions"}, None, None)  # type: ignore[arg-type]
     assert seen == ["lifespan", "websocket"]
+
+
+async def test_requests_that_come_while_the_tokenizers_load_wait_for_one_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sixty first requests at once start one worker thread for the load, not
+    one each (anyio would start up to 40 and keep them); a load that fails is
+    tried again by the next request."""
+    import threading
+
+    import anyio
+
+    from credit_guard import tokens
+
+    loads: list[str] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow_warm() -> None:
+        loads.append(threading.current_thread().name)
+        started.set()
+        release.wait(10)
+        if len(loads) == 1:
+            raise RuntimeError("the first load fails")
+
+    monkeypatch.setattr(tokens, "warm", slow_warm)
+    guard = CreditGuard(create_app(), store=MemoryStore({"acct": "1"}, keys={KEY: "acct"}))
+    errors: list[BaseException] = []
+
+    async def first() -> None:
+        try:
+            await guard.warm()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(60):
+            group.start_soon(first)
+        await anyio.to_thread.run_sync(started.wait, 10)
+        await anyio.sleep(0.3)  # time for any other load to start
+        assert len(loads) == 1
+        release.set()
+    # The first load failed for its own caller; the others waited, and one of
+    # them loaded again, alone.
+    assert len(errors) == 1
+    assert len(loads) == 2 and guard._warmed

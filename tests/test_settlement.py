@@ -839,11 +839,7 @@ def billed(usage: dict[str, Any]) -> Decimal:
     cached: int = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
     prompt: int = usage["prompt_tokens"]
     completion: int = usage["completion_tokens"]
-    return (
-        price.input_price * (prompt - cached)
-        + price.cached_input_price * cached
-        + price.output_price * completion
-    )
+    return price.input_price * (prompt - cached) + price.cached_input_price * cached + price.output_price * completion
 
 
 @pytest.fixture(scope="module")
