@@ -214,7 +214,7 @@ async def read_body(scope: MutableMapping[str, Any], receive: Receive, limit: in
             raise RequestTooLarge(
                 f"The request body is larger than the limit of {limit} bytes.", param="body", limit=limit
             )
-    codings = _codings(encodings) if encodings else None
+    codings = _codings(encodings)
     decoder = _Decoder(codings, limit) if codings else None
     chunks: list[bytes] = []
     size = 0

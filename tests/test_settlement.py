@@ -1078,20 +1078,28 @@ async def _answer(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.mark.parametrize("how", ["cancel scope", "task.cancel"])
-async def test_a_request_cancelled_while_its_hold_ends_still_ends_it(how: str) -> None:
-    store = SlowSettles({"acct": "1"}, keys={KEY: "acct"})
-    guard = CreditGuard(_answer, store=store, prices=PRICES)
-    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
-    scope = {
+def _scope_for(body: bytes) -> dict[str, Any]:
+    return {
         "type": "http",
         "method": "POST",
         "path": CHAT,
         "raw_path": CHAT.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")],
+        "headers": [
+            (b"authorization", f"Bearer {KEY}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
     }
+
+
+@pytest.mark.parametrize("how", ["cancel scope", "task.cancel"])
+async def test_a_request_cancelled_while_its_hold_ends_still_ends_it(how: str) -> None:
+    store = SlowSettles({"acct": "1"}, keys={KEY: "acct"})
+    guard = CreditGuard(_answer, store=store, prices=PRICES)
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+    scope = _scope_for(body)
     sent: list[Any] = []
 
     async def receive() -> Any:
@@ -1119,22 +1127,6 @@ async def test_a_request_cancelled_while_its_hold_ends_still_ends_it(how: str) -
     assert balance.spent == price.input_price * 9 + price.output_price * 3
     assert balance.available + balance.held + balance.spent == balance.granted
     assert sent[0]["status"] == 200
-
-
-def _scope_for(body: bytes) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "method": "POST",
-        "path": CHAT,
-        "raw_path": CHAT.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"authorization", f"Bearer {KEY}".encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
 
 
 async def test_the_app_reads_the_body_in_the_pieces_it_came_in_then_the_client() -> None:
