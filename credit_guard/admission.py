@@ -369,21 +369,33 @@ class Exchange:
                 json_text(context["held_credits"]),
             )
             raise error
-        guard.metrics.hold_opened(quote.model, result.amount)
-        if ask.kind == "chat" and ask.stream and not ask.include_usage and guard.inject_usage:
-            spliceable = _can_splice(obj, raw, raw is body.chunks and body.decoded is None)
-            if not spliceable:
-                obj = await self._whole(obj, body)  # edited whole, not spliced
-            raw, scope = _ask_for_usage(scope, obj, raw, spliceable=spliceable)
-            self.strip_usage = True
+        try:
+            guard.metrics.hold_opened(quote.model, result.amount)
+            if ask.kind == "chat" and ask.stream and not ask.include_usage and guard.inject_usage:
+                spliceable = _can_splice(obj, raw, raw is body.chunks and body.decoded is None)
+                if not spliceable:
+                    obj = await self._whole(obj, body)  # edited whole, not spliced
+                raw, scope = _ask_for_usage(scope, obj, raw, spliceable=spliceable)
+                self.strip_usage = True
+        except BaseException:
+            # The app will not run after all (a metrics hook that raised, a
+            # request cancelled here): the hold ends now, not by expiring.
+            await self._let_go(result)
+            raise
         return result, quote, raw, scope
 
     async def _hold_exactly(self, account: str, ask: Ask, bounded: Quote, hold: Hold) -> tuple[Hold, Quote]:
         """The exact count held in place of the bound ``hold`` (released once
         the exact hold is made); the bound stays held where the exact one
         cannot be made beside it, since the request was admitted on it."""
-        quote = await self.exact_quote(ask, bounded.price)
-        exact = await self._reserve_once(account, quote)
+        try:
+            quote = await self.exact_quote(ask, bounded.price)
+            exact = await self._reserve_once(account, quote)
+        except BaseException:
+            # Refused (the store went down, failing closed) or cancelled: the
+            # request will not run on the bound hold either.
+            await self._let_go(hold)
+            raise
         if not isinstance(exact, Hold):
             return hold, bounded
         self.bounded = False
@@ -391,15 +403,38 @@ class Exchange:
             await self.guard.store.release(hold)
         except StoreUnavailable:
             # The bound hold ends by expiring, after its TTL.
-            self.guard.metrics.store_error("release")
-            logger.warning(
-                "credit_guard.release_failed request_id=%s hold=%s: the hold will expire", self.request_id, hold.id
-            )
+            self._release_failed(hold)
             return exact, quote
+        except BaseException:
+            await self._let_go(hold, exact)
+            raise
         if exact.available is not None:
             # What the account has left now that the bound is back.
             exact = replace(exact, available=exact.available + hold.amount)
         return exact, quote
+
+    async def _let_go(self, *holds: Hold) -> None:
+        """Release ``holds`` of a request that will not run, whatever cancels
+        it meanwhile (releases are idempotent: one already made is answered
+        as a repeat).  One the store cannot release ends by expiring."""
+        with anyio.CancelScope(shield=True):
+            for hold in holds:
+                try:
+                    await self.guard.store.release(hold)
+                except StoreUnavailable:
+                    self._release_failed(hold)
+                except Exception:
+                    logger.exception(
+                        "credit_guard.release_error request_id=%s hold=%s: the hold will expire",
+                        self.request_id,
+                        hold.id,
+                    )
+
+    def _release_failed(self, hold: Hold) -> None:
+        self.guard.metrics.store_error("release")
+        logger.warning(
+            "credit_guard.release_failed request_id=%s hold=%s: the hold will expire", self.request_id, hold.id
+        )
 
     async def _whole(self, obj: Any, body: Body) -> Any:
         """The whole body object, where ``obj`` holds only the fields of an

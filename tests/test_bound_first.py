@@ -8,6 +8,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -171,8 +172,9 @@ class Spy(MemoryStore):
 
 def _worst(body: bytes, input_tokens: int) -> Decimal:
     price = PRICES.resolve("gpt-4o")
-    output = orjson.loads(body)["max_tokens"]
-    return price.input_price * input_tokens + price.output_price * output  # type: ignore[operator]
+    output: int = orjson.loads(body)["max_tokens"]
+    assert price.input_price is not None and price.output_price is not None
+    return price.input_price * input_tokens + price.output_price * output
 
 
 def _close(held: Decimal, worst: Decimal) -> bool:
@@ -300,3 +302,75 @@ def test_seen_balances_keep_the_most_recent_accounts() -> None:
     assert seen.get("b") is None and seen.get("a") == 5 and seen.get("c") == 5
     seen.saw("a", None)  # the store did not answer: nothing is known
     assert seen.get("a") is None
+
+
+# -- a request that ends while its bound hold is replaced: no hold outlives it ------
+
+
+class Stalling(Spy):
+    """A memory store whose ``stall``-th reserve or first release (``"reserve"``
+    or ``"release"``) never returns, or whose second reserve finds it down."""
+
+    def __init__(self, *args: Any, stall: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stall = stall
+        self.stalled = anyio.Event()
+
+    async def reserve(self, account: str, amount: Decimal, *, ttl: float = 600.0) -> Any:
+        if self.reserved and self.stall in ("reserve", "down"):
+            stall, self.stall = self.stall, ""
+            if stall == "down":
+                raise StoreUnavailable("the store is restarting")
+            self.stalled.set()
+            await anyio.sleep_forever()
+        return await super().reserve(account, amount, ttl=ttl)
+
+    async def release(self, hold: Any, *, record: Any = None) -> Any:
+        if self.stall == "release":
+            self.stall = ""
+            self.stalled.set()
+            await anyio.sleep_forever()
+        return await super().release(hold, record=record)
+
+
+def _thin_balance_seen_ample(stall: str) -> tuple[bytes, Stalling, CreditGuard, Upstream]:
+    """A bound hold that the balance it leaves says is too large: the guard
+    replaces it with the exact count's (``_hold_exactly``)."""
+    body = _body(["gateway"] * 300, 50)
+    store = Stalling({"acct": _worst(body, _tokens(body)[1]) * 3}, stall=stall)
+    upstream = Upstream(True)
+    guard = CreditGuard(upstream, store=store, prices=PRICES, accounts={"sk-test-1": "acct"})
+    guard.seen_balances.saw("acct", Insufficient("acct", Decimal(1), Decimal(10**6), Decimal(0)))
+    return body, store, guard, upstream
+
+
+@pytest.mark.parametrize("stall", ["reserve", "release"])
+async def test_a_request_cancelled_while_its_bound_hold_is_replaced_leaves_no_hold(stall: str) -> None:
+    """Cancelled while the exact hold is made, or while the bound one is
+    released after it: every hold it made is released at once, none is left
+    to expire (the store's clock never moves here)."""
+    body, store, guard, upstream = _thin_balance_seen_ample(stall)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as client:
+        async with anyio.create_task_group() as requests:
+            requests.start_soon(lambda: client.post("/v1/chat/completions", content=body, headers=AUTH))
+            await store.stalled.wait()
+            requests.cancel_scope.cancel()
+    after = await store.balance("acct")
+    assert len(store.reserved) == (1 if stall == "reserve" else 2)
+    assert after.held == 0 and after.spent == 0
+    assert after.available == after.granted
+    assert upstream.calls == 0
+
+
+async def test_a_store_that_goes_down_while_the_bound_hold_is_replaced_releases_it() -> None:
+    """Failing closed, the request is refused (503) and the bound hold it
+    already had ends with it."""
+    body, store, guard, upstream = _thin_balance_seen_ample("down")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as client:
+        response = await client.post("/v1/chat/completions", content=body, headers=AUTH)
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "credit_store_unavailable"
+    assert store.released == store.reserved  # the one bound hold
+    after = await store.balance("acct")
+    assert after.held == 0 and after.available == after.granted
+    assert upstream.calls == 0

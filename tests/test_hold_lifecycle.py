@@ -180,3 +180,28 @@ async def test_an_older_store_file_is_migrated_and_keeps_its_data(tmp_path: Path
     check = sqlite3.connect(path)
     assert check.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 3
     check.close()
+
+
+async def test_a_metrics_hook_that_raises_after_the_hold_leaves_no_hold() -> None:
+    """A hook must not raise; where one does, the request fails without
+    reaching the app, and the hold it had is released at once."""
+    from credit_guard.metrics import Metrics
+
+    class Broken(Metrics):
+        def hold_opened(self, model: str, amount: Decimal) -> None:
+            raise RuntimeError("the metrics backend is gone")
+
+    calls = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+
+    store = MemoryStore({"acct": "1.00"}, keys={KEY: "acct"})
+    guard = CreditGuard(app, prices=PRICES, store=store, metrics=Broken())
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as client:
+        with pytest.raises(RuntimeError, match="metrics backend"):
+            await client.post("/v1/chat/completions", content=body, headers=AUTH)
+    after = await store.balance("acct")
+    assert after.held == 0 and after.spent == 0 and after.available == Decimal("1.00")
+    assert calls == []

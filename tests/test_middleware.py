@@ -13,6 +13,7 @@ import pytest
 
 from credit_guard import CreditGuard, MemoryStore, PriceTable
 from credit_guard.fake_llm import create_app
+from credit_guard.stores.base import Hold
 
 pytestmark = pytest.mark.anyio
 
@@ -185,7 +186,7 @@ async def test_settles_from_the_fake_models_usage_exactly() -> None:
     assert usage["completion_tokens"] == 7
     charged = Decimal("0.00000015") * usage["prompt_tokens"] + Decimal("0.0000006") * 7
     balance = await store.balance("acct_1")
-    assert (balance.spent, balance.held) == (charged, 0)
+    assert (balance.spent, balance.held) == (charged, Decimal(0))
     assert Decimal(response.headers["x-credits-remaining"]) < Decimal("1.00")
 
 
@@ -222,7 +223,7 @@ async def test_upstream_error_releases_the_hold() -> None:
         )
     assert response.status_code == 500
     balance = await store.balance("acct_1")
-    assert (balance.available, balance.held, balance.spent) == (Decimal("1.00"), 0, 0)
+    assert (balance.available, balance.held, balance.spent) == (Decimal("1.00"), Decimal(0), Decimal(0))
 
 
 async def test_app_exception_releases_and_reraises() -> None:
@@ -238,7 +239,7 @@ async def test_app_exception_releases_and_reraises() -> None:
                 headers=AUTH,
             )
     balance = await store.balance("acct_1")
-    assert (balance.available, balance.held, balance.spent) == (Decimal("1.00"), 0, 0)
+    assert (balance.available, balance.held, balance.spent) == (Decimal("1.00"), Decimal(0), Decimal(0))
 
 
 async def test_app_exception_charges_input_under_that_policy() -> None:
@@ -381,6 +382,7 @@ async def test_async_callable_accounts() -> None:
 async def test_in_flight_402_has_retry_after() -> None:
     app, store = guard(Recorder(), "0.05")
     hold = await store.reserve("acct_1", Decimal("0.04"))
+    assert isinstance(hold, Hold)
     async with client(app) as http:
         response = await http.post(
             "/v1/chat/completions",
