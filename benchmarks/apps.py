@@ -6,7 +6,8 @@
 ``x-bench-bytes`` bytes of SSE events, for the memory figure.
 ``litellm_bare`` / ``litellm_memory`` / ``litellm_sqlite``: LiteLLM's proxy server
 (its FastAPI app, a mocked model: no provider, no network) alone and behind the
-guard (the ``litellm`` extra).  Under ``BENCH_GC_STATS=<file>`` the LiteLLM
+guard (the ``litellm`` extra); ``litellm_parked``, a diagnostic: the memory
+store's guard with each request parked 0.5 ms before its hold.  Under ``BENCH_GC_STATS=<file>`` the LiteLLM
 servers count the garbage collector's passes and their time, per generation,
 and write the totals to that file on ``SIGUSR1`` (the same for all three).
 """
@@ -168,6 +169,26 @@ def litellm_bare() -> Any:
 def litellm_memory() -> Any:
     _count_gc()
     return _guard(_litellm(), MemoryStore({ACCOUNT: BALANCE}))
+
+
+def litellm_parked() -> Any:
+    """A diagnostic, not a setting: the memory store's guard with each
+    request parked ``BENCH_PARK_SECONDS`` (0.5 ms) before its hold.  LiteLLM
+    runs each completion on an executor thread, which waits for the GIL
+    while the event loop has work: how its throughput answers a wait that
+    costs no CPU shows how much of the memory store's figure is the
+    server's scheduling rather than the guard's work."""
+    import asyncio
+
+    pause = float(os.environ.get("BENCH_PARK_SECONDS", "0.0005"))
+
+    class Parked(MemoryStore):
+        async def reserve(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(pause)
+            return await super().reserve(*args, **kwargs)
+
+    _count_gc()
+    return _guard(_litellm(), Parked({ACCOUNT: BALANCE}))
 
 
 def litellm_sqlite() -> Any:

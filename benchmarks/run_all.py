@@ -612,13 +612,14 @@ def _pooled(windows: list[dict[str, Any]], seconds: int) -> dict[str, Any]:
 
 def figure_litellm(quick: bool) -> dict[str, Any]:
     """LiteLLM's proxy server with a mocked model, alone and behind the guard
-    (memory and SQLite stores), over HTTP with wrk.
+    (memory and SQLite stores, and the memory store parked 0.5 ms before each
+    hold: a diagnostic), over HTTP with wrk.
 
-    Each round starts the three servers side by side (pinned to the same core,
+    Each round starts the four servers side by side (pinned to the same core,
     the load generator on the other) and warms each up; then their measured
     windows take turns, in an order and its reverse (bare, memory, sqlite,
-    sqlite, memory, bare, ...), so that whatever else the machine runs meanwhile
-    falls on all three alike, and no server always goes first.  Per server and
+    parked, parked, sqlite, ...), so that whatever else the machine runs
+    meanwhile falls on all alike, and no server always goes first.  Per server and
     round: requests per second over all its windows, and the server's CPU per
     request (less sensitive than throughput to other work on the machine) with
     its garbage collector's share.  Each figure is the median of the rounds
@@ -634,7 +635,14 @@ def figure_litellm(quick: bool) -> dict[str, Any]:
     warm_up = 10 if quick else 20
     rounds = 3 if quick else 4
     body = chat_body(1000)
-    servers = (("bare", "litellm_bare"), ("memory", "litellm_memory"), ("sqlite", "litellm_sqlite"))
+    # "parked", a diagnostic: the memory store's guard with each request
+    # parked 0.5 ms before its hold (apps.litellm_parked).
+    servers = (
+        ("bare", "litellm_bare"),
+        ("memory", "litellm_memory"),
+        ("sqlite", "litellm_sqlite"),
+        ("parked", "litellm_parked"),
+    )
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in servers}
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
@@ -668,7 +676,7 @@ def figure_litellm(quick: bool) -> dict[str, Any]:
         if all("gc_ms_per_request" in run for run in measured):
             results[name]["gc_ms_per_request"] = _spread([run["gc_ms_per_request"] for run in measured], 3)
             results[name]["full_gc_passes"] = [run["full_gc_passes"] for run in measured]
-    for name in ("memory", "sqlite"):
+    for name in ("memory", "sqlite", "parked"):
         pairs = list(zip(samples[name], samples["bare"], strict=True))
         ratios = [g["rps"] / b["rps"] for g, b in pairs if b["rps"] > 0]
         if not ratios:
