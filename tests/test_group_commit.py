@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,64 @@ async def test_a_cancelled_caller_whose_change_was_not_taken_changes_nothing(tmp
             await store.reserve("acct", Decimal("2"))
     balance = await store.balance("acct")
     assert balance.held == Decimal("1")  # the cancelled hold of 2 was never made
+    await store.aclose()
+
+
+async def test_a_caller_cancelled_while_its_hold_is_committed_leaves_no_hold(tmp_path: Path) -> None:
+    """Three reserves: the first commits alone, the next two together, driven
+    by the second.  The third is cancelled while the writer commits its hold:
+    it never receives it, so the store releases it at once (not after its TTL)."""
+    store = SQLiteStore(tmp_path / "credits.db")
+    await store.grant("acct", "5")
+    commit = store._commit
+    started = [threading.Event(), threading.Event()]
+    go = [threading.Event(), threading.Event()]
+    sizes: list[int] = []
+
+    def gated(batch: list[Any]) -> None:
+        turn = len(sizes)
+        sizes.append(len(batch))
+        if turn < 2:
+            started[turn].set()
+            go[turn].wait(10)
+        commit(batch)
+
+    store._commit = gated  # type: ignore[method-assign]
+    received: dict[str, object] = {}
+
+    async def reserve(name: str, amount: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            received[name] = await store.reserve("acct", Decimal(amount))
+
+    async def until(event: threading.Event) -> None:
+        with anyio.fail_after(10):
+            while not event.is_set():
+                await anyio.sleep(0.005)
+
+    async def waiting(changes: int) -> None:
+        with anyio.fail_after(10):
+            while len(store._pending) < changes:
+                await anyio.sleep(0.005)
+
+    third = anyio.CancelScope()
+    async with anyio.create_task_group() as group:
+        group.start_soon(reserve, "first", "1", anyio.CancelScope())
+        await until(started[0])
+        group.start_soon(reserve, "second", "0.5", anyio.CancelScope())
+        await waiting(1)
+        group.start_soon(reserve, "third", "0.25", third)
+        await waiting(2)
+        go[0].set()
+        await until(started[1])  # the second drives both waiting changes
+        third.cancel()
+        await anyio.sleep(0.02)  # its cancellation reaches it while the writer is busy
+        go[1].set()
+    assert sizes[:2] == [1, 2]
+    assert isinstance(received["first"], Hold) and isinstance(received["second"], Hold)
+    assert "third" not in received
+    balance = await store.balance("acct")
+    assert balance.held == Decimal("1.5")  # the third's 0.25 was released
+    assert balance.available + balance.held + balance.spent == balance.granted
     await store.aclose()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from credit_guard._ids import random_hex
 from credit_guard.stores import Hold, Insufficient, StoreUnavailable
 from credit_guard.stores.redis import RedisStore
 
@@ -49,9 +50,10 @@ async def test_concurrent_calls_share_pipelines_and_each_gets_its_own_reply(redi
             await store.grant(account, "1")
         # A different amount per account: a reply given to the wrong caller shows.
         amounts = {account: Decimal(i + 1) / 1000 for i, account in enumerate(accounts)}
-        holds = await asyncio.gather(*(store.reserve(a, amounts[a]) for a in accounts))
+        results = await asyncio.gather(*(store.reserve(a, amounts[a]) for a in accounts))
+        holds = [hold for hold in results if isinstance(hold, Hold)]
+        assert len(holds) == len(results)
         for account, hold in zip(accounts, holds, strict=True):
-            assert isinstance(hold, Hold)
             assert (hold.account, hold.amount, hold.available) == (account, amounts[account], 1 - amounts[account])
         # Half of them cannot afford a second hold of 0.5 plus the first.
         second = await asyncio.gather(*(store.reserve(a, Decimal("0.97")) for a in accounts))
@@ -66,7 +68,7 @@ async def test_concurrent_calls_share_pipelines_and_each_gets_its_own_reply(redi
             if isinstance(result, Hold):
                 await store.release(result)
             balance = await store.balance(account)
-            assert (balance.held, balance.spent) == (0, amounts[account] / 2)
+            assert (balance.held, balance.spent) == (Decimal(0), amounts[account] / 2)
             assert balance.available + balance.held + balance.spent == balance.granted == 1
         assert sizes and max(sizes) > 1, "concurrent calls were not pipelined"
     finally:
@@ -217,5 +219,37 @@ async def test_a_store_that_waits_for_replicas_sends_each_call_on_its_own(redis_
         # No replica here: each call learns that its own write was not replicated.
         assert all(isinstance(r, StoreUnavailable) and "replicas" in str(r) for r in results), results
         assert sizes == []
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["after the script", "before it"])
+async def test_a_reserve_cancelled_around_its_script_leaves_no_hold(redis_url: str, ran: bool) -> None:
+    """Cancelled once its script ran (its reply never received), or before it
+    was sent: either way the account holds nothing afterwards, at once."""
+
+    stalled = anyio.Event()
+
+    class Stalling(RedisStore):
+        async def _call(self, script: Any, account: str, *extra: object) -> Any:
+            if script is self._reserve and not ran:
+                stalled.set()
+                await anyio.sleep_forever()
+            result = await super()._call(script, account, *extra)
+            if script is self._reserve:
+                stalled.set()
+                await anyio.sleep_forever()
+            return result
+
+    store = Stalling(redis_url)
+    account = f"cancelled-reserve-{random_hex(8)}"
+    try:
+        await store.grant(account, "1")
+        async with anyio.create_task_group() as group:
+            group.start_soon(store.reserve, account, Decimal("0.4"))
+            await stalled.wait()
+            group.cancel_scope.cancel()
+        balance = await store.balance(account)
+        assert (balance.held, balance.spent, balance.available) == (Decimal(0), Decimal(0), Decimal(1))
     finally:
         await store.aclose()

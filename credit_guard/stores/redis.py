@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -63,6 +64,8 @@ from .base import (
 )
 
 __all__ = ["RedisStore"]
+
+logger = logging.getLogger("credit_guard")
 
 # The most script calls sent in one pipeline.
 _BATCH = 128
@@ -482,7 +485,17 @@ class RedisStore:
             raise ValueError("a hold must not be negative")
         hold_id = "hold_" + random_hex(16)
         await self._index(account)
-        result = await self._call(self._reserve, account, hold_id, units, repr(float(ttl)))
+        try:
+            result = await self._call(self._reserve, account, hold_id, units, repr(float(ttl)))
+        except asyncio.CancelledError:
+            # Cancelled once the script may have run: a hold no one received
+            # is released by its id (where it was never made, nothing changes).
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.release(Hold(hold_id, account, from_units(units), 0.0))
+                except Exception:
+                    logger.exception("credit_guard.unreceived_hold_kept hold=%s: it will expire", hold_id)
+            raise
         if int(result[0]) == 0:
             available = self._int(result[1])
             return Insufficient(

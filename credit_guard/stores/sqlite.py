@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -52,6 +53,7 @@ from .base import (
 __all__ = ["SQLiteStore", "MIGRATIONS", "SCHEMA_VERSION"]
 
 T = TypeVar("T")
+logger = logging.getLogger("credit_guard")
 
 
 def _execute(db: sqlite3.Connection, schema: str) -> None:
@@ -257,7 +259,9 @@ class SQLiteStore:
             self._db = db
         return self._db
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(
+        self, fn: Callable[[sqlite3.Connection], T], *, undo: Callable[[T], Awaitable[object]] | None = None
+    ) -> T:
         """Run ``fn`` in a write transaction and return its result once that
         transaction is committed (on disk, under ``synchronous=FULL``).
 
@@ -270,7 +274,11 @@ class SQLiteStore:
         effect.  The first caller to find the writer idle drives it; the
         others wait for their turn, and whichever of them wakes first drives
         the next batch, so a caller that leaves (cancelled) never strands the
-        rest."""
+        rest.
+
+        A caller cancelled while the writer applies its change does not get
+        its result; ``undo`` is given that result once it is committed (a
+        hold no one received is released), under a shield."""
         item = _Change(fn)
         self._pending.append(item)
         try:
@@ -291,6 +299,11 @@ class SQLiteStore:
                     self._pending[:0] = [change for change in batch if not change.done]
                     self._writing = False
                     self._batch_done.set()
+        except anyio.get_cancelled_exc_class():
+            if undo is not None and not item.done and item not in self._pending:
+                with anyio.CancelScope(shield=True):
+                    await self._undo(item, undo)
+            raise
         finally:
             if not item.done and item in self._pending:
                 # Cancelled before the writer took it: it never runs.
@@ -298,6 +311,17 @@ class SQLiteStore:
         if item.error is not None:
             raise item.error
         return cast(T, item.result)
+
+    async def _undo(self, item: _Change, undo: Callable[[Any], Awaitable[object]]) -> None:
+        """``undo`` of ``item``'s result, once the batch the writer is
+        committing with it is done (nothing where it failed); ``undo`` must
+        not raise."""
+        while not item.done:
+            if item in self._pending:
+                return  # put back before the writer took it: it never runs
+            await self._batch_done.wait()
+        if item.error is None:
+            await undo(item.result)
 
     def _commit(self, batch: list[_Change]) -> None:
         """One transaction for ``batch`` (in the writer thread)."""
@@ -515,7 +539,16 @@ class SQLiteStore:
             self._log(db, now, account, "hold", units, hold_id, figures=(granted, spent, held + units))
             return Hold(hold_id, account, from_units(units), now + ttl, from_units(available - units))
 
-        return await self._run(work)
+        return await self._run(work, undo=self._unreceived)
+
+    async def _unreceived(self, result: Hold | Insufficient) -> None:
+        """A hold made for a caller cancelled meanwhile: released at once
+        (never raises: it runs as the cancellation propagates)."""
+        if isinstance(result, Hold):
+            try:
+                await self.release(result)
+            except Exception:
+                logger.exception("credit_guard.unreceived_hold_kept hold=%s: it will expire", result.id)
 
     async def settle(self, hold: Hold, actual: Decimal, *, record: UsageRecord | None = None) -> Settlement:
         charge = units_ceil(actual)
