@@ -173,11 +173,10 @@ def litellm_memory() -> Any:
 
 def litellm_parked() -> Any:
     """A diagnostic, not a setting: the memory store's guard with each
-    request parked ``BENCH_PARK_SECONDS`` (0.5 ms) before its hold.  LiteLLM
-    runs each completion on an executor thread, which waits for the GIL
-    while the event loop has work: how its throughput answers a wait that
-    costs no CPU shows how much of the memory store's figure is the
-    server's scheduling rather than the guard's work."""
+    request parked ``BENCH_PARK_SECONDS`` (0.5 ms) before its hold.  A wait
+    before the app, which costs no CPU, makes LiteLLM's server faster (the
+    SQLite store's requests wait for its writer): this server shows how much
+    such a wait moves the figure beside the memory store's."""
     import asyncio
 
     pause = float(os.environ.get("BENCH_PARK_SECONDS", "0.0005"))
