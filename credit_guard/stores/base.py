@@ -28,6 +28,7 @@ key (``grant_once``: the key is recorded in the grant's own transaction).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
@@ -48,6 +49,8 @@ __all__ = [
 
 #: Seconds a hold lives without being extended, unless the caller says otherwise.
 DEFAULT_HOLD_TTL = 300.0
+
+logger = logging.getLogger("credit_guard")
 
 
 class StoreUnavailable(Exception):
@@ -199,3 +202,13 @@ class CreditStore(Protocol):
     async def aclose(self) -> None:
         """Release connections.  The store may not be used afterwards."""
         ...
+
+
+async def release_unreceived(store: CreditStore, hold: Hold) -> None:
+    """Release ``hold``, made for a caller that was cancelled before it
+    received it.  Never raises (it runs as that cancellation propagates): a
+    hold the store cannot release is logged and expires after its TTL."""
+    try:
+        await store.release(hold)
+    except Exception:
+        logger.exception("credit_guard.unreceived_hold_kept hold=%s: it will expire", hold.id)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -61,11 +60,10 @@ from .base import (
     Insufficient,
     Settlement,
     StoreUnavailable,
+    release_unreceived,
 )
 
 __all__ = ["RedisStore"]
-
-logger = logging.getLogger("credit_guard")
 
 # The most script calls sent in one pipeline.
 _BATCH = 128
@@ -491,10 +489,7 @@ class RedisStore:
             # Cancelled once the script may have run: a hold no one received
             # is released by its id (where it was never made, nothing changes).
             with anyio.CancelScope(shield=True):
-                try:
-                    await self.release(Hold(hold_id, account, from_units(units), 0.0))
-                except Exception:
-                    logger.exception("credit_guard.unreceived_hold_kept hold=%s: it will expire", hold_id)
+                await release_unreceived(self, Hold(hold_id, account, from_units(units), 0.0))
             raise
         if int(result[0]) == 0:
             available = self._int(result[1])

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,12 +47,12 @@ from .base import (
     Insufficient,
     Settlement,
     StoreUnavailable,
+    release_unreceived,
 )
 
 __all__ = ["SQLiteStore", "MIGRATIONS", "SCHEMA_VERSION"]
 
 T = TypeVar("T")
-logger = logging.getLogger("credit_guard")
 
 
 def _execute(db: sqlite3.Connection, schema: str) -> None:
@@ -542,13 +541,9 @@ class SQLiteStore:
         return await self._run(work, undo=self._unreceived)
 
     async def _unreceived(self, result: Hold | Insufficient) -> None:
-        """A hold made for a caller cancelled meanwhile: released at once
-        (never raises: it runs as the cancellation propagates)."""
+        """A hold made for a caller cancelled meanwhile: released at once."""
         if isinstance(result, Hold):
-            try:
-                await self.release(result)
-            except Exception:
-                logger.exception("credit_guard.unreceived_hold_kept hold=%s: it will expire", result.id)
+            await release_unreceived(self, result)
 
     async def settle(self, hold: Hold, actual: Decimal, *, record: UsageRecord | None = None) -> Settlement:
         charge = units_ceil(actual)
