@@ -41,13 +41,14 @@ def charge(script: str, loop: int, workers: set[int], threads: set[int]) -> dict
     """The event-loop thread ``loop``'s waits for the CPU in ``perf script``
     output, charged to ``workers``, ``threads`` (the server's others) or
     other processes: total and longest per kind, and the number of waits."""
-    total: collections.Counter[str] = collections.Counter()
-    longest: collections.Counter[str] = collections.Counter()
-    others: collections.Counter[str] = collections.Counter()
+    # Seconds, by kind of thread (and by name, for the others).
+    total: collections.defaultdict[str, float] = collections.defaultdict(float)
+    longest: collections.defaultdict[str, float] = collections.defaultdict(float)
+    others: collections.defaultdict[str, float] = collections.defaultdict(float)
     names: dict[int, str] = {}
     waits = 0
     wait_start: float | None = None
-    during: collections.Counter[int] = collections.Counter()
+    during: collections.defaultdict[int, float] = collections.defaultdict(float)
     running: tuple[int, float] | None = None
     for line in script.splitlines():
         match = _EVENT.match(line)
@@ -58,7 +59,7 @@ def charge(script: str, loop: int, workers: set[int], threads: set[int]) -> dict
         if event == "sched:sched_waking":
             woken = re.search(r" pid=(\d+)", trace)
             if woken and int(woken.group(1)) == loop and wait_start is None and (running is None or running[0] != loop):
-                wait_start, during = at, collections.Counter()
+                wait_start, during = at, collections.defaultdict(float)
         elif event == "sched:sched_switch":
             prev = int(re.search(r"prev_pid=(\d+)", trace).group(1))  # type: ignore[union-attr]
             state = re.search(r"prev_state=(\S+)", trace).group(1)  # type: ignore[union-attr]
@@ -69,7 +70,7 @@ def charge(script: str, loop: int, workers: set[int], threads: set[int]) -> dict
             if wait_start is not None and running is not None:
                 during[running[0]] += at - max(running[1], wait_start)
             if prev == loop and state.startswith("R"):  # preempted: runnable, waiting
-                wait_start, during = at, collections.Counter()
+                wait_start, during = at, collections.defaultdict(float)
             running = (nxt, at)
             if nxt == loop and wait_start is not None:
                 waits += 1
@@ -83,11 +84,12 @@ def charge(script: str, loop: int, workers: set[int], threads: set[int]) -> dict
                         others[names.get(who, str(who))] += spent
                 wait_start = None
     ms = {kind: round(value * 1000, 1) for kind, value in total.items()}
+    most = sorted(others.items(), key=lambda item: -item[1])[:5]
     return {
         "waits": waits,
         "waited_ms": ms,
         "longest_ms": {kind: round(value * 1000, 2) for kind, value in longest.items()},
-        "most_from_others_ms": [(name, round(value * 1000, 1)) for name, value in others.most_common(5)],
+        "most_from_others_ms": [(name, round(value * 1000, 1)) for name, value in most],
     }
 
 
