@@ -7,9 +7,12 @@
 ``litellm_bare`` / ``litellm_memory`` / ``litellm_sqlite``: LiteLLM's proxy server
 (its FastAPI app, a mocked model: no provider, no network) alone and behind the
 guard (the ``litellm`` extra); ``litellm_parked``, a diagnostic: the memory
-store's guard with each request parked 0.5 ms before its hold.  Under ``BENCH_GC_STATS=<file>`` the LiteLLM
-servers count the garbage collector's passes and their time, per generation,
-and write the totals to that file on ``SIGUSR1`` (the same for all three).
+store's guard with each request parked 0.5 ms before its hold; ``litellm_holding`` /
+``litellm_churning``, diagnostics: the memory store's guard with 32 more objects per
+request the collector tracks, kept while LiteLLM answers or let go at once.  Under
+``BENCH_GC_STATS=<file>`` the LiteLLM servers count the garbage collector's passes,
+their time and the objects they freed, per generation, and write the totals to
+that file on ``SIGUSR1`` (the same for all of them).
 """
 
 from __future__ import annotations
@@ -133,8 +136,10 @@ def _litellm() -> Any:
 
 
 def _count_gc() -> None:
-    """Count the collector's passes and time per generation; ``SIGUSR1`` writes
-    the totals to ``BENCH_GC_STATS`` (nothing happens without it)."""
+    """Count the collector's passes, time and the objects it freed (garbage
+    that only the collector frees: reference cycles) per generation;
+    ``SIGUSR1`` writes the totals to ``BENCH_GC_STATS`` (nothing happens
+    without it)."""
     path = os.environ.get("BENCH_GC_STATS")
     if not path:
         return
@@ -142,7 +147,7 @@ def _count_gc() -> None:
     import signal
     import time
 
-    totals = {generation: [0, 0.0] for generation in range(3)}
+    totals: dict[int, list[float]] = {generation: [0, 0.0, 0] for generation in range(3)}
     started = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
@@ -152,10 +157,13 @@ def _count_gc() -> None:
             total = totals[info["generation"]]
             total[0] += 1
             total[1] += time.perf_counter() - started[0]
+            total[2] += info["collected"]
 
     def dump(signum: int, frame: Any) -> None:
         with open(path, "wb") as out:
-            out.write(orjson.dumps({str(g): {"passes": n, "seconds": s} for g, (n, s) in totals.items()}))
+            out.write(
+                orjson.dumps({str(g): {"passes": n, "seconds": s, "collected": c} for g, (n, s, c) in totals.items()})
+            )
 
     gc.callbacks.append(on_gc)
     signal.signal(signal.SIGUSR1, dump)
@@ -188,6 +196,37 @@ def litellm_parked() -> Any:
 
     _count_gc()
     return _guard(_litellm(), Parked({ACCOUNT: BALANCE}))
+
+
+def _holding(inner: Any, alive: bool) -> Any:
+    """``inner`` with 32 more objects the collector tracks made per request (a
+    list of 30 empty lists, and the function that builds it): ``alive``, kept
+    until the app has answered, as the guard keeps its own; else let go at once."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        held: list[list[int]] = [[] for _ in range(30)]
+        if not alive:
+            del held
+        await inner(scope, receive, send)
+
+    return app
+
+
+def litellm_holding() -> Any:
+    """A diagnostic: the memory store's guard, and 32 more objects alive while
+    LiteLLM answers (``_holding``)."""
+    _count_gc()
+    return _guard(_holding(_litellm(), True), MemoryStore({ACCOUNT: BALANCE}))
+
+
+def litellm_churning() -> Any:
+    """A diagnostic: the memory store's guard, and 32 more objects made and
+    let go before LiteLLM is called (``_holding``)."""
+    _count_gc()
+    return _guard(_holding(_litellm(), False), MemoryStore({ACCOUNT: BALANCE}))
 
 
 def litellm_sqlite() -> Any:

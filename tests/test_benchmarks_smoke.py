@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +93,7 @@ def test_a_litellm_server_writes_its_collector_totals_when_signalled(tmp_path: P
         "import gc, os, signal\n"
         "from benchmarks import apps\n"
         "apps._count_gc()\n"
+        "loop = []; loop.append(loop); del loop\n"  # a cycle: only the collector frees it
         "gc.collect(); gc.collect(0)\n"
         "os.kill(os.getpid(), signal.SIGUSR1)\n"
     )
@@ -100,3 +102,58 @@ def test_a_litellm_server_writes_its_collector_totals_when_signalled(tmp_path: P
     totals = json.loads(out.read_text())
     assert totals["2"]["passes"] >= 1 and totals["0"]["passes"] >= 1
     assert all(totals[g]["seconds"] >= 0 for g in ("0", "1", "2"))
+    assert totals["2"]["collected"] >= 1
+
+
+def test_where_pools_windows_into_figures_per_request() -> None:
+    from benchmarks import litellm_where
+
+    def window(requests: float, main: float, others: float, gen2: int) -> dict[str, Any]:
+        gc = {"0": {"passes": 10, "seconds": 0.01, "collected": 0}, "1": {"passes": 1, "seconds": 0.0, "collected": 0}}
+        gc["2"] = {"passes": gen2, "seconds": 0.4 * gen2, "collected": 5 * gen2}
+        counts = {"voluntary": 100, "involuntary": 50, "reads": 300, "writes": 200}
+        return {"requests": requests, "main": main, "others": others, "gc": gc, **counts}
+
+    pooled = litellm_where._pooled([window(1000, 4.0, 1.0, 1), window(1000, 5.0, 0.0, 0)], seconds=10)
+    assert pooled["requests"] == 2000 and pooled["rps"] == 100.0 and pooled["window_rps"] == [100.0, 100.0]
+    assert pooled["cpu_us_per_request"] == 5000.0  # 10 CPU seconds over 2,000 requests
+    assert pooled["loop_thread_us_per_request"] == 4500.0 and pooled["worker_threads_us_per_request"] == 500.0
+    assert pooled["gc"]["gen0"] == {
+        "passes": 20,
+        "passes_per_10k_requests": 100.0,
+        "us_per_request": 10.0,
+        "freed_per_request": 0.0,
+    }
+    assert pooled["gc"]["gen2"]["passes"] == 1 and pooled["gc"]["gen2"]["us_per_request"] == 200.0
+    assert pooled["gc_us_per_request"] == 210.0 and pooled["gc_freed_per_request"] == 0.0025
+    assert pooled["read_calls_per_request"] == 0.3 and pooled["voluntary_switches_per_request"] == 0.1
+
+
+def test_where_reads_a_process_threads_from_proc() -> None:
+    from benchmarks import litellm_where
+
+    before = litellm_where._threads(os.getpid())
+    sum(i * i for i in range(2_000_000))  # CPU on this (the main) thread
+    after = litellm_where._threads(os.getpid())
+    assert set(before) == {"main", "others", "voluntary", "involuntary", "reads", "writes"}
+    assert after["main"] > before["main"] and after["others"] >= before["others"] >= 0
+
+
+def test_the_holding_diagnostic_calls_the_app_once_with_what_it_was_given() -> None:
+    import anyio
+
+    from benchmarks import apps
+
+    calls: list[tuple[Any, Any, Any]] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        calls.append((scope, receive, send))
+
+    async def main() -> None:
+        for alive in (True, False):
+            for scope in ({"type": "http"}, {"type": "lifespan"}):
+                await apps._holding(inner, alive)(scope, main, main)
+
+    anyio.run(main)
+    assert [call[0]["type"] for call in calls] == ["http", "lifespan"] * 2
+    assert all(call[1] is main and call[2] is main for call in calls)

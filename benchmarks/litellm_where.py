@@ -1,0 +1,193 @@
+"""Where figure 9's guarded servers spend what they add: long windows in
+front of LiteLLM's proxy server, and per server the CPU per request split
+between the event loop's thread and LiteLLM's worker threads, the garbage
+collector's passes, time and freed objects per generation, read and write
+calls, and context switches.  ``memory:2`` names a second process of a server.
+
+    python -m benchmarks.litellm_where [--seconds 30] [--passes 4] [--servers bare,memory,memory:2]
+
+Figure 9 (``run_all --only 9``) gives the throughput ratios; this tells what
+makes them.  The servers are figure 9's (``benchmarks/apps.py``), started side
+by side on core 0 with wrk on core 1; their windows take turns, in an order
+and its reverse, so that whatever else the machine runs falls on all alike.
+Each figure is pooled over all of a server's windows (requests over time, CPU
+over requests): the collector's full passes over LiteLLM's heap (about half a
+second each) are few per window, and pooling counts them all.  A ratio
+compares a server with ``bare`` in the same run.  Prints a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_all import _gc_totals, _grant_sqlite, chat_body, server, wrk  # noqa: E402
+
+SERVERS = {
+    "bare": "litellm_bare",
+    "memory": "litellm_memory",
+    "sqlite": "litellm_sqlite",
+    "parked": "litellm_parked",
+    "holding": "litellm_holding",
+    "churning": "litellm_churning",
+}
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _kind(name: str) -> str:
+    """The server a name runs: ``memory:2`` is a second ``memory`` server,
+    in a process of its own (two of one kind show how much two processes
+    of the same code differ)."""
+    return name.split(":", 1)[0]
+
+
+def _threads(pid: int) -> dict[str, float]:
+    """CPU seconds of the process's main thread (the event loop's) and of all
+    its other threads together, and its context switches (all threads)."""
+    main = others = 0.0
+    voluntary = involuntary = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / _TICK
+        if task.name == str(pid):
+            main += cpu
+        else:
+            others += cpu
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                voluntary += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                involuntary += int(line.split()[1])
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines() if line)
+    return {
+        "main": main,
+        "others": others,
+        "voluntary": voluntary,
+        "involuntary": involuntary,
+        "reads": int(io["syscr"]),
+        "writes": int(io["syscw"]),
+    }
+
+
+def _window(pid: int, port: int, body: bytes, seconds: int, gc_file: Path) -> dict[str, Any]:
+    before, gc_before = _threads(pid), _gc_totals(pid, gc_file)
+    run = wrk(port, body, seconds, connections=16)
+    after, gc_after = _threads(pid), _gc_totals(pid, gc_file)
+    window: dict[str, Any] = {key: after[key] - before[key] for key in before}
+    window["requests"] = run["requests"]
+    window["gc"] = {
+        generation: {
+            "passes": gc_after[generation]["passes"] - gc_before[generation]["passes"],
+            "seconds": gc_after[generation]["seconds"] - gc_before[generation]["seconds"],
+            "collected": gc_after[generation]["collected"] - gc_before[generation]["collected"],
+        }
+        for generation in gc_after
+    }
+    return window
+
+
+def _pooled(windows: list[dict[str, Any]], seconds: int) -> dict[str, Any]:
+    requests = sum(w["requests"] for w in windows) or 1.0
+    per = 1e6 / requests  # per request, in µs (or counts per million requests)
+    gc: dict[str, Any] = {}
+    spent_all = freed_all = 0.0
+    for generation in windows[0]["gc"]:
+        passes = sum(w["gc"][generation]["passes"] for w in windows)
+        spent = sum(w["gc"][generation]["seconds"] for w in windows)
+        collected = sum(w["gc"][generation]["collected"] for w in windows)
+        spent_all += spent
+        freed_all += collected
+        gc[f"gen{generation}"] = {
+            "passes": passes,
+            "passes_per_10k_requests": round(passes * 1e4 / requests, 2),
+            "us_per_request": round(spent * per, 1),
+            # Objects in reference cycles, which only the collector frees.
+            "freed_per_request": round(collected / requests, 4),
+        }
+    return {
+        "requests": int(requests),
+        "rps": round(requests / (seconds * len(windows)), 1),
+        "window_rps": [round(w["requests"] / seconds, 1) for w in windows],
+        "cpu_us_per_request": round((sum(w["main"] + w["others"] for w in windows)) * per, 1),
+        "loop_thread_us_per_request": round(sum(w["main"] for w in windows) * per, 1),
+        "worker_threads_us_per_request": round(sum(w["others"] for w in windows) * per, 1),
+        "gc": gc,
+        "gc_us_per_request": round(spent_all * per, 1),
+        "gc_freed_per_request": round(freed_all / requests, 4),
+        "read_calls_per_request": round(sum(w["reads"] for w in windows) / requests, 3),
+        "write_calls_per_request": round(sum(w["writes"] for w in windows) / requests, 3),
+        "voluntary_switches_per_request": round(sum(w["voluntary"] for w in windows) / requests, 3),
+        "involuntary_switches_per_request": round(sum(w["involuntary"] for w in windows) / requests, 3),
+    }
+
+
+def measure(names: list[str], seconds: int, passes: int) -> dict[str, Any]:
+    import anyio
+
+    body = chat_body(1000)  # figure 9's request
+    windows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        db = str(Path(tmp) / "bench.db")
+        anyio.run(_grant_sqlite, db)
+        running = {}
+        for name in names:
+            env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(Path(tmp) / f"gc-{name}.json")}
+            running[name] = stack.enter_context(server(SERVERS[_kind(name)], env, startup=240))
+        for name in names:
+            wrk(running[name][0], body, 10, connections=16)  # start-up work, caches, connections
+        for turn in range(passes):
+            for name in names if turn % 2 == 0 else names[::-1]:
+                port, pid = running[name]
+                windows[name].append(_window(pid, port, body, seconds, Path(tmp) / f"gc-{name}.json"))
+    results: dict[str, Any] = {name: _pooled(measured, seconds) for name, measured in windows.items()}
+    if "bare" in results:
+        bare = results["bare"]
+        for name in names:
+            if name == "bare":
+                continue
+            mine = results[name]
+            mine["throughput_vs_bare"] = round(mine["rps"] / bare["rps"], 3)
+            mine["added_us_per_request"] = {
+                key: round(mine[f"{key}_us_per_request"] - bare[f"{key}_us_per_request"], 1)
+                for key in ("cpu", "loop_thread", "worker_threads", "gc")
+            }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=30, help="each window's length")
+    parser.add_argument("--passes", type=int, default=4, help="windows per server")
+    parser.add_argument(
+        "--servers", default="bare,memory,parked", help=f"of {', '.join(SERVERS)}; 'memory:2' runs a second one"
+    )
+    args = parser.parse_args()
+    names = args.servers.split(",")
+    unknown = [name for name in names if _kind(name) not in SERVERS]
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(unknown)}")
+    started = time.monotonic()
+    results = measure(names, args.seconds, args.passes)
+    results["machine"] = f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}"
+    results["seconds"] = round(time.monotonic() - started, 1)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
