@@ -66,13 +66,6 @@ _fields: Callable[[UsageRecord], tuple[Any, ...]] = operator.attrgetter(
 
 
 @dataclass(slots=True)
-class _Account:
-    granted: int = 0
-    spent: int = 0
-    held: int = 0
-
-
-@dataclass(slots=True)
 class _Live:
     account: str
     units: int
@@ -108,7 +101,13 @@ class MemoryStore:
         self._records: Log[bytes | tuple[Any, ...]] = Log(usage_kept)
         self._clock = clock if callable(clock) else time.time
         self._lock = threading.Lock()
-        self._accounts: dict[str, _Account] = {}
+        # Each account's units, in three dicts of ints: the collector never
+        # tracks such a dict, where an object per account would be walked by
+        # every full collection of the host's heap.  An account is known from
+        # its first grant or hold (``_granted`` has it, with 0 at least).
+        self._granted: dict[str, int] = {}
+        self._spent: dict[str, int] = {}
+        self._held: dict[str, int] = {}
         self._live: dict[str, _Live] = {}
         # (expires_at, hold id) of every live hold, a heap: the overdue are
         # found at its top, whatever the number of holds in flight.  Entries
@@ -127,7 +126,7 @@ class MemoryStore:
             units = to_units(parse_amount(amount, what=f"balance of {account}"), what="balance")
             if units < 0:
                 raise ValueError(f"balance of {account} must not be negative")
-            self._accounts[account] = _Account(granted=units)
+            self._granted[account] = units
         for key, account in (keys or {}).items():
             self._add_key(key, account)
 
@@ -163,11 +162,11 @@ class MemoryStore:
 
     async def account_exists(self, account: str) -> bool:
         with self._lock:
-            return account in self._accounts or account in self._keys.values()
+            return account in self._granted or account in self._keys.values()
 
     async def accounts(self) -> list[str]:
         with self._lock:
-            return sorted(set(self._accounts) | set(self._keys.values()))
+            return sorted(set(self._granted) | set(self._keys.values()))
 
     # -- the contract -------------------------------------------------------
 
@@ -178,17 +177,17 @@ class MemoryStore:
         now = self._clock()
         with self._lock:
             self._expire_due(now)
-            acct = self._accounts.get(account) or _Account()
-            available = acct.granted - acct.spent - acct.held
+            held = self._held.get(account, 0)
+            available = self._granted.get(account, 0) - self._spent.get(account, 0) - held
             if units > available:
                 return Insufficient(
                     account=account,
                     requested=from_units(units),
                     available=from_units(max(available, 0)),
-                    held=from_units(acct.held),
+                    held=from_units(held),
                 )
-            acct.held += units
-            self._accounts[account] = acct
+            self._held[account] = held + units
+            self._granted.setdefault(account, 0)
             hold_id = "hold_" + random_hex(16)
             expires_at = now + ttl
             self._live[hold_id] = _Live(account, units, expires_at, now)
@@ -225,18 +224,16 @@ class MemoryStore:
     async def balance(self, account: str) -> Balance:
         with self._lock:
             self._expire_due(self._clock())
-            acct = self._accounts.get(account) or _Account()
-            return _balance(acct)
+            return self._balance(account)
 
     async def grant(self, account: str, amount: Decimal | str | int) -> Balance:
         units = to_units(parse_amount(amount, what="grant"), what="grant")
         with self._lock:
             self._expire_due(self._clock())
-            acct = self._accounts.setdefault(account, _Account())
-            if units < 0 and acct.granted - acct.spent - acct.held + units < 0:
+            if units < 0 and self._available(account) + units < 0:
                 raise ValueError("cannot take back more than is available")
-            acct.granted += units
-            return _balance(acct)
+            self._granted[account] = self._granted.get(account, 0) + units
+            return self._balance(account)
 
     async def grant_once(
         self, account: str, amount: Decimal | str | int, idempotency_key: str, *, note: str | None = None
@@ -246,17 +243,15 @@ class MemoryStore:
         units = to_units(parse_amount(amount, what="grant"), what="grant")
         with self._lock:
             seen = self._grants_seen.get((account, idempotency_key))
-            acct = self._accounts.get(account) or _Account()
             if seen is not None:
                 if seen != units:
                     raise IdempotencyConflict("this idempotency key already granted another amount")
-                return Grant(_balance(acct), True)
-            if units < 0 and acct.granted - acct.spent - acct.held + units < 0:
+                return Grant(self._balance(account), True)
+            if units < 0 and self._available(account) + units < 0:
                 raise ValueError("cannot take back more than is available")
-            acct.granted += units
-            self._accounts[account] = acct
+            self._granted[account] = self._granted.get(account, 0) + units
             self._grants_seen[(account, idempotency_key)] = units
-            return Grant(_balance(acct), False)
+            return Grant(self._balance(account), False)
 
     async def expire(self) -> int:
         """Expire every overdue hold now; returns how many."""
@@ -317,10 +312,10 @@ class MemoryStore:
             live = self._live.pop(hold.id, None)
             if live is not None:
                 self._stale += 1  # its entry in the heap
-                acct = self._accounts[live.account]
-                acct.held -= live.units
+                self._held[live.account] -= live.units
                 charged = 0 if charge is None else charge
-                acct.spent += charged
+                if charged:
+                    self._spent[live.account] = self._spent.get(live.account, 0) + charged
                 result = Settlement.of_units(hold.id, "released" if charge is None else "settled", charged, live.units)
                 if record is not None:
                     self._record((_fields(record), live.account, hold.id, live.units, charged, now, False))
@@ -339,8 +334,7 @@ class MemoryStore:
                 else:
                     # The hold went back to available when it expired; the work
                     # was still done, so charge it now.
-                    acct = self._accounts[expired[0]]
-                    acct.spent += charge
+                    self._spent[expired[0]] = self._spent.get(expired[0], 0) + charge
                     result = Settlement(
                         hold_id=hold.id,
                         status="settled",
@@ -378,25 +372,28 @@ class MemoryStore:
 
     def _expire_one(self, hold_id: str, now: float) -> None:
         live = self._live.pop(hold_id)
-        self._accounts[live.account].held -= live.units
+        self._held[live.account] -= live.units
         expired = UsageRecord(hold_id, outcome="expired", started_at=live.created)
         self._record((_fields(expired), live.account, hold_id, live.units, 0, now, False))
         self._expired.put(hold_id, _pack((live.account, live.units)))
         while len(self._expired) > _FINISHED_KEPT:
             self._expired.pop_oldest()
 
+    def _available(self, account: str) -> int:
+        return self._granted.get(account, 0) - self._spent.get(account, 0) - self._held.get(account, 0)
+
+    def _balance(self, account: str) -> Balance:
+        granted, spent, held = self._granted.get(account, 0), self._spent.get(account, 0), self._held.get(account, 0)
+        return Balance(
+            available=from_units(granted - spent - held),
+            held=from_units(held),
+            spent=from_units(spent),
+            granted=from_units(granted),
+        )
+
     def _record(self, record: _KeptRecord) -> None:
         if self._records.limit:
             self._records.append(_pack(record))
-
-
-def _balance(acct: _Account) -> Balance:
-    return Balance(
-        available=from_units(acct.granted - acct.spent - acct.held),
-        held=from_units(acct.held),
-        spent=from_units(acct.spent),
-        granted=from_units(acct.granted),
-    )
 
 
 def _digest(api_key: str) -> str:
