@@ -212,6 +212,77 @@ async def test_a_caller_cancelled_while_its_hold_is_committed_leaves_no_hold(tmp
     await store.aclose()
 
 
+async def test_a_caller_cancelled_as_its_batch_ends_leaves_no_hold(tmp_path: Path) -> None:
+    """A caller whose change the writer has just committed, cancelled by
+    asyncio itself (``Task.cancel``, as ``asyncio.wait_for`` does) after the
+    batch's end woke it and before it resumed: it gets the cancellation, not
+    its hold, which the store releases at once.  Three reserves: the first
+    commits alone, the next two together, driven by the second; the third is
+    cancelled as that batch ends."""
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "credits.db")
+    await store.grant("acct", "5")
+    commit = store._commit
+    started = [threading.Event(), threading.Event()]
+    go = [threading.Event(), threading.Event()]
+    sizes: list[int] = []
+
+    def gated(batch: list[Any]) -> None:
+        turn = len(sizes)
+        sizes.append(len(batch))
+        if turn < 2:
+            started[turn].set()
+            go[turn].wait(10)
+        commit(batch)
+
+    store._commit = gated  # type: ignore[method-assign]
+    received: dict[str, object] = {}
+
+    async def reserve(name: str, amount: str) -> None:
+        received[name] = await store.reserve("acct", Decimal(amount))
+
+    async def until(event: threading.Event) -> None:
+        with anyio.fail_after(10):
+            while not event.is_set():
+                await anyio.sleep(0.005)
+
+    first = asyncio.create_task(reserve("first", "1"))
+    await until(started[0])
+    second = asyncio.create_task(reserve("second", "0.5"))
+    third = asyncio.create_task(reserve("third", "0.25"))
+    with anyio.fail_after(10):
+        while len(store._pending) < 2:
+            await anyio.sleep(0.005)
+    go[0].set()
+    await until(started[1])  # the second drives both; the third waits for the end
+
+    class Ending:
+        """The batch's end, which also cancels the third caller once it has
+        woken it (its wake-up is already on its way)."""
+
+        def __init__(self, event: anyio.Event) -> None:
+            self.event = event
+
+        def set(self) -> None:
+            self.event.set()
+            third.cancel()
+
+        async def wait(self) -> None:
+            await self.event.wait()
+
+    store._batch_done = Ending(store._batch_done)  # type: ignore[assignment]
+    go[1].set()
+    await asyncio.wait([first, second, third], timeout=10)
+    assert sizes[:2] == [1, 2]
+    assert isinstance(received["first"], Hold) and isinstance(received["second"], Hold)
+    assert third.cancelled() and "third" not in received
+    balance = await store.balance("acct")
+    assert balance.held == Decimal("1.5")  # the third's 0.25 was released
+    assert balance.available + balance.held + balance.spent == balance.granted
+    await store.aclose()
+
+
 def test_batch_size_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         SQLiteStore(tmp_path / "x.db", batch_size=0)

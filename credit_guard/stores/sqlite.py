@@ -275,7 +275,7 @@ class SQLiteStore:
         the next batch, so a caller that leaves (cancelled) never strands the
         rest.
 
-        A caller cancelled while the writer applies its change does not get
+        A caller cancelled once the writer has taken its change does not get
         its result; ``undo`` is given that result once it is committed (a
         hold no one received is released), under a shield."""
         item = _Change(fn)
@@ -299,7 +299,9 @@ class SQLiteStore:
                     self._writing = False
                     self._batch_done.set()
         except anyio.get_cancelled_exc_class():
-            if undo is not None and not item.done and item not in self._pending:
+            # Taken by the writer: its change is being committed, or is (a
+            # cancellation can land after the batch's end woke this caller).
+            if undo is not None and item not in self._pending:
                 with anyio.CancelScope(shield=True):
                     await self._undo(item, undo)
             raise
