@@ -154,10 +154,12 @@ async def test_a_cancelled_caller_whose_change_was_not_taken_changes_nothing(tmp
     await store.aclose()
 
 
-async def test_a_caller_cancelled_while_its_hold_is_committed_leaves_no_hold(tmp_path: Path) -> None:
-    """Three reserves: the first commits alone, the next two together, driven
-    by the second.  The third is cancelled while the writer commits its hold:
-    it never receives it, so the store releases it at once (not after its TTL)."""
+async def _two_gated_batches(
+    tmp_path: Path,
+) -> tuple[SQLiteStore, list[threading.Event], list[threading.Event], list[int]]:
+    """A store with $5 on ``acct`` whose first two batches each wait in the
+    writer thread, once started (``started[i]`` is set), until ``go[i]`` is
+    set; ``sizes`` gets every batch's size."""
     store = SQLiteStore(tmp_path / "credits.db")
     await store.grant("acct", "5")
     commit = store._commit
@@ -174,16 +176,25 @@ async def test_a_caller_cancelled_while_its_hold_is_committed_leaves_no_hold(tmp
         commit(batch)
 
     store._commit = gated  # type: ignore[method-assign]
+    return store, started, go, sizes
+
+
+async def _until(event: threading.Event) -> None:
+    with anyio.fail_after(10):
+        while not event.is_set():
+            await anyio.sleep(0.005)
+
+
+async def test_a_caller_cancelled_while_its_hold_is_committed_leaves_no_hold(tmp_path: Path) -> None:
+    """Three reserves: the first commits alone, the next two together, driven
+    by the second.  The third is cancelled while the writer commits its hold:
+    it never receives it, so the store releases it at once (not after its TTL)."""
+    store, started, go, sizes = await _two_gated_batches(tmp_path)
     received: dict[str, object] = {}
 
     async def reserve(name: str, amount: str, scope: anyio.CancelScope) -> None:
         with scope:
             received[name] = await store.reserve("acct", Decimal(amount))
-
-    async def until(event: threading.Event) -> None:
-        with anyio.fail_after(10):
-            while not event.is_set():
-                await anyio.sleep(0.005)
 
     async def waiting(changes: int) -> None:
         with anyio.fail_after(10):
@@ -193,13 +204,13 @@ async def test_a_caller_cancelled_while_its_hold_is_committed_leaves_no_hold(tmp
     third = anyio.CancelScope()
     async with anyio.create_task_group() as group:
         group.start_soon(reserve, "first", "1", anyio.CancelScope())
-        await until(started[0])
+        await _until(started[0])
         group.start_soon(reserve, "second", "0.5", anyio.CancelScope())
         await waiting(1)
         group.start_soon(reserve, "third", "0.25", third)
         await waiting(2)
         go[0].set()
-        await until(started[1])  # the second drives both waiting changes
+        await _until(started[1])  # the second drives both waiting changes
         third.cancel()
         await anyio.sleep(0.02)  # its cancellation reaches it while the writer is busy
         go[1].set()
@@ -221,41 +232,21 @@ async def test_a_caller_cancelled_as_its_batch_ends_leaves_no_hold(tmp_path: Pat
     cancelled as that batch ends."""
     import asyncio
 
-    store = SQLiteStore(tmp_path / "credits.db")
-    await store.grant("acct", "5")
-    commit = store._commit
-    started = [threading.Event(), threading.Event()]
-    go = [threading.Event(), threading.Event()]
-    sizes: list[int] = []
-
-    def gated(batch: list[Any]) -> None:
-        turn = len(sizes)
-        sizes.append(len(batch))
-        if turn < 2:
-            started[turn].set()
-            go[turn].wait(10)
-        commit(batch)
-
-    store._commit = gated  # type: ignore[method-assign]
+    store, started, go, sizes = await _two_gated_batches(tmp_path)
     received: dict[str, object] = {}
 
     async def reserve(name: str, amount: str) -> None:
         received[name] = await store.reserve("acct", Decimal(amount))
 
-    async def until(event: threading.Event) -> None:
-        with anyio.fail_after(10):
-            while not event.is_set():
-                await anyio.sleep(0.005)
-
     first = asyncio.create_task(reserve("first", "1"))
-    await until(started[0])
+    await _until(started[0])
     second = asyncio.create_task(reserve("second", "0.5"))
     third = asyncio.create_task(reserve("third", "0.25"))
     with anyio.fail_after(10):
         while len(store._pending) < 2:
             await anyio.sleep(0.005)
     go[0].set()
-    await until(started[1])  # the second drives both; the third waits for the end
+    await _until(started[1])  # the second drives both; the third waits for the end
 
     class Ending:
         """The batch's end, which also cancels the third caller once it has
