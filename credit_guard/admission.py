@@ -139,6 +139,10 @@ class Exchange:
             # Fail-open while the store is down: forwarded unpriced, by choice.
             await guard.app(self.scope, replay(body.chunks, receive), send)
             return None
+        if ask.source is not None and not tokens.reads_source(quote.price):
+            # Nothing after this reads the parsed body: not kept alive (its
+            # dicts and lists, one per message) for the app's whole run.
+            ask.source = None
         return Settlement(self, scope, raw, hold, quote, ask)
 
     async def unpriced(self, receive: Receive, send: Send) -> None:

@@ -443,7 +443,13 @@ def _resolved_allowance(ask: Ask, price: ModelPrice) -> int:
 
 def _is_mistral(ask: Ask, price: ModelPrice) -> bool:
     """A chat body for a model Mistral bills (``provider`` "mistral")."""
-    return ask.source is not None and isinstance(ask.source, dict) and price.provider == "mistral"
+    return ask.source is not None and isinstance(ask.source, dict) and reads_source(price)
+
+
+def reads_source(price: ModelPrice) -> bool:
+    """Whether counting for ``price`` reads ``Ask.source``, the parsed body
+    (Mistral's tokenizer renders the messages itself); no other count does."""
+    return price.provider == "mistral"
 
 
 def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:

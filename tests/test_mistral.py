@@ -392,3 +392,27 @@ def test_fields_mistrals_renderer_does_not_know_are_added_as_their_json_text() -
     message = {**HELLO, "messages": [{"role": "user", "content": "hello", "chat_template_kwargs": {"x": "y" * 300}}]}
     assert count(message).tokens >= plain.tokens + 300
     assert count(message).exact is False
+
+
+@pytest.mark.anyio
+async def test_an_answer_without_usage_is_charged_on_mistrals_count_of_the_request() -> None:
+    """The parsed body, which Mistral's tokenizer renders, is still there when
+    the settlement counts an answer that carried no usage: with an ample
+    balance the hold was the byte bound, and the record has the exact count."""
+    answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}}]}'
+
+    async def upstream(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": answer})
+
+    store = MemoryStore({"acct": "100"}, keys={KEY: "acct"})
+    guard = CreditGuard(upstream, prices=TABLE, store=store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://guard") as http:
+        # The first request shows the guard the balance; the second holds the bound.
+        for _ in range(2):
+            reply = await http.post("/v1/chat/completions", json=MATH, headers={"Authorization": f"Bearer {KEY}"})
+            assert reply.status_code == 200
+    records = await store.usage_records()
+    assert [(r.input_tokens, r.outcome) for r in records] == [(28, "settled")] * 2

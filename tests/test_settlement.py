@@ -1178,11 +1178,11 @@ async def test_the_app_reads_the_body_in_the_pieces_it_came_in_then_the_client()
 # Run in a process of its own: in the test process, other tests' servers and
 # threads make objects of their own meanwhile.
 _ALIVE_AT_THE_APP = """
-import asyncio, gc, json, orjson
+import asyncio, gc, json, sys, orjson
 from credit_guard import CreditGuard, MemoryStore, PriceTable
 
 KEY = "sk-settlement-0123456789"
-BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+BODY = sys.argv[1].encode()
 ANSWER = orjson.dumps({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}})
 SCOPE = {
     "type": "http", "method": "POST", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
@@ -1233,20 +1233,41 @@ asyncio.run(main())
 """
 
 
-def test_few_of_the_guards_objects_live_while_the_app_runs() -> None:
+_ONE_MESSAGE = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+# Each turn's content a list of parts: a list and a dict per message that the
+# collector tracks, in the parsed body.
+_CONVERSATION = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": ("user", "assistant")[turn % 2], "content": [{"type": "text", "text": f"turn {turn}"}]}
+        for turn in range(40)
+    ],
+    "max_tokens": 5,
+}
+
+
+@pytest.mark.parametrize("body", [_ONE_MESSAGE, _CONVERSATION], ids=["one message", "40 turns"])
+def test_few_of_the_guards_objects_live_while_the_app_runs(body: dict[str, Any]) -> None:
     """Every object of the guard's alive while the app runs is one more for the
     host's garbage collector to carry: an app that works for milliseconds and
     allocates meanwhile (an LLM proxy) sees those objects survive its young
     collections and fill its oldest generation, bringing its full collections
-    sooner.  The guard keeps what settling needs (the exchange, its ask with
-    the parsed body, quote, hold, tap, settlement, its own frame) and no more:
-    at most 17 more tracked objects than the bare app's call (the body
-    replayed by a closure, the exchange's frame kept alive under the app and
-    an object per request for the keep-alive timer made it 27)."""
+    sooner.  The guard keeps what settling needs (the exchange, its ask,
+    quote, hold, tap, settlement, its own frame) and no more: at most 17 more
+    tracked objects than the bare app's call, however many messages the body
+    has (the body replayed by a closure, the exchange's frame kept alive
+    under the app and an object per request for the keep-alive timer made it
+    27; the parsed body, which only Mistral's count reads, kept 97 for a
+    conversation of 40 turns)."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run(
-        [sys.executable, "-c", _ALIVE_AT_THE_APP], capture_output=True, text=True, env=env, timeout=120, check=True
+        [sys.executable, "-c", _ALIVE_AT_THE_APP, json.dumps(body)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
     )
     bare, guarded = json.loads(out.stdout)
     added = list(guarded)
