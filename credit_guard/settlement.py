@@ -144,8 +144,12 @@ class Settlement:
         """The app's ``send``: the response tapped for usage, its headers added."""
         tap = self._tap
         if message["type"] == "http.response.start":
-            message = tap.start(dict(message))
-            message["headers"] = self._response_headers(list(message.get("headers", ())), self._hold)
+            start = dict(message)
+            # A list of its own, read by the tap and then added to: ASGI allows
+            # any iterable, which a generator would be only once.
+            start["headers"] = list(start.get("headers", ()))
+            message = tap.start(start)
+            message["headers"] = self._response_headers(message["headers"], self._hold)
         elif message["type"] == "http.response.body":
             body, more = message.get("body", b""), message.get("more_body", False)
             if tap.costly(len(body), more):

@@ -453,6 +453,38 @@ async def test_usage_is_read_from_an_event_of_any_size() -> None:
     assert spent == cost_of(USAGE)
 
 
+@pytest.mark.parametrize("name", [b"content-type", b"Content-Type", b"CONTENT-TYPE"])
+@pytest.mark.parametrize("iterable", [list, iter], ids=["list", "iterator"])
+async def test_the_apps_headers_are_read_by_name_in_any_case(name: bytes, iterable: Any) -> None:
+    """The ASGI spec asks apps for lowercase header names; one that sends
+    capitals has its stream's usage read all the same (a stream taken for JSON
+    would cost the hold), and its own request id is not given a second one.
+    The spec lets the headers be any iterable: one that can be read only once
+    reaches the client whole."""
+    body = sse(delta("Hi"), {"choices": [], "usage": USAGE}, b"[DONE]")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"X-Request-Id", b"req_from_the_app"), (b"vary", b"Origin"), (name, b"Text/Event-Stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": iterable(headers)})
+        await send({"type": "http.response.body", "body": body})
+
+    store = MemoryStore({"acct": "1.00"}, keys={KEY: "acct"})
+    metrics = Recorder()
+    guard = CreditGuard(app, prices=PRICES, store=store, metrics=metrics)
+    request = {**REQUEST, "stream": True, "stream_options": {"include_usage": True}}
+    with serve(guard) as url:
+        async with httpx.AsyncClient(timeout=60) as http:
+            async with http.stream("POST", url + CHAT, content=orjson.dumps(request), headers=AUTH) as response:
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+                assert response.headers.get_list("x-request-id") == ["req_from_the_app"]
+                assert (response.headers["vary"], response.headers["content-type"]) == ("Origin", "Text/Event-Stream")
+    assert raw == body
+    balance = await settled(store)
+    assert (balance.spent, metrics.unreadable) == (cost_of(USAGE), [])
+
+
 async def test_an_event_of_any_size_has_the_usage_the_client_did_not_ask_for_cut() -> None:
     asked = sse(delta("Hi", usage=None), {**delta(BIG, usage=USAGE), "id": "c2"}, b"[DONE]")
     unasked = sse(delta("Hi"), {**delta(BIG), "id": "c2"}, b"[DONE]")
