@@ -135,14 +135,18 @@ def _litellm() -> Any:
     return app
 
 
+_counting: list[str] = []
+
+
 def _count_gc() -> None:
     """Count the collector's passes, time and the objects it freed (garbage
     that only the collector frees: reference cycles) per generation;
     ``SIGUSR1`` writes the totals to ``BENCH_GC_STATS`` (nothing happens
     without it)."""
     path = os.environ.get("BENCH_GC_STATS")
-    if not path:
+    if not path or _counting:
         return
+    _counting.append(path)  # once per process (servers of one process share it)
     import gc
     import signal
     import time

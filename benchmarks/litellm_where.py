@@ -2,9 +2,10 @@
 front of LiteLLM's proxy server, and per server the CPU per request split
 between the event loop's thread and LiteLLM's worker threads, the garbage
 collector's passes, time and freed objects per generation, read and write
-calls, and context switches.  ``memory:2`` names a second process of a server.
+calls, and context switches.  ``memory:2`` names a second process of a server
+(with ``--one-process``, a second server of the one process).
 
-    python -m benchmarks.litellm_where [--seconds 30] [--passes 4] [--servers bare,memory,memory:2]
+    python -m benchmarks.litellm_where [--seconds 30] [--passes 4] [--servers bare,memory,memory:2] [--one-process]
 
 Figure 9 (``run_all --only 9``) gives the throughput ratios; this tells what
 makes them.  The servers are figure 9's (``benchmarks/apps.py``), started side
@@ -22,10 +23,12 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.run_all import _gc_totals, _grant_sqlite, chat_body, server, wrk  # noqa: E402
+from benchmarks.run_all import (  # noqa: E402
+    _gc_totals,
+    _grant_sqlite,
+    chat_body,
+    free_port,
+    pinned,
+    server,
+    wait_for_port,
+    wrk,
+)
 
 SERVERS = {
     "bare": "litellm_bare",
@@ -137,7 +149,38 @@ def _pooled(windows: list[dict[str, Any]], seconds: int) -> dict[str, Any]:
     }
 
 
-def measure(names: list[str], seconds: int, passes: int) -> dict[str, Any]:
+@contextmanager
+def _one_process(names: list[str], env: dict[str, str]) -> Iterator[dict[str, tuple[int, int]]]:
+    """The servers ``names`` in one process (``benchmarks.one_process``),
+    pinned to core 0 as ``server`` pins each: their ports and its pid."""
+    ports = {name: free_port() for name in names}
+    process = subprocess.Popen(
+        [
+            *pinned(0),
+            sys.executable,
+            "-m",
+            "benchmarks.one_process",
+            *(f"{ports[name]}={SERVERS[_kind(name)]}" for name in names),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for port in ports.values():
+            wait_for_port(port, 240)
+        yield {name: (port, process.pid) for name, port in ports.items()}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def measure(names: list[str], seconds: int, passes: int, one_process: bool = False) -> dict[str, Any]:
     import anyio
 
     body = chat_body(1000)  # figure 9's request
@@ -145,16 +188,21 @@ def measure(names: list[str], seconds: int, passes: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         db = str(Path(tmp) / "bench.db")
         anyio.run(_grant_sqlite, db)
-        running = {}
-        for name in names:
+        running: dict[str, tuple[int, int]] = {}
+        if one_process:
+            # One process's collector: its totals in one file, read per window.
+            env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(Path(tmp) / "gc-one.json")}
+            running = stack.enter_context(_one_process(names, env))
+        for name in names if not one_process else ():
             env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(Path(tmp) / f"gc-{name}.json")}
             running[name] = stack.enter_context(server(SERVERS[_kind(name)], env, startup=240))
+        gc_file = {name: Path(tmp) / ("gc-one.json" if one_process else f"gc-{name}.json") for name in names}
         for name in names:
             wrk(running[name][0], body, 10, connections=16)  # start-up work, caches, connections
         for turn in range(passes):
             for name in names if turn % 2 == 0 else names[::-1]:
                 port, pid = running[name]
-                windows[name].append(_window(pid, port, body, seconds, Path(tmp) / f"gc-{name}.json"))
+                windows[name].append(_window(pid, port, body, seconds, gc_file[name]))
     results: dict[str, Any] = {name: _pooled(measured, seconds) for name, measured in windows.items()}
     if "bare" in results:
         bare = results["bare"]
@@ -177,13 +225,19 @@ def main() -> None:
     parser.add_argument(
         "--servers", default="bare,memory,parked", help=f"of {', '.join(SERVERS)}; 'memory:2' runs a second one"
     )
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="all the servers in one process (benchmarks.one_process), each on its own port",
+    )
     args = parser.parse_args()
     names = args.servers.split(",")
     unknown = [name for name in names if _kind(name) not in SERVERS]
     if unknown:
         parser.error(f"unknown servers: {', '.join(unknown)}")
     started = time.monotonic()
-    results = measure(names, args.seconds, args.passes)
+    results = measure(names, args.seconds, args.passes, args.one_process)
+    results["one_process"] = args.one_process
     results["machine"] = f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}"
     results["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(results, indent=1))

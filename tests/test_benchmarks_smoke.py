@@ -92,7 +92,9 @@ def test_a_litellm_server_writes_its_collector_totals_when_signalled(tmp_path: P
     code = (
         "import gc, os, signal\n"
         "from benchmarks import apps\n"
-        "apps._count_gc()\n"
+        "before = len(gc.callbacks)\n"
+        "apps._count_gc(); apps._count_gc()\n"  # servers of one process each ask: one counter
+        "assert len(gc.callbacks) == before + 1, gc.callbacks\n"
         "loop = []; loop.append(loop); del loop\n"  # a cycle: only the collector frees it
         "gc.collect(); gc.collect(0)\n"
         "os.kill(os.getpid(), signal.SIGUSR1)\n"
@@ -100,7 +102,7 @@ def test_a_litellm_server_writes_its_collector_totals_when_signalled(tmp_path: P
     env = {**os.environ, "BENCH_GC_STATS": str(out)}
     subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(run_all.ROOT), check=True, timeout=60)
     totals = json.loads(out.read_text())
-    assert totals["2"]["passes"] >= 1 and totals["0"]["passes"] >= 1
+    assert totals["2"]["passes"] == 1 and totals["0"]["passes"] >= 1
     assert all(totals[g]["seconds"] >= 0 for g in ("0", "1", "2"))
     assert totals["2"]["collected"] >= 1
 
@@ -157,3 +159,87 @@ def test_the_holding_diagnostic_calls_the_app_once_with_what_it_was_given() -> N
     anyio.run(main)
     assert [call[0]["type"] for call in calls] == ["http", "lifespan"] * 2
     assert all(call[1] is main and call[2] is main for call in calls)
+
+
+def test_instruction_counts_are_read_from_callgrinds_totals(tmp_path: Path) -> None:
+    from benchmarks import litellm_instructions as counted
+
+    out = tmp_path / "callgrind.out"
+    out.write_text(
+        "version: 1\ncreator: callgrind-3.19.0\n"
+        "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\n"
+        "summary: 0 0 0 0 0 0 0 0 0\n"
+        "fn=(1) main\n3 5\n"
+        "totals: 2000 900 400 30 20 10 3 2 1\n"
+    )
+    events = counted.totals(out)
+    assert events["Ir"] == 2000 and events["DLmw"] == 1
+    figures = counted.per_request(events, 10)
+    assert figures == {"instructions": 200, "l1_misses": 6, "ll_misses": 0.6, "estimated_cycles": 320}
+    assert counted.per_request({"Ir": 50}, 5) == {"instructions": 10}
+    compared = counted.compare(
+        [
+            ("bare", {"instructions": 100.0}),
+            ("guarded", {"instructions": 104.0}),
+            ("guarded", {"instructions": 106.0}),
+            ("bare", {"instructions": 100.0}),
+        ]
+    )
+    assert compared["instructions"] == {
+        "bare": [100, 100],
+        "guarded": [104, 106],
+        "added_per_request": 5,
+        "bare_of_guarded": round(100 / 105, 4),
+    }
+
+
+def test_the_instruction_count_drives_both_sides_alike() -> None:
+    """The requests it counts are the guard's priced ones: each answered 200
+    and charged, by 16 callers at once."""
+    import asyncio
+
+    from benchmarks import apps
+    from benchmarks import litellm_instructions as counted
+    from credit_guard import MemoryStore
+
+    async def run() -> tuple[list[int], list[int], Any]:
+        store = MemoryStore({apps.ACCOUNT: "1"})
+        guarded = apps._guard(apps._trivial, store)
+        body = run_all.chat_body(1000)
+        bare_statuses = await counted.batch(apps._trivial, body, apps.KEY, 40)
+        guarded_statuses = await counted.batch(guarded, body, apps.KEY, 40)
+        return bare_statuses, guarded_statuses, await store.balance(apps.ACCOUNT)
+
+    bare, guarded, balance = asyncio.run(run())
+    assert bare == guarded == [200] * 40
+    assert balance.spent > 0 and balance.held == 0
+    assert balance.available + balance.spent == balance.granted
+
+
+def test_one_process_serves_each_port_with_its_own_server() -> None:
+    import httpx
+
+    from benchmarks import apps
+
+    bare_port, guarded_port = run_all.free_port(), run_all.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.one_process", f"{bare_port}=bare", f"{guarded_port}=guarded_memory"],
+        cwd=run_all.ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for port in (bare_port, guarded_port):
+            run_all.wait_for_port(port, 60)
+        body = run_all.chat_body(1000)
+        headers = {"authorization": f"Bearer {apps.KEY}", "content-type": "application/json"}
+        with httpx.Client(timeout=30) as http:
+            answers = [
+                http.post(f"http://127.0.0.1:{port}/v1/chat/completions", content=body, headers=headers)
+                for port in (bare_port, guarded_port, bare_port)
+            ]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert ["x-credits-remaining" in answer.headers for answer in answers] == [False, True, False]

@@ -1,0 +1,281 @@
+"""The guard's share of LiteLLM's work, counted rather than timed: the
+machine instructions per request of LiteLLM's proxy app (mock model) called
+bare and behind the memory store's guard, in one process, under valgrind's
+callgrind.  With ``--cache-sim`` callgrind also simulates the caches, and
+each side gets an estimate of its cycles (instructions, plus 10 per
+first-level and 100 per last-level cache miss, as KCachegrind estimates).
+
+    python -m benchmarks.litellm_instructions [--requests 200] [--batches 2] [--cache-sim]
+
+Figure 9 (``run_all --only 9``) times both servers over HTTP and moves by
+several percent from run to run on the same code (two processes of one
+server differ that much); an instruction count is the same from run to run
+to a few hundredths of a percent, so it tells what the guard itself adds.
+It leaves out what only time shows: the HTTP server (the guard adds two
+response headers to its work), and cache effects beyond callgrind's model.
+
+Both sides are driven the same way: 16 concurrent callers, each request an
+ASGI call with figure 9's 1 KB chat body, its answer read in full.  Batches
+of each side alternate (bare, guarded, guarded, bare, ...) after a warm-up
+of both; instrumentation is on only while a batch runs, so start-up and the
+warm-up are not counted.  Needs ``valgrind`` (apt-get install valgrind) and
+the ``litellm`` extra.  Prints a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_all import chat_body  # noqa: E402
+
+CALLERS = 16
+
+
+def scope(body: bytes, key: str) -> dict[str, Any]:
+    """An HTTP scope as uvicorn gives it, for figure 9's request."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "state": {},
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"authorization", b"Bearer " + key.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+
+
+async def one(app: Any, body: bytes, key: str) -> int:
+    """One request through ``app``: its status."""
+    given = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays until the answer ends
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope(body, key), receive, send)
+    return status
+
+
+async def batch(app: Any, body: bytes, key: str, requests: int) -> list[int]:
+    """``requests`` requests through ``app`` by ``CALLERS`` concurrent callers: the statuses."""
+    statuses: list[int] = []
+    left = iter(range(requests))
+
+    async def caller() -> None:
+        for _ in left:
+            statuses.append(await one(app, body, key))
+
+    await asyncio.gather(*(caller() for _ in range(CALLERS)))
+    return statuses
+
+
+async def start(app: Any) -> None:
+    """Run ``app``'s lifespan start-up (LiteLLM reads its config there)."""
+    messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await messages.put({"type": "lifespan.startup"})
+    started = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"].startswith("lifespan.startup"):
+            started.set()
+
+    asyncio.get_running_loop().create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, messages.get, send)
+    )
+    await started.wait()
+
+
+def _child(order: list[str], requests: int) -> None:
+    """Under callgrind: each batch's side on stdout ("READY name"), then a
+    line on stdin once instrumentation is on, then "DONE", then a line once
+    the counts are taken."""
+    from benchmarks import apps
+    from credit_guard import MemoryStore
+
+    async def run() -> None:
+        bare = apps._litellm()
+        sides = {"bare": bare, "guarded": apps._guard(bare, MemoryStore({apps.ACCOUNT: apps.BALANCE}))}
+        await start(bare)
+        body = chat_body(1000)
+        for app in sides.values():  # caches, the count cache, LiteLLM's first-call work
+            await batch(app, body, apps.KEY, 100)
+        for name in order:
+            print("READY", name, flush=True)
+            sys.stdin.readline()
+            statuses = await batch(sides[name], body, apps.KEY, requests)
+            print("DONE", name, sorted(set(statuses)), flush=True)
+            sys.stdin.readline()
+
+    asyncio.run(run())
+
+
+def totals(path: Path) -> dict[str, int]:
+    """A callgrind output file's event totals, by event name."""
+    events: list[str] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("totals:") or line.startswith("summary:"):
+            values = [int(value) for value in line.split()[1:]]
+            if any(values):
+                return dict(zip(events, values, strict=False))
+    raise ValueError(f"no totals in {path}")
+
+
+def per_request(events: dict[str, int], requests: int) -> dict[str, float]:
+    """Instructions per request and, where the caches were simulated, their
+    misses and the estimate of cycles (Ir + 10 per L1 miss + 100 per LL miss)."""
+    figures = {"instructions": events["Ir"] / requests}
+    if "I1mr" in events:
+        first = events["I1mr"] + events["D1mr"] + events["D1mw"]
+        last = events["ILmr"] + events["DLmr"] + events["DLmw"]
+        figures["l1_misses"] = first / requests
+        figures["ll_misses"] = last / requests
+        figures["estimated_cycles"] = (events["Ir"] + 10 * first + 100 * last) / requests
+    return figures
+
+
+def compare(batches: list[tuple[str, dict[str, float]]]) -> dict[str, Any]:
+    """Each figure's median per side over its batches, what the guard adds,
+    and bare's share of guarded (what throughput would be, were the server's
+    time all in these figures)."""
+    results: dict[str, Any] = {}
+    for key in batches[0][1]:
+        side = {name: [figures[key] for n, figures in batches if n == name] for name in ("bare", "guarded")}
+        bare, guarded = statistics.median(side["bare"]), statistics.median(side["guarded"])
+        results[key] = {
+            "bare": [round(value) for value in side["bare"]],
+            "guarded": [round(value) for value in side["guarded"]],
+            "added_per_request": round(guarded - bare),
+            "bare_of_guarded": round(bare / guarded, 4),
+        }
+    return results
+
+
+def measure(requests: int, batches: int, cache_sim: bool) -> dict[str, Any]:
+    order = [name for index in range(batches) for name in (("bare", "guarded"), ("guarded", "bare"))[index % 2]]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--cache-sim={'yes' if cache_sim else 'no'}",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "benchmarks.litellm_instructions",
+            "--child",
+            ",".join(order),
+            "--requests",
+            str(requests),
+        ]
+        child = subprocess.Popen(
+            command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert child.stdin is not None and child.stdout is not None
+
+        def control(*args: str) -> None:
+            subprocess.run(["callgrind_control", *args, str(child.pid)], check=True, capture_output=True)
+
+        measured: list[tuple[str, dict[str, float]]] = []
+        for line in child.stdout:
+            # LiteLLM prints to stdout as well: only the markers count.
+            word, name, *rest = [*line.split(maxsplit=2), "", ""]
+            if word == "READY":
+                control("--zero")
+                control("--instr=on")
+            elif word == "DONE":
+                control("--instr=off")
+                if rest[0].strip() != "[200]":
+                    child.kill()
+                    raise RuntimeError(f"{name}: answered {rest[0].strip()}")
+                before = set(Path(tmp).iterdir())
+                control("--dump")
+                dumped = _await_new(Path(tmp), before)
+                measured.append((name, per_request(totals(dumped), requests)))
+                dumped.unlink()
+            else:
+                continue
+            child.stdin.write("\n")
+            child.stdin.flush()
+        child.wait()
+    if len(measured) != len(order):
+        raise RuntimeError(f"callgrind ended after {len(measured)} of {len(order)} batches")
+    return {"batches": order, **compare(measured)}
+
+
+def _await_new(directory: Path, before: set[Path]) -> Path:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = [path for path in set(directory.iterdir()) - before if path.stat().st_size > 0]
+        if new:
+            time.sleep(0.2)  # written in full
+            return new[0]
+        time.sleep(0.1)
+    raise RuntimeError("callgrind wrote no counts")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200, help="requests per batch")
+    parser.add_argument("--batches", type=int, default=2, help="batches per side")
+    parser.add_argument("--cache-sim", action="store_true", help="simulate the caches (about twice as slow)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child.split(","), args.requests)
+        return
+    started = time.monotonic()
+    results = measure(args.requests, args.batches, args.cache_sim)
+    results["requests_per_batch"] = args.requests
+    results["litellm"] = _version("litellm")
+    results["machine"] = f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}"
+    results["seconds"] = round(time.monotonic() - started, 1)
+    print(json.dumps(results, indent=1))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+if __name__ == "__main__":
+    main()
