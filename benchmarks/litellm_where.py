@@ -43,6 +43,7 @@ from benchmarks.run_all import (  # noqa: E402
     free_port,
     pinned,
     server,
+    stop,
     wait_for_port,
     wrk,
 )
@@ -172,12 +173,7 @@ def _one_process(names: list[str], env: dict[str, str]) -> Iterator[dict[str, tu
             wait_for_port(port, 240)
         yield {name: (port, process.pid) for name, port in ports.items()}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def measure(names: list[str], seconds: int, passes: int, one_process: bool = False) -> dict[str, Any]:
