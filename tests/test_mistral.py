@@ -397,8 +397,9 @@ def test_fields_mistrals_renderer_does_not_know_are_added_as_their_json_text() -
 @pytest.mark.anyio
 async def test_an_answer_without_usage_is_charged_on_mistrals_count_of_the_request() -> None:
     """The parsed body, which Mistral's tokenizer renders, is still there when
-    the settlement counts an answer that carried no usage: with an ample
-    balance the hold was the byte bound, and the record has the exact count."""
+    the settlement prices an answer that carried no usage: with an ample
+    balance the hold was the byte bound, and the charge and the record are
+    on the exact count."""
     answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}}]}'
 
     async def upstream(scope: Any, receive: Any, send: Any) -> None:
@@ -414,5 +415,8 @@ async def test_an_answer_without_usage_is_charged_on_mistrals_count_of_the_reque
         for _ in range(2):
             reply = await http.post("/v1/chat/completions", json=MATH, headers={"Authorization": f"Bearer {KEY}"})
             assert reply.status_code == 200
-    records = await store.usage_records()
-    assert [(r.input_tokens, r.outcome) for r in records] == [(28, "settled")] * 2
+    bounded, exact = await store.usage_records()  # the most recent first
+    assert [(r.input_tokens, r.outcome) for r in (bounded, exact)] == [(28, "settled")] * 2
+    # Usage it cannot read costs the worst case, on the exact count: the
+    # exact hold of the first request, below the second's bound.
+    assert bounded.held > bounded.charged == exact.held == exact.charged
