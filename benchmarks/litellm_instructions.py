@@ -1,11 +1,12 @@
 """The guard's share of LiteLLM's work, counted rather than timed: the
 machine instructions per request of LiteLLM's proxy app (mock model) called
 bare and behind the memory store's guard, in one process, under valgrind's
-callgrind.  With ``--cache-sim`` callgrind also simulates the caches, and
-each side gets an estimate of its cycles (instructions, plus 10 per
-first-level and 100 per last-level cache miss, as KCachegrind estimates).
+callgrind.  With ``--cache-sim`` callgrind also simulates the caches, with
+``--branch-sim`` the branch predictors, and each side gets an estimate of its
+cycles (instructions, plus 10 per first-level cache miss, 100 per last-level
+one and 10 per mispredicted branch, as KCachegrind estimates).
 
-    python -m benchmarks.litellm_instructions [--requests 200] [--batches 2] [--cache-sim]
+    python -m benchmarks.litellm_instructions [--requests 200] [--batches 2] [--cache-sim] [--branch-sim]
 
 Figure 9 (``run_all --only 9``) times both servers over HTTP and moves by
 several percent from run to run on the same code (two processes of one
@@ -160,14 +161,23 @@ def totals(path: Path) -> dict[str, int]:
 
 def per_request(events: dict[str, int], requests: int) -> dict[str, float]:
     """Instructions per request and, where the caches were simulated, their
-    misses and the estimate of cycles (Ir + 10 per L1 miss + 100 per LL miss)."""
+    misses and the estimate of cycles (Ir + 10 per L1 miss + 100 per LL miss);
+    where branches were too, their mispredictions (10 cycles each in the
+    estimate, as KCachegrind's)."""
     figures = {"instructions": events["Ir"] / requests}
+    cycles = float(events["Ir"])
     if "I1mr" in events:
         first = events["I1mr"] + events["D1mr"] + events["D1mw"]
         last = events["ILmr"] + events["DLmr"] + events["DLmw"]
         figures["l1_misses"] = first / requests
         figures["ll_misses"] = last / requests
-        figures["estimated_cycles"] = (events["Ir"] + 10 * first + 100 * last) / requests
+        cycles += 10 * first + 100 * last
+    if "Bcm" in events:
+        mispredicted = events["Bcm"] + events["Bim"]
+        figures["branch_mispredicts"] = mispredicted / requests
+        cycles += 10 * mispredicted
+    if len(figures) > 1:
+        figures["estimated_cycles"] = cycles / requests
     return figures
 
 
@@ -188,7 +198,7 @@ def compare(batches: list[tuple[str, dict[str, float]]]) -> dict[str, Any]:
     return results
 
 
-def measure(requests: int, batches: int, cache_sim: bool) -> dict[str, Any]:
+def measure(requests: int, batches: int, cache_sim: bool, branch_sim: bool = False) -> dict[str, Any]:
     order = [name for index in range(batches) for name in (("bare", "guarded"), ("guarded", "bare"))[index % 2]]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -197,6 +207,7 @@ def measure(requests: int, batches: int, cache_sim: bool) -> dict[str, Any]:
             "--tool=callgrind",
             "--instr-atstart=no",
             f"--cache-sim={'yes' if cache_sim else 'no'}",
+            f"--branch-sim={'yes' if branch_sim else 'no'}",
             f"--callgrind-out-file={out}",
             sys.executable,
             "-m",
@@ -257,13 +268,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per batch")
     parser.add_argument("--batches", type=int, default=2, help="batches per side")
     parser.add_argument("--cache-sim", action="store_true", help="simulate the caches (about twice as slow)")
+    parser.add_argument("--branch-sim", action="store_true", help="simulate the branch predictors")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child.split(","), args.requests)
         return
     started = time.monotonic()
-    results = measure(args.requests, args.batches, args.cache_sim)
+    results = measure(args.requests, args.batches, args.cache_sim, args.branch_sim)
     results["requests_per_batch"] = args.requests
     results["litellm"] = _version("litellm")
     results["machine"] = f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}"

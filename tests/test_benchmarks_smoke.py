@@ -177,6 +177,8 @@ def test_instruction_counts_are_read_from_callgrinds_totals(tmp_path: Path) -> N
     figures = counted.per_request(events, 10)
     assert figures == {"instructions": 200, "l1_misses": 6, "ll_misses": 0.6, "estimated_cycles": 320}
     assert counted.per_request({"Ir": 50}, 5) == {"instructions": 10}
+    branches = counted.per_request({"Ir": 50, "Bc": 20, "Bcm": 3, "Bi": 5, "Bim": 2}, 5)
+    assert branches == {"instructions": 10, "branch_mispredicts": 1, "estimated_cycles": 20}
     compared = counted.compare(
         [
             ("bare", {"instructions": 100.0}),
