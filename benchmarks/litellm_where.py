@@ -184,15 +184,16 @@ def measure(names: list[str], seconds: int, passes: int, one_process: bool = Fal
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         db = str(Path(tmp) / "bench.db")
         anyio.run(_grant_sqlite, db)
+        # Each process's collector totals, in a file of its own (one process: one file, read per window).
+        gc_file = {name: Path(tmp) / ("gc-one.json" if one_process else f"gc-{name}.json") for name in names}
         running: dict[str, tuple[int, int]] = {}
         if one_process:
-            # One process's collector: its totals in one file, read per window.
-            env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(Path(tmp) / "gc-one.json")}
+            env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(gc_file[names[0]])}
             running = stack.enter_context(_one_process(names, env))
-        for name in names if not one_process else ():
-            env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(Path(tmp) / f"gc-{name}.json")}
-            running[name] = stack.enter_context(server(SERVERS[_kind(name)], env, startup=240))
-        gc_file = {name: Path(tmp) / ("gc-one.json" if one_process else f"gc-{name}.json") for name in names}
+        else:
+            for name in names:
+                env = {"BENCH_SQLITE": db, "BENCH_GC_STATS": str(gc_file[name])}
+                running[name] = stack.enter_context(server(SERVERS[_kind(name)], env, startup=240))
         for name in names:
             wrk(running[name][0], body, 10, connections=16)  # start-up work, caches, connections
         for turn in range(passes):
