@@ -150,6 +150,44 @@ async def test_holds_expire_and_a_late_settle_still_charges(env: tuple[Any, Cloc
     await invariant_holds(store, account)
 
 
+async def test_every_end_repeated_gives_its_first_answer_whole(env: tuple[Any, Clock, str]) -> None:
+    """A settle or release repeated answers what the first one did, every figure
+    and flag, whatever the end was: released, settled within the hold, settled
+    above it, settled late (after expiring), down to one unit and up to the
+    largest amount a store keeps."""
+    store, clock, account = env
+    await store.grant(account, "1000000")
+    largest = from_units(2**63 - 1)
+    await store.grant("rich", largest)
+    ends = []
+    released = await store.reserve(account, Decimal("0.5"))
+    ends.append((released, await store.release(released)))
+    within = await store.reserve(account, Decimal("0.5"))
+    ends.append((within, await store.settle(within, Decimal("0.2"))))
+    above = await store.reserve(account, from_units(1))
+    ends.append((above, await store.settle(above, Decimal("3.0000000001"))))
+    whole = await store.reserve("rich", largest)
+    ends.append((whole, await store.settle(whole, largest)))
+    late = await store.reserve(account, Decimal("0.6"), ttl=30)
+    clock.now += 31
+    assert (await store.balance(account)).held == 0
+    ends.append((late, await store.settle(late, Decimal("0.25"))))
+    assert ends[-1][1].late and ends[-1][1].overrun == Decimal("0.25")
+    for hold, first in ends:
+        assert isinstance(hold, Hold) and not first.repeat
+        for again in (await store.settle(hold, Decimal("7")), await store.release(hold)):
+            assert again.repeat, hold
+            assert (again.hold_id, again.status, again.charged, again.released, again.overrun, again.late) == (
+                first.hold_id,
+                first.status,
+                first.charged,
+                first.released,
+                first.overrun,
+                first.late,
+            ), hold
+    await invariant_holds(store, account)
+
+
 async def test_grants_create_accounts_and_take_back(env: tuple[Any, Clock, str]) -> None:
     store, _, account = env
     zero = await store.balance(account)

@@ -163,6 +163,7 @@ local status = redis.call('HGET', key, 'status')
 if not status then return {'unknown', '0', '0', 1} end
 local units = redis.call('HGET', key, 'units')
 if status == 'settled' or status == 'released' then
+  if redis.call('HGET', key, 'late') == '1' then status = 'late' end
   return {status, units, redis.call('HGET', key, 'charged'), 1}
 end
 if status == 'expired' then
@@ -519,7 +520,9 @@ class RedisStore:
         if status == "expired":
             return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
         if status == "late":
-            return Settlement(hold.id, "settled", from_units(charged), Decimal(0), from_units(charged), late=True)
+            # Settled after it expired (now, or the first time where this is a repeat).
+            late = from_units(charged)
+            return Settlement(hold.id, "settled", late, Decimal(0), late, late=True, repeat=repeat)
         return Settlement.of_units(hold.id, status, charged, units, repeat=repeat)
 
     async def extend(self, hold: Hold, ttl: float) -> bool:

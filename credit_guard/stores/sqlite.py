@@ -569,12 +569,17 @@ class SQLiteStore:
         account, units, status, charged_before, granted, spent, held = row
         if status in ("settled", "released"):
             return Settlement.of_units(hold.id, status, charged_before, units, repeat=True)
+        if status == "settled_late":
+            # Settled after it expired (a file written before this status
+            # existed says "settled" and answers a repeat as settled in time).
+            late = from_units(charged_before)
+            return Settlement(hold.id, "settled", late, Decimal(0), late, late=True, repeat=True)
         if status == "expired":
             if charge is None:
                 return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
             # The work was done after the hold lapsed: charge it all the same.
             db.execute(
-                "UPDATE holds SET status = 'settled', charged = ?, finished = ? WHERE id = ?",
+                "UPDATE holds SET status = 'settled_late', charged = ?, finished = ? WHERE id = ?",
                 (charge, now, hold.id),
             )
             db.execute("UPDATE accounts SET spent = spent + ? WHERE id = ?", (charge, account))
