@@ -36,6 +36,8 @@ class Decoder:
     def __init__(self, header: bytes) -> None:
         self._started = False
         self.fed = 0
+        #: Nothing to undo (read on every response: an attribute, not a property).
+        self.identity = True
         if not header:
             # No Content-Encoding, as most responses: nothing to undo.
             self.coding = "identity"
@@ -48,16 +50,13 @@ class Decoder:
         if self.coding not in ("identity", "gzip", "x-gzip", "deflate"):
             raise UnsupportedEncoding(self.coding)
         self._inflate = self._new() if self.coding != "identity" else None
+        self.identity = self._inflate is None
 
     def _new(self, raw: bool = False) -> zlib._Decompress:
         if self.coding == "deflate":
             # HTTP's deflate is zlib-wrapped; some servers send it raw.
             return zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    @property
-    def identity(self) -> bool:
-        return self._inflate is None
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """The decoded bytes of ``data``, in pieces of at most ``PIECE`` bytes."""

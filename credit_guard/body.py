@@ -205,7 +205,7 @@ async def read_body(scope: MutableMapping[str, Any], receive: Receive, limit: in
             encodings.append(value)
     if lengths:
         try:
-            declared = {int(v) for v in lengths}
+            declared = set(map(int, lengths))
         except ValueError:
             raise InvalidRequest("Content-Length is not a number.", param="content-length") from None
         if len(declared) != 1 or min(declared) < 0:
@@ -214,7 +214,7 @@ async def read_body(scope: MutableMapping[str, Any], receive: Receive, limit: in
             raise RequestTooLarge(
                 f"The request body is larger than the limit of {limit} bytes.", param="body", limit=limit
             )
-    codings = _codings(encodings)
+    codings = _codings(encodings) if encodings else None
     decoder = _Decoder(codings, limit) if codings else None
     chunks: list[bytes] = []
     size = 0
@@ -302,7 +302,8 @@ def _keys_unique(data: bytes | bytearray, value: Any) -> bool:
         again = orjson.dumps(value)
     except orjson.JSONEncodeError:  # nesting orjson serialises no deeper
         return False
-    escaped = len(_ESCAPED_COLON.findall(data)) if b"\\" in data else 0
+    # (``find``, not ``in``: ``in`` first tries the operand as a byte value.)
+    escaped = len(_ESCAPED_COLON.findall(data)) if data.find(b"\\") >= 0 else 0
     return _colons(data) + escaped == _colons(again)
 
 

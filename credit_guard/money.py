@@ -79,14 +79,15 @@ def to_units(amount: Decimal, *, what: str = "amount") -> int:
 def units_ceil(amount: Decimal) -> int:
     """Units for an amount owed (a hold, a charge): rounded up."""
     # Moving the point (scaleb) is exact and cheaper than dividing by UNIT.
-    result = math.ceil(amount.scaleb(_PLACES, _CTX))
-    _check_range(result, "amount")
+    result = math.ceil(amount.scaleb(_PLACES_EXPONENT, _CTX))
+    if not -MAX_UNITS <= result <= MAX_UNITS:
+        _check_range(result, "amount")
     return result
 
 
 def units_floor(amount: Decimal) -> int:
     """Units for an amount held by the user: rounded down."""
-    result = math.floor(amount.scaleb(_PLACES, _CTX))
+    result = math.floor(amount.scaleb(_PLACES_EXPONENT, _CTX))
     _check_range(result, "amount")
     return result
 
@@ -95,10 +96,13 @@ def from_units(units: int) -> Decimal:
     """Dollars for a whole number of units, exact."""
     if not units:
         return _NO_UNITS  # the commonest figure (nothing released, no overrun)
-    return Decimal(units).scaleb(-_PLACES, _CTX)
+    return Decimal(units).scaleb(_UNIT_EXPONENT, _CTX)
 
 
 _NO_UNITS = Decimal(0).scaleb(-_PLACES)
+# The exponents as Decimals: scaleb converts an int to one on every call.
+_UNIT_EXPONENT = Decimal(-_PLACES)
+_PLACES_EXPONENT = Decimal(_PLACES)
 
 
 def _check_range(units: int, what: str) -> None:

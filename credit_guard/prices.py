@@ -166,11 +166,12 @@ class Rates:
     cache_write: Decimal
     cache_write_1h: Decimal
     reasoning_output: Decimal
+    #: The dearest price an output token can have (reasoning or not): read on
+    #: every quote, computed once.
+    max_output: Decimal = field(init=False, repr=False, compare=False)
 
-    @property
-    def max_output(self) -> Decimal:
-        """The dearest price an output token can have (reasoning or not)."""
-        return max(self.output, self.reasoning_output)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_output", max(self.output, self.reasoning_output))
 
 
 _WRITE_5M = Decimal("1.25")

@@ -142,22 +142,23 @@ def make_quote(ask: Ask, price: ModelPrice, input_tokens: int, input_exact: bool
     if ask.cache_ttl is not None:
         # Any marked prefix may be written; the whole input bounds them all.
         input_cost = (rates.cache_write_1h if ask.cache_ttl == "1h" else rates.cache_write) * input_tokens
+    # In the order of the fields (positional: a call with keywords costs twice as much).
     return Quote(
-        model=ask.model,
-        price=price,
-        kind=ask.kind,
-        input_tokens=input_tokens,
-        input_exact=input_exact,
-        max_output_tokens=max_out,
-        requested_max_tokens=requested,
-        output_param=output_param,
-        output_source=source,
-        choices=ask.choices,
-        input_cost=input_cost,
-        max_output_cost=max_output_cost,
-        rates=rates,
-        service_tier=ask.service_tier,
-        cache_ttl=ask.cache_ttl,
+        ask.model,
+        price,
+        ask.kind,
+        input_tokens,
+        input_exact,
+        max_out,
+        requested,
+        output_param,
+        source,
+        ask.choices,
+        input_cost,
+        max_output_cost,
+        rates,
+        ask.service_tier,
+        ask.cache_ttl,
     )
 
 

@@ -49,17 +49,13 @@ OUTCOMES = ("settled", "overrun", "released", "client_left", "expired", "late")
 #: What a summary can group by.
 GROUPS = ("day", "model", "key", "account")
 #: Route and label text kept in a record is cut to this many characters.
-_TEXT_MAX = 200
+TEXT_MAX = 200
 
 
 def key_label(api_key: str) -> str:
     """A non-secret name for an API key: the prefix the stores list it by (its
     first 7 and last 4 characters; 3 for a short key).  Never the key."""
     return f"{api_key[:7]}...{api_key[-4:]}" if len(api_key) > 16 else api_key[:3] + "..."
-
-
-def clip(text: str) -> str:
-    return text if len(text) <= _TEXT_MAX else text[:_TEXT_MAX]
 
 
 # Not frozen: a frozen dataclass's __init__ costs several times more, and one

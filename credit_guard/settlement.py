@@ -21,11 +21,12 @@ import anyio.to_thread
 
 from . import tokens
 from ._asgi import Message, Receive, Scope, Send
+from ._headers import last_value, lowered_names, needle
 from .errors import PricingUnavailable
 from .money import json_text
 from .prices import ModelPrice
 from .quote import Quote, actual_cost
-from .records import UsageRecord, clip
+from .records import TEXT_MAX, UsageRecord
 from .shapes import Ask
 from .stores.base import CreditStore, Hold, StoreUnavailable
 from .stores.base import Settlement as StoreSettlement
@@ -40,6 +41,7 @@ logger = logging.getLogger("credit_guard")
 
 # Pauses between attempts to end a hold while the store fails (None: give up).
 _SETTLE_RETRIES: tuple[float | None, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, None)
+_REQUEST_ID = needle(b"x-request-id")
 
 
 class Settlement:
@@ -147,9 +149,10 @@ class Settlement:
             start = dict(message)
             # A list of its own, read by the tap and then added to: ASGI allows
             # any iterable, which a generator would be only once.
-            start["headers"] = list(start.get("headers", ()))
-            message = tap.start(start)
-            message["headers"] = self._response_headers(message["headers"], self._hold)
+            headers = start["headers"] = list(start.get("headers", ()))
+            names = lowered_names(headers)
+            message = tap.start(start, names)
+            message["headers"] = self._response_headers(message["headers"], names, self._hold)
         elif message["type"] == "http.response.body":
             body, more = message.get("body", b""), message.get("more_body", False)
             if tap.costly(len(body), more):
@@ -209,12 +212,13 @@ class Settlement:
                 # A store bug must not end the request; the hold's TTL bounds it.
                 logger.exception("credit_guard.extend_failed request_id=%s hold=%s", self.request_id, hold.id)
 
-    def _response_headers(self, headers: list[tuple[bytes, bytes]], hold: Hold) -> list[tuple[bytes, bytes]]:
+    def _response_headers(
+        self, headers: list[tuple[bytes, bytes]], names: bytes | None, hold: Hold
+    ) -> list[tuple[bytes, bytes]]:
+        """``headers`` with the guard's added; ``names`` is the app's headers'
+        ``lowered_names`` (the tap may have dropped some since, never this one)."""
         guard = self.guard
-        for key, _ in headers:
-            if key.lower() == b"x-request-id":
-                break
-        else:
+        if last_value(headers, names, _REQUEST_ID) is None:
             headers.append((b"x-request-id", self.request_id.encode("latin-1")))
         if hold.available is not None:
             headers.append((b"x-credits-remaining", json_text(hold.available).encode()))
@@ -368,16 +372,20 @@ class Settlement:
             # for usage it could not read: no usage was reported.
             usage = Usage(input_tokens=quote.input_tokens if charge is not None else 0, output_tokens=0)
         exchange = self._exchange
+        # request_id, key, model, route, input, output and cached tokens,
+        # outcome, started_at (positional: a call with keywords costs twice as much)
+        path = exchange.scope.get("path", "-")
+        # Text cut to TEXT_MAX characters (a slice of a shorter string is the string).
         return UsageRecord(
-            request_id=self.request_id,
-            key=clip(exchange.key_label),
-            model=clip(quote.model),
-            route=clip(str(exchange.scope.get("path", "-"))),
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_tokens,
-            outcome=outcome,
-            started_at=exchange.started_at,
+            self.request_id,
+            exchange.key_label[:TEXT_MAX],
+            quote.model[:TEXT_MAX],
+            (path if type(path) is str else str(path))[:TEXT_MAX],
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_tokens,
+            outcome,
+            exchange.started_at,
         )
 
 

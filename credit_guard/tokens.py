@@ -180,6 +180,8 @@ def warm() -> None:
 
 def encoding_name(price: ModelPrice) -> str | None:
     """The encoding a model bills with, or None where we only have a bound."""
+    if price.encoding is not None:
+        return price.encoding  # (``_encoding_name``'s first answer, without hashing the key)
     key = (price.name, price.encoding, price.token_bound)
     if key not in _ENCODING_NAMES:
         if len(_ENCODING_NAMES) > 4096:
@@ -458,36 +460,42 @@ def input_bounds(ask: Ask, price: ModelPrice) -> tuple[int, int]:
     at most that many bytes); ``high`` that a token holds at least one byte."""
     images = sum(image_tokens(price.vision, image, ask.model) for image in ask.images) if ask.images else 0
     name = encoding_name(price)
-    sizes = [len(t) if t.isascii() else utf8_len(t) for t in (ask.texts if name else _bounded_texts(ask))]
-    total = sum(sizes)
-    if name is None:
-        exact = count_input(ask, price) if price.token_bound and price.token_bound.o200k_ratio else None
-        if exact is not None:
-            return exact.tokens, exact.tokens
-        high = total + ask.fixed_tokens + PART_MARGIN * ask.parts + images + _provider_prompt(ask, price)
-        high += price.token_bound.margin if price.token_bound else 0
-        if _is_mistral(ask, price):
-            # Mistral's tokenizer may count fewer: no floor but the images.
-            return images, high + _mistral.tools_json_bytes(ask.source)
-        return high, high
-    longest = _longest.get(name)
-    if longest is None:
-        get_encoding(name)
-        longest = _longest[name]
-    # Every non-empty text is at least one token (the ceiling of a size of
-    # one byte or more is at least one).
-    low = sum([-(-size // longest) for size in sizes])
-    known_images = (
-        sum(
-            image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
-            for image in ask.images
+    if name is not None:
+        longest = _longest.get(name)
+        if longest is None:
+            get_encoding(name)
+            longest = _longest[name]
+        # Every non-empty text is at least one token (the ceiling of a size of
+        # one byte or more is at least one).
+        total = fewest = 0
+        for text in ask.texts:
+            size = len(text) if text.isascii() else utf8_len(text)
+            total += size
+            fewest -= -size // longest
+        known_images = (
+            sum(
+                image_tokens(price.vision, image, ask.model) if image.width is not None or image.detail == "low" else 0
+                for image in ask.images
+            )
+            if ask.images
+            else 0
         )
-        if ask.images
-        else 0
-    )
-    prompt = _provider_prompt(ask, price)
-    saved = max((n for _, n in ask.savings), default=0) if ask.savings else 0
-    return low + ask.fixed_tokens - saved + known_images + prompt, total + ask.fixed_tokens + images + prompt
+        # (Nothing where no tools are given and the name is the one priced.)
+        prompt = 0 if ask.tool_choice is None and price.name == ask.model else _provider_prompt(ask, price)
+        saved = max((n for _, n in ask.savings), default=0) if ask.savings else 0
+        fixed = ask.fixed_tokens
+        return fewest + fixed - saved + known_images + prompt, total + fixed + images + prompt
+    # A model we can only bound.
+    total = sum(len(t) if t.isascii() else utf8_len(t) for t in _bounded_texts(ask))
+    exact = count_input(ask, price) if price.token_bound and price.token_bound.o200k_ratio else None
+    if exact is not None:
+        return exact.tokens, exact.tokens
+    high = total + ask.fixed_tokens + PART_MARGIN * ask.parts + images + _provider_prompt(ask, price)
+    high += price.token_bound.margin if price.token_bound else 0
+    if _is_mistral(ask, price):
+        # Mistral's tokenizer may count fewer: no floor but the images.
+        return images, high + _mistral.tools_json_bytes(ask.source)
+    return high, high
 
 
 def utf8_len(text: str) -> int:

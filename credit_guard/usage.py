@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from ._decoding import Decoder, DecodingFailed, UnsupportedEncoding
+from ._headers import last_value, lowered_names, needle
 from ._members import MemberCutter, MemberScan, without_member
 
 __all__ = ["Usage", "UsageTap", "UnreadableUsage", "usage_from_json"]
@@ -49,6 +50,11 @@ _BOMB_RATIO = 200
 _BOMB_FLOOR = 16 * 1024 * 1024
 # A JSON body at least this large is parsed in a worker thread.
 _COSTLY_BYTES = 1024 * 1024
+# The stream's pending event before ``start`` makes one for an SSE response:
+# only its length is read in other modes, never added to.
+_NO_EVENT = bytearray()
+_CONTENT_TYPE = needle(b"content-type")
+_CONTENT_ENCODING = needle(b"content-encoding")
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 # Members of a stream event that can carry usage, and the event's type.
 _EVENT_PATHS = (
@@ -142,7 +148,13 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
     usage = holder["usage"]
     if not isinstance(usage, dict):
         raise UnreadableUsage("malformed")
-    tier = usage.get("service_tier", holder.get("service_tier", obj.get("service_tier")))
+    # The innermost of the three that has the member (looked up only as far as needed).
+    if "service_tier" in usage:
+        tier = usage["service_tier"]
+    elif "service_tier" in holder:
+        tier = holder["service_tier"]
+    else:
+        tier = obj.get("service_tier")
     tier = tier if isinstance(tier, str) else None
     if kind == "anthropic":
         # Anthropic reports cache reads and writes beside input_tokens.
@@ -173,6 +185,23 @@ def usage_from_json(kind: str, obj: object) -> Usage | None:
                 service_tier=tier,
             )
         )
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if (
+        type(prompt) is int
+        and type(completion) is int
+        and 0 <= prompt <= _MAX_TOKENS
+        and 0 <= completion <= _MAX_TOKENS
+        and "cache_creation_input_tokens" not in usage
+    ):
+        # Most answers: both counts plain, no cache writes.  The same reading
+        # as below, with fewer calls.
+        details = usage.get("prompt_tokens_details")
+        cached = 0 if details is None else _count(_details(usage, "prompt_tokens_details"), "cached_tokens")
+        details = usage.get("completion_tokens_details")
+        reasoning = 0 if details is None else _count(_details(usage, "completion_tokens_details"), "reasoning_tokens")
+        # (Positional: a call with keywords costs twice as much.)
+        return _checked(Usage(prompt, completion, cached, reasoning, 0, 0, 0, False, tier))
     prompt = _count(usage, "prompt_tokens", required=True)
     cached = _count(_details(usage, "prompt_tokens_details"), "cached_tokens")
     # Gateways in front of Anthropic report its cache writes here, within
@@ -383,8 +412,10 @@ class UsageTap:
         self._read = 0
         self._copy: bytearray | None = None
         self._scan: MemberScan | None = None
-        self._text = bytearray()
-        self._pending = bytearray()
+        # Text of a text/* body, and an event not yet ended in a stream: made
+        # by ``start`` for the mode that uses them (most responses are JSON).
+        self._text: bytearray | bytes = b""
+        self._pending = _NO_EVENT
         self._large: _LargeEvent | None = None
         self._unread_text = False  # text went by uncounted (a large event, past _MAX_TEXT)
         self._usage_promised = False  # chunks carried "usage": null, so usage was to come
@@ -419,22 +450,29 @@ class UsageTap:
         if self.unreadable is None:
             self.unreadable = reason
 
-    def start(self, message: dict[str, Any]) -> dict[str, Any]:
+    def start(self, message: dict[str, Any], names: bytes | None = None) -> dict[str, Any]:
+        """Read ``http.response.start``: the status, and how the body is to be
+        read.  ``names`` is ``_headers.lowered_names`` of its headers, where
+        the caller has it; the message returned is the one to send on."""
         self.status = int(message.get("status", 200))
-        content_type = b""
-        encoding = b""
-        for key, value in message.get("headers", ()):
-            if key.lower() == b"content-type":
-                content_type = value.lower()
-            elif key.lower() == b"content-encoding":
-                encoding = value
+        headers = message.get("headers", ())
+        if names is None:
+            if not isinstance(headers, (list, tuple)):
+                # Read more than once: a list of its own.
+                message = {**message, "headers": list(headers)}
+                headers = message["headers"]
+            names = lowered_names(headers)
+        content_type = (last_value(headers, names, _CONTENT_TYPE) or b"").lower()
+        encoding = last_value(headers, names, _CONTENT_ENCODING) or b""
         if content_type.startswith(b"text/event-stream"):
             self._mode = "sse"
-        elif b"json" in content_type or not content_type:
+            self._pending = bytearray()
+        elif content_type.find(b"json") >= 0 or not content_type:
             self._mode = "json"
             self._copy = bytearray()
         elif content_type.startswith(b"text/"):
             self._mode = "text"
+            self._text = bytearray()
         try:
             self._decoder = Decoder(encoding)
         except UnsupportedEncoding:

@@ -156,6 +156,53 @@ def test_usage_present_but_untrustworthy_is_unreadable(usage: object, reason: st
     assert caught.value.reason == reason
 
 
+class _Count(int):
+    """An int by another type: the reading of plain counts must not depend on it."""
+
+
+_ODD = st.one_of(st.just(-1), st.just(10**9 + 1), st.none(), st.just(True), st.just(1.0), st.just("5"))
+# Mostly counts a response would send; now and then one that is not.
+_COUNT = st.one_of(st.integers(0, 12), st.integers(0, 12), st.just(10**9), _ODD)
+_DETAILS = st.one_of(
+    st.none(),
+    st.just([]),
+    st.fixed_dictionaries({}, optional={"cached_tokens": _COUNT, "reasoning_tokens": _COUNT}),
+    st.fixed_dictionaries({"cached_tokens": st.integers(0, 12), "reasoning_tokens": st.integers(0, 12)}),
+)
+_CHAT_USAGE = st.fixed_dictionaries(
+    {"prompt_tokens": _COUNT, "completion_tokens": _COUNT},
+    optional={
+        "prompt_tokens_details": _DETAILS,
+        "completion_tokens_details": _DETAILS,
+        "cache_creation_input_tokens": _COUNT,
+        "service_tier": st.sampled_from(["default", "flex", None, 3]),
+    },
+)
+
+
+def _reading(kind: str, obj: object) -> object:
+    try:
+        return usage_from_json(kind, obj)
+    except UnreadableUsage as exc:
+        return exc.reason
+
+
+def _as_counts(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _as_counts(v) for k, v in value.items()}
+    return _Count(value) if type(value) is int else value
+
+
+@settings(max_examples=400, deadline=None)
+@given(_CHAT_USAGE, st.sampled_from(["chat", "completion", "embedding"]), st.sampled_from([None, "priority"]))
+def test_plain_chat_counts_read_as_any_counts_do(usage: dict[str, object], kind: str, outer_tier: str | None) -> None:
+    """Plain ints take a shorter way through ``usage_from_json`` than other
+    integers do: both ways read every usage the same (the same ``Usage``, or
+    the same reason it is unreadable)."""
+    body = {"usage": usage, "service_tier": outer_tier}
+    assert _reading(kind, body) == _reading(kind, {"usage": _as_counts(usage), "service_tier": outer_tier})
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     words=st.lists(st.text(min_size=0, max_size=8), min_size=0, max_size=12),

@@ -164,20 +164,46 @@ class _Builder:
         """``tokens`` of ``fixed`` are not billed on ``encoding``."""
         self.savings[encoding] = self.savings.get(encoding, 0) + tokens
 
-    def ask(self, kind: str, model: str, **fields: Any) -> Ask:
-        """The ``Ask`` with this payload (``fields``: the output cap and the rest)."""
+    def ask(
+        self,
+        kind: str,
+        model: str,
+        *,
+        output_tokens: int | None = None,
+        output_param: str | None = None,
+        choices: int = 1,
+        stream: bool = False,
+        include_usage: bool = False,
+        exact: bool | None = None,
+        default_output_tokens: int | None = None,
+        tool_choice: str | None = None,
+        source: Any = None,
+        service_tier: str | None = None,
+    ) -> Ask:
+        """The ``Ask`` with this payload, the output cap and the rest
+        (``exact``: False where the shape knows its count is a bound)."""
+        # In the order of Ask's fields (positional: a class called with
+        # keywords costs twice as much).
         return Ask(
-            kind=kind,
-            model=model,
-            texts=tuple(self.texts),
-            fixed_tokens=self.fixed,
-            images=tuple(self.images) if self.images else (),
-            parts=self.parts,
-            exact=fields.pop("exact", self.exact),
-            bound_texts=self._bound_texts() if self.swaps else None,
-            unknown=tuple(self.unknown) if self.unknown else (),
-            cache_ttl=self.cache_ttl,
-            exact_on=None if self.exact_on is None else frozenset(self.exact_on),
-            savings=tuple(sorted((name, n) for name, n in self.savings.items() if n)) if self.savings else (),
-            **fields,
+            kind,
+            model,
+            output_tokens,
+            output_param,
+            choices,
+            stream,
+            include_usage,
+            tuple(self.texts),
+            self.fixed,
+            tuple(self.images) if self.images else (),
+            self.parts,
+            self.exact if exact is None else exact,
+            self._bound_texts() if self.swaps else None,
+            default_output_tokens,
+            tool_choice,
+            tuple(self.unknown) if self.unknown else (),
+            source,
+            service_tier,
+            self.cache_ttl,
+            None if self.exact_on is None else frozenset(self.exact_on),
+            tuple(sorted((name, n) for name, n in self.savings.items() if n)) if self.savings else (),
         )

@@ -97,12 +97,16 @@ def _chat(body: dict[str, Any]) -> Ask:
     modalities = body.get("modalities")
     if modalities is not None and (not isinstance(modalities, list) or any(m != "text" for m in modalities)):
         raise InvalidRequest("Only text output ('modalities': ['text']) can be priced.", param="modalities")
-    service_tier = _service_tier(body)
+    # (Optional fields are looked at where present: most bodies have few.)
+    service_tier = _service_tier(body) if "service_tier" in body else None
     # Gateways pass cache_control marks on to Anthropic wherever they stand:
     # on the body (automatic caching), a message, a part or a tool.
-    _cache_control(body, out, "")
-    functions = _tools.function_definitions(body)
-    _tool_fields(body, out)
+    if "cache_control" in body:
+        _cache_control(body, out, "")
+    tools = "tools" in body or "functions" in body
+    functions = _tools.function_definitions(body) if tools else []
+    if tools:
+        _tool_fields(body, out)
     _add_messages(out, messages, pad_system=bool(functions))
     allowance = preamble.chat_allowance(model)
     if allowance:
@@ -121,13 +125,14 @@ def _chat(body: dict[str, Any]) -> Ask:
         # every field the rendering leaves out.
         sent = {name: body[name] for name in ("tools", "functions", "tool_choice", "function_call") if name in body}
         out.swap_when_bounded(start, json_text(sent))
-    elif _tool_choice(body) not in (None, "none", "auto"):
+    elif ("tool_choice" in body or "function_call" in body) and _tool_choice(body) not in (None, "none", "auto"):
         raise InvalidRequest("'tool_choice' names a tool but no tools are defined.", param="tool_choice")
-    _response_format(body, out)
+    if "response_format" in body:
+        _response_format(body, out)
 
     cap, param = _output_cap(body)
-    choices = _positive_int(body, "n", upper=MAX_CHOICES) or 1
-    stream = _bool(body, "stream")
+    choices = (_positive_int(body, "n", upper=MAX_CHOICES) or 1) if "n" in body else 1
+    stream = _bool(body, "stream") if "stream" in body else False
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")

@@ -129,15 +129,11 @@ class Settlement:
         """A hold of ``held`` units that ended charging ``charged``: what
         went back is what the charge left of the hold, the overrun what it
         took beyond it."""
-        return cls(
-            hold_id,
-            status,
-            from_units(charged),
-            from_units(max(held - charged, 0)),
-            from_units(max(charged - held, 0)),
-            late,
-            repeat,
-        )
+        released = held - charged
+        overrun = 0
+        if released < 0:
+            released, overrun = 0, -released
+        return cls(hold_id, status, from_units(charged), from_units(released), from_units(overrun), late, repeat)
 
 
 @dataclass(frozen=True, slots=True)

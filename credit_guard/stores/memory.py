@@ -35,15 +35,29 @@ USAGE_KEPT = 10_000
 
 # What the store keeps of its past (records, finished and expired holds) is
 # kept out of the garbage collector's sight: each entry is packed into bytes
-# (``marshal``: exact for every string and number) in a ``Kept``, whose plain
-# dicts the collector stops walking, so the hundred thousand entries kept cost
-# a full collection of the host's heap nothing (walked, they cost 7 ms and
-# more per collection, on whatever request was in flight).
+# (``marshal``: exact for every string and number; a finished hold into one
+# int) in a ``Kept``, whose plain dicts the collector stops walking, so the
+# hundred thousand entries kept cost a full collection of the host's heap
+# nothing (walked, they cost 7 ms and more per collection, on whatever request
+# was in flight).
 # A record: its own fields (``_fields``, in its order), then account, hold,
 # held units, charged units, ended at, late.
 _KeptRecord = tuple[tuple[Any, ...], str, str, int, int, float, bool]
 # A finished hold: status, charged units, held units, late.
 _Done = tuple[str, int, int, bool]
+
+
+def _pack_done(status: str, charged: int, held: int, late: bool) -> int:
+    """A ``_Done`` as one int (units fit in 64 bits: ``money.MAX_UNITS``):
+    made on every settle, it costs far less than packing a tuple."""
+    return (charged << 64 | held) << 2 | late << 1 | (status == "settled")
+
+
+def _unpack_done(packed: int) -> _Done:
+    status = "settled" if packed & 1 else "released"
+    late = bool(packed & 2)
+    units = packed >> 2
+    return status, units >> 64, units & (1 << 64) - 1, late
 
 
 def _pack(value: tuple[Any, ...]) -> bytes | tuple[Any, ...]:
@@ -115,8 +129,8 @@ class MemoryStore:
         # counts them) or the heap is rebuilt.
         self._due: list[tuple[float, str]] = []
         self._stale = 0
-        # Finished holds (a packed ``_Done``), for idempotent repeats.
-        self._finished: Fifo[str, bytes | tuple[Any, ...]] = Fifo(_FINISHED_KEPT)
+        # Finished holds (a ``_Done`` packed by ``_pack_done``), for idempotent repeats.
+        self._finished: Fifo[str, int] = Fifo(_FINISHED_KEPT)
         # An expired hold's account and units, packed (a late settle still charges it).
         self._expired: Kept[str, bytes | tuple[Any, ...]] = Kept()
         self._keys: dict[str, str] = {}
@@ -176,7 +190,9 @@ class MemoryStore:
             raise ValueError("a hold must not be negative")
         now = self._clock()
         with self._lock:
-            self._expire_due(now)
+            due = self._due
+            if due and due[0][0] <= now or self._stale > 1024:  # (``_expire_due``'s test, without a call)
+                self._expire_due(now)
             held = self._held.get(account, 0)
             available = self._granted.get(account, 0) - self._spent.get(account, 0) - held
             if units > available:
@@ -192,13 +208,8 @@ class MemoryStore:
             expires_at = now + ttl
             self._live[hold_id] = _Live(account, units, expires_at, now)
             heapq.heappush(self._due, (expires_at, hold_id))
-        return Hold(
-            id=hold_id,
-            account=account,
-            amount=from_units(units),
-            expires_at=expires_at,
-            available=from_units(available - units),
-        )
+        # id, account, amount, expires_at, available (positional: a call with keywords costs twice as much)
+        return Hold(hold_id, account, from_units(units), expires_at, from_units(available - units))
 
     async def settle(self, hold: Hold, actual: Decimal, *, record: UsageRecord | None = None) -> Settlement:
         charge = units_ceil(actual)
@@ -304,11 +315,11 @@ class MemoryStore:
     def _finish(self, hold: Hold, charge: int | None, record: UsageRecord | None) -> Settlement:
         with self._lock:
             now = self._clock()
-            self._expire_due(now)
-            packed = self._finished.get(hold.id)
-            if packed is not None:
-                status, charged, held, late = _unpack(packed)
-                return Settlement.of_units(hold.id, status, charged, held, late=late, repeat=True)
+            due = self._due
+            if due and due[0][0] <= now or self._stale > 1024:  # (``_expire_due``'s test, without a call)
+                self._expire_due(now)
+            # A hold id is live, finished, expired or unknown: the live, the
+            # commonest, are looked up first.
             live = self._live.pop(hold.id, None)
             if live is not None:
                 self._stale += 1  # its entry in the heap
@@ -319,8 +330,12 @@ class MemoryStore:
                 result = Settlement.of_units(hold.id, "released" if charge is None else "settled", charged, live.units)
                 if record is not None:
                     self._record((_fields(record), live.account, hold.id, live.units, charged, now, False))
-                done: _Done = (result.status, charged, live.units, False)
+                done = _pack_done(result.status, charged, live.units, False)
             else:
+                finished = self._finished.get(hold.id)
+                if finished is not None:
+                    status, charged, held, late = _unpack_done(finished)
+                    return Settlement.of_units(hold.id, status, charged, held, late=late, repeat=True)
                 packed = self._expired.pop(hold.id)
                 if packed is None:
                     # Never made here, or forgotten long ago: nothing to change.
@@ -345,8 +360,8 @@ class MemoryStore:
                     )
                     if record is not None:
                         self._record((_fields(record), expired[0], hold.id, 0, charge, now, True))
-                    done = ("settled", charge, 0, True)
-            self._finished.add(hold.id, marshal.dumps(done, 2))  # strings and ints: always packs
+                    done = _pack_done("settled", charge, 0, True)
+            self._finished.add(hold.id, done)
             return result
 
     def _expire_due(self, now: float) -> int:
