@@ -372,10 +372,11 @@ class Settlement:
             # for usage it could not read: no usage was reported.
             usage = Usage(input_tokens=quote.input_tokens if charge is not None else 0, output_tokens=0)
         exchange = self._exchange
-        # request_id, key, model, route, input, output and cached tokens,
-        # outcome, started_at (positional: a call with keywords costs twice as much)
         path = exchange.scope.get("path", "-")
-        # Text cut to TEXT_MAX characters (a slice of a shorter string is the string).
+        # Positionally (a call with keywords costs twice as much): request_id,
+        # key, model, route (text cut to TEXT_MAX characters: a slice of a
+        # shorter string is the string), tokens in, out and cached, outcome,
+        # started_at.
         return UsageRecord(
             self.request_id,
             exchange.key_label[:TEXT_MAX],
