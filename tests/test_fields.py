@@ -666,3 +666,57 @@ async def check_part(shape: str, part: dict[str, Any]) -> None:
 @given(shape=st.sampled_from(["chat", "chat-claude", "responses", "anthropic"]), part=parts)
 def test_random_content_parts_are_priced_or_refused_never_a_500(shape: str, part: dict[str, Any]) -> None:
     anyio.run(check_part, shape, part)
+
+
+def test_each_field_of_an_ask_is_the_one_its_shape_read() -> None:
+    """``_Builder.ask`` makes the ``Ask`` by position: every field, set to a
+    value no other field has, lands where its name says."""
+    from credit_guard import shapes
+
+    chat = shapes.parse(
+        "chat",
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Hi", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            "max_completion_tokens": 7,
+            "n": 3,
+            "stream": True,
+            "stream_options": {"include_usage": False},
+            "service_tier": "flex",
+            "seed_of_nothing": 1,
+        },
+    )
+    assert (chat.kind, chat.model, chat.output_tokens, chat.output_param, chat.choices) == (
+        "chat",
+        "gpt-4o-mini",
+        7,
+        "max_completion_tokens",
+        3,
+    )
+    assert (chat.stream, chat.include_usage, chat.service_tier, chat.cache_ttl) == (True, False, "flex", "1h")
+    assert chat.texts[-2:] == ("user", "Hi") and chat.unknown[0] == '{"seed_of_nothing":1}'
+    assert chat.fixed_tokens > 0 and chat.parts == 1 and chat.exact is False
+    assert chat.images == () and chat.bound_texts is None and chat.tool_choice is None
+    assert chat.default_output_tokens is None and chat.source is not None
+    usage = shapes.parse(
+        "chat",
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "stream": False,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    assert (usage.stream, usage.include_usage) == (False, True)
+    completion = shapes.parse("completion", {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi"})
+    assert (completion.output_tokens, completion.default_output_tokens) == (None, shapes.COMPLETIONS_DEFAULT_MAX_TOKENS)
+    anthropic = shapes.parse(
+        "anthropic",
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 9,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        },
+    )
+    assert (anthropic.output_tokens, anthropic.tool_choice) == (9, "")
