@@ -80,8 +80,7 @@ def units_ceil(amount: Decimal) -> int:
     """Units for an amount owed (a hold, a charge): rounded up."""
     # Moving the point (scaleb) is exact and cheaper than dividing by UNIT.
     result = math.ceil(amount.scaleb(_PLACES_EXPONENT, _CTX))
-    if not -MAX_UNITS <= result <= MAX_UNITS:
-        _check_range(result, "amount")
+    _check_range(result, "amount")
     return result
 
 

@@ -103,9 +103,9 @@ def _chat(body: dict[str, Any]) -> Ask:
     # on the body (automatic caching), a message, a part or a tool.
     if "cache_control" in body:
         _cache_control(body, out, "")
-    tools = "tools" in body or "functions" in body
-    functions = _tools.function_definitions(body) if tools else []
-    if tools:
+    functions: list[dict[str, Any]] = []
+    if "tools" in body or "functions" in body:
+        functions = _tools.function_definitions(body)
         _tool_fields(body, out)
     _add_messages(out, messages, pad_system=bool(functions))
     allowance = preamble.chat_allowance(model)

@@ -190,9 +190,7 @@ class MemoryStore:
             raise ValueError("a hold must not be negative")
         now = self._clock()
         with self._lock:
-            due = self._due
-            if due and due[0][0] <= now or self._stale > 1024:  # (``_expire_due``'s test, without a call)
-                self._expire_due(now)
+            self._expire_due(now)
             held = self._held.get(account, 0)
             available = self._granted.get(account, 0) - self._spent.get(account, 0) - held
             if units > available:
@@ -315,9 +313,7 @@ class MemoryStore:
     def _finish(self, hold: Hold, charge: int | None, record: UsageRecord | None) -> Settlement:
         with self._lock:
             now = self._clock()
-            due = self._due
-            if due and due[0][0] <= now or self._stale > 1024:  # (``_expire_due``'s test, without a call)
-                self._expire_due(now)
+            self._expire_due(now)
             # A hold id is live, finished, expired or unknown: the live, the
             # commonest, are looked up first.
             live = self._live.pop(hold.id, None)
