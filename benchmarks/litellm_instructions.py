@@ -7,6 +7,14 @@ cycles (instructions, plus 10 per first-level cache miss, 100 per last-level
 one and 10 per mispredicted branch, as KCachegrind estimates).
 
     python -m benchmarks.litellm_instructions [--requests 200] [--batches 2] [--cache-sim] [--branch-sim]
+        [--last-level BYTES]
+
+``--last-level`` sets the size of the simulated last-level cache (16-way),
+instead of the one callgrind reads from the machine; 1048576 models this
+machine's private 1 MB second-level cache, the level that LiteLLM's
+milliseconds of work between two of the guard's steps empty.  With the
+caches simulated, the misses each side adds are also given by shared object
+(``libpython``, ``_decimal``, ``orjson``...) and by function, largest first.
 
 Figure 9 (``run_all --only 9``) times both servers over HTTP and moves by
 several percent from run to run on the same code (two processes of one
@@ -159,6 +167,61 @@ def totals(path: Path) -> dict[str, int]:
     raise ValueError(f"no totals in {path}")
 
 
+def by_object(path: Path, functions: bool = False) -> dict[str, dict[str, int]]:
+    """A callgrind output file's self costs summed by shared object (its file
+    name), or with ``functions`` by function (``object: function``, a
+    recursion's levels as one), by event name; the inclusive cost that
+    follows each ``calls=`` line is the callee's, counted where the callee's
+    own lines are."""
+    events: list[str] = []
+    objects: dict[str, str] = {}
+    names: dict[str, str] = {}
+    sums: dict[str, list[int]] = {}
+    current = function = "?"
+    after_call = False
+    for line in path.read_text().splitlines():
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("ob="):
+            current = _object_name(line[3:], objects)
+        elif line.startswith("cob="):
+            _object_name(line[4:], objects)  # named here, for a later ``ob=(n)``
+        elif line.startswith("fn="):
+            function = _function_name(line[3:], names)
+        elif line.startswith("cfn="):
+            _function_name(line[4:], names)
+        elif line.startswith("calls="):
+            after_call = True
+        elif line and (line[0].isdigit() or line[0] in "+-*"):
+            if after_call:
+                after_call = False
+                continue
+            row = sums.setdefault(f"{current}: {function}" if functions else current, [0] * len(events))
+            for index, value in enumerate(line.split()[1:]):
+                row[index] += int(value)
+    return {name: dict(zip(events, row, strict=True)) for name, row in sums.items()}
+
+
+def _function_name(spec: str, names: dict[str, str]) -> str:
+    """``(7) name'2`` or, once named, ``(7)``: the name, without callgrind's
+    mark of a recursion's level."""
+    key, _, rest = spec.strip().partition(")")
+    if rest.strip():
+        names[key] = rest.strip().split("'")[0]
+    return names.get(key, key + ")")
+
+
+def _object_name(spec: str, names: dict[str, str]) -> str:
+    """``(3) /lib/libc.so.6`` or, once named, ``(3)``: the file name."""
+    spec = spec.strip()
+    if spec.startswith("("):
+        key, _, rest = spec.partition(")")
+        if rest.strip():
+            names[key] = Path(rest.strip()).name
+        return names.get(key, key + ")")
+    return Path(spec).name
+
+
 def per_request(events: dict[str, int], requests: int) -> dict[str, float]:
     """Instructions per request and, where the caches were simulated, their
     misses and the estimate of cycles (Ir + 10 per L1 miss + 100 per LL miss);
@@ -198,8 +261,41 @@ def compare(batches: list[tuple[str, dict[str, float]]]) -> dict[str, Any]:
     return results
 
 
-def measure(requests: int, batches: int, cache_sim: bool, branch_sim: bool = False) -> dict[str, Any]:
+def misses_by_object(sides: list[tuple[str, dict[str, dict[str, int]]]], requests: int) -> dict[str, Any]:
+    """Per shared object (or function: ``by_object``'s keys), the last-level misses (instruction, data) and the
+    instructions the guard adds per request (guarded minus bare, each summed
+    over its batches), largest first; the first ten."""
+    total: dict[str, dict[str, dict[str, int]]] = {"bare": {}, "guarded": {}}
+    counted = {"bare": 0, "guarded": 0}
+    for name, objects in sides:
+        counted[name] += requests
+        for obj, events in objects.items():
+            row = total[name].setdefault(obj, {})
+            for event, value in events.items():
+                row[event] = row.get(event, 0) + value
+
+    def added(obj: str, *events: str) -> float:
+        mine = sum(total["guarded"].get(obj, {}).get(event, 0) for event in events) / counted["guarded"]
+        theirs = sum(total["bare"].get(obj, {}).get(event, 0) for event in events) / counted["bare"]
+        return mine - theirs
+
+    rows = {
+        obj: {
+            "instruction_misses": round(added(obj, "ILmr"), 1),
+            "data_misses": round(added(obj, "DLmr", "DLmw"), 1),
+            "instructions": round(added(obj, "Ir")),
+        }
+        for obj in set(total["bare"]) | set(total["guarded"])
+    }
+    ranked = sorted(rows, key=lambda obj: -(rows[obj]["instruction_misses"] + rows[obj]["data_misses"]))
+    return {obj: rows[obj] for obj in ranked[:10]}
+
+
+def measure(
+    requests: int, batches: int, cache_sim: bool, branch_sim: bool = False, last_level: int | None = None
+) -> dict[str, Any]:
     order = [name for index in range(batches) for name in (("bare", "guarded"), ("guarded", "bare"))[index % 2]]
+    cache_sim = cache_sim or last_level is not None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         command = [
@@ -208,6 +304,7 @@ def measure(requests: int, batches: int, cache_sim: bool, branch_sim: bool = Fal
             "--instr-atstart=no",
             f"--cache-sim={'yes' if cache_sim else 'no'}",
             f"--branch-sim={'yes' if branch_sim else 'no'}",
+            *([f"--LL={last_level},16,64"] if last_level is not None else []),
             f"--callgrind-out-file={out}",
             sys.executable,
             "-m",
@@ -226,6 +323,8 @@ def measure(requests: int, batches: int, cache_sim: bool, branch_sim: bool = Fal
             subprocess.run(["callgrind_control", *args, str(child.pid)], check=True, capture_output=True)
 
         measured: list[tuple[str, dict[str, float]]] = []
+        objects: list[tuple[str, dict[str, dict[str, int]]]] = []
+        functions: list[tuple[str, dict[str, dict[str, int]]]] = []
         for line in child.stdout:
             # LiteLLM prints to stdout as well: only the markers count.
             word, name, *rest = [*line.split(maxsplit=2), "", ""]
@@ -241,6 +340,9 @@ def measure(requests: int, batches: int, cache_sim: bool, branch_sim: bool = Fal
                 control("--dump")
                 dumped = _await_new(Path(tmp), before)
                 measured.append((name, per_request(totals(dumped), requests)))
+                if cache_sim:
+                    objects.append((name, by_object(dumped)))
+                    functions.append((name, by_object(dumped, functions=True)))
                 dumped.unlink()
             else:
                 continue
@@ -249,7 +351,11 @@ def measure(requests: int, batches: int, cache_sim: bool, branch_sim: bool = Fal
         child.wait()
     if len(measured) != len(order):
         raise RuntimeError(f"callgrind ended after {len(measured)} of {len(order)} batches")
-    return {"batches": order, **compare(measured)}
+    results = {"batches": order, **compare(measured)}
+    if objects:
+        results["added_by_object"] = misses_by_object(objects, requests)
+        results["added_by_function"] = misses_by_object(functions, requests)
+    return results
 
 
 def _await_new(directory: Path, before: set[Path]) -> Path:
@@ -269,13 +375,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2, help="batches per side")
     parser.add_argument("--cache-sim", action="store_true", help="simulate the caches (about twice as slow)")
     parser.add_argument("--branch-sim", action="store_true", help="simulate the branch predictors")
+    parser.add_argument(
+        "--last-level", type=int, help="the simulated last-level cache's size in bytes (implies --cache-sim)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child.split(","), args.requests)
         return
     started = time.monotonic()
-    results = measure(args.requests, args.batches, args.cache_sim, args.branch_sim)
+    results = measure(args.requests, args.batches, args.cache_sim, args.branch_sim, args.last_level)
+    results["last_level_bytes"] = args.last_level
     results["requests_per_batch"] = args.requests
     results["litellm"] = _version("litellm")
     results["machine"] = f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}"

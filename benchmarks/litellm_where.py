@@ -14,7 +14,12 @@ and its reverse, so that whatever else the machine runs falls on all alike.
 Each figure is pooled over all of a server's windows (requests over time, CPU
 over requests): the collector's full passes over LiteLLM's heap (about half a
 second each) are few per window, and pooling counts them all.  A ratio
-compares a server with ``bare`` in the same run.  Prints a JSON object.
+compares a server with ``bare`` in the same run: pooled, and window by
+window against bare's of the same pass (quartiles).  The CPU per request is
+also given without the full passes, and in one process with them shared out
+over all its requests (``compare``).  ``bare:2`` beside ``bare`` is a
+control: the same server twice, so what it shows is the method's noise.
+Prints a JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,6 +144,12 @@ def _pooled(windows: list[dict[str, Any]], seconds: int) -> dict[str, Any]:
         "rps": round(requests / (seconds * len(windows)), 1),
         "window_rps": [round(w["requests"] / seconds, 1) for w in windows],
         "cpu_us_per_request": round((sum(w["main"] + w["others"] for w in windows)) * per, 1),
+        # Less the collector's full passes: about half a second each over
+        # LiteLLM's heap, a few per server in a run, they fall in whichever
+        # window reaches them (``compare`` shares them out).
+        "cpu_without_full_passes_us_per_request": round(
+            (sum(w["main"] + w["others"] for w in windows) - sum(w["gc"]["2"]["seconds"] for w in windows)) * per, 1
+        ),
         "loop_thread_us_per_request": round(sum(w["main"] for w in windows) * per, 1),
         "worker_threads_us_per_request": round(sum(w["others"] for w in windows) * per, 1),
         "gc": gc,
@@ -202,17 +214,43 @@ def measure(names: list[str], seconds: int, passes: int, one_process: bool = Fal
                 windows[name].append(_window(pid, port, body, seconds, gc_file[name]))
     results: dict[str, Any] = {name: _pooled(measured, seconds) for name, measured in windows.items()}
     if "bare" in results:
-        bare = results["bare"]
-        for name in names:
-            if name == "bare":
-                continue
-            mine = results[name]
-            mine["throughput_vs_bare"] = round(mine["rps"] / bare["rps"], 3)
-            mine["added_us_per_request"] = {
-                key: round(mine[f"{key}_us_per_request"] - bare[f"{key}_us_per_request"], 1)
-                for key in ("cpu", "loop_thread", "worker_threads", "gc")
-            }
+        compare(results, names, one_process)
     return results
+
+
+def compare(results: dict[str, Any], names: list[str], one_process: bool) -> None:
+    """Each server against ``bare``: pooled throughput and CPU per request,
+    and the ratios of its windows to bare's of the same pass (taken in turn,
+    minutes apart at most).  In one process, also CPU per request with the
+    collector's full passes shared out: the process's full passes, over all
+    its requests, added to each server's CPU without its own (a full pass is
+    the whole process's, and falls in whichever window reaches it)."""
+    bare = results["bare"]
+    shared = None
+    if one_process:
+        requests = sum(results[name]["requests"] for name in names)
+        full = sum(results[name]["gc"]["gen2"]["us_per_request"] * results[name]["requests"] for name in names)
+        shared = full / requests
+    for name in names:
+        if name == "bare":
+            continue
+        mine = results[name]
+        mine["throughput_vs_bare"] = round(mine["rps"] / bare["rps"], 3)
+        ratios = [m / b for m, b in zip(mine["window_rps"], bare["window_rps"], strict=True) if b > 0]
+        if len(ratios) >= 2:
+            low, middle, high = statistics.quantiles(ratios, n=4)
+            mine["window_ratio_quartiles"] = [round(low, 3), round(middle, 3), round(high, 3)]
+        mine["added_us_per_request"] = {
+            key: round(mine[f"{key}_us_per_request"] - bare[f"{key}_us_per_request"], 1)
+            for key in ("cpu", "cpu_without_full_passes", "loop_thread", "worker_threads", "gc")
+        }
+        if shared is not None:
+            # Throughput on one core is the inverse of the CPU per request.
+            mine["cpu_ratio_full_passes_shared"] = round(
+                (bare["cpu_without_full_passes_us_per_request"] + shared)
+                / (mine["cpu_without_full_passes_us_per_request"] + shared),
+                4,
+            )
 
 
 def main() -> None:

@@ -131,6 +131,46 @@ def test_where_pools_windows_into_figures_per_request() -> None:
     assert pooled["read_calls_per_request"] == 0.3 and pooled["voluntary_switches_per_request"] == 0.1
 
 
+def test_where_compares_each_server_with_bare_pass_by_pass_and_shares_out_full_passes() -> None:
+    """A ratio of windows pairs each window with bare's of the same pass; in
+    one process, the collector's full passes are the process's, shared out
+    over all its requests whichever window they fell in."""
+    from benchmarks import litellm_where
+
+    def server(requests: int, cpu: float, full: float, window_rps: list[float]) -> dict[str, Any]:
+        return {
+            "requests": requests,
+            "rps": sum(window_rps) / len(window_rps),
+            "window_rps": window_rps,
+            "cpu_us_per_request": cpu,
+            "cpu_without_full_passes_us_per_request": cpu - full,
+            "loop_thread_us_per_request": cpu,
+            "worker_threads_us_per_request": 0.0,
+            "gc_us_per_request": full,
+            "gc": {"gen2": {"us_per_request": full}},
+        }
+
+    results = {
+        "bare": server(1000, 5000.0, 200.0, [100.0, 200.0, 150.0]),
+        "memory": server(1000, 5100.0, 0.0, [190.0, 90.0, 150.0]),
+        "bare:2": server(1000, 4900.0, 100.0, [100.0, 200.0, 150.0]),
+    }
+    litellm_where.compare(results, ["bare", "memory", "bare:2"], one_process=True)
+    memory = results["memory"]
+    # Pass by pass: 1.9, 0.45, 1.0 (the windows in order of speed would give 0.9, 1.0, 0.95).
+    assert memory["window_ratio_quartiles"] == [0.45, 1.0, 1.9]
+    assert memory["added_us_per_request"]["cpu"] == 100.0
+    assert memory["added_us_per_request"]["cpu_without_full_passes"] == 300.0
+    # (200 + 0 + 100) µs of full passes per request over 3,000 requests: 100 µs each.
+    assert memory["cpu_ratio_full_passes_shared"] == round((4800 + 100) / (5100 + 100), 4)
+    assert results["bare:2"]["cpu_ratio_full_passes_shared"] == 1.0
+    # Servers in processes of their own have full passes of their own: nothing shared.
+    apart = {name: server(1000, 5000.0, 200.0, [100.0, 100.0]) for name in ("bare", "memory")}
+    litellm_where.compare(apart, ["bare", "memory"], one_process=False)
+    assert "cpu_ratio_full_passes_shared" not in apart["memory"]
+    assert apart["memory"]["throughput_vs_bare"] == 1.0
+
+
 def test_where_reads_a_process_threads_from_proc() -> None:
     from benchmarks import litellm_where
 
@@ -193,6 +233,44 @@ def test_instruction_counts_are_read_from_callgrinds_totals(tmp_path: Path) -> N
         "added_per_request": 5,
         "bare_of_guarded": round(100 / 105, 4),
     }
+
+
+def test_misses_are_summed_by_shared_object_without_the_calls_inclusive_costs(tmp_path: Path) -> None:
+    """A callgrind file's self costs by shared object: an object first named
+    in a ``cob=`` line keeps its name where a later ``ob=`` gives only its
+    number, and the cost line after ``calls=`` (the callee's whole cost,
+    counted again under the callee) is left out."""
+    from benchmarks import litellm_instructions as counted
+
+    def dump(name: str, decimal_misses: int) -> Path:
+        path = tmp_path / name
+        path.write_text(
+            "version: 1\npositions: line\nevents: Ir ILmr DLmr DLmw\n\n"
+            "ob=(1) /usr/lib/libpython3.11.so.1.0\nfl=(1) ceval.c\nfn=(1) eval\n"
+            "10 1000 5 20 3\n"
+            "cob=(2) /usr/lib/python3.11/_decimal.cpython-311.so\ncfi=(2) mpdecimal.c\ncfn=(2) mul'2\n"
+            "calls=4 7\n"
+            "12 900 400 400 400\n"
+            "+2 100\n"
+            f"\nob=(2)\nfl=(2)\nfn=(2)\n7 80 {decimal_misses} 1\n"
+            "totals: 1180 0 0 0\n"
+        )
+        return path
+
+    bare = counted.by_object(dump("bare", 0))
+    assert bare == {
+        "libpython3.11.so.1.0": {"Ir": 1100, "ILmr": 5, "DLmr": 20, "DLmw": 3},
+        "_decimal.cpython-311.so": {"Ir": 80, "ILmr": 0, "DLmr": 1, "DLmw": 0},
+    }
+    # By function: the callee's name from its ``cfn=`` line, its recursion's mark dropped.
+    assert set(counted.by_object(dump("bare", 0), functions=True)) == {
+        "libpython3.11.so.1.0: eval",
+        "_decimal.cpython-311.so: mul",
+    }
+    guarded = counted.by_object(dump("guarded", 30))
+    added = counted.misses_by_object([("bare", bare), ("guarded", guarded)], requests=10)
+    assert list(added) == ["_decimal.cpython-311.so", "libpython3.11.so.1.0"]
+    assert added["_decimal.cpython-311.so"] == {"instruction_misses": 3.0, "data_misses": 0.0, "instructions": 0}
 
 
 def test_the_instruction_count_drives_both_sides_alike() -> None:
