@@ -1,5 +1,6 @@
 """Several of ``benchmarks.apps``' servers in one process, each on its own
-port, under one uvicorn server (h11, as every figure here):
+port, under one uvicorn server (h11 and the event loop uvicorn's command
+picks, as every figure here):
 
     python -m benchmarks.one_process PORT=FACTORY [PORT=FACTORY ...]
 
@@ -13,7 +14,6 @@ seed, its heap, where its memory lies) is the one's and not the other's.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 from pathlib import Path
@@ -55,7 +55,9 @@ def main() -> None:
     config = uvicorn.Config(
         dispatcher(by_port), http="h11", log_level="warning", access_log=False, backlog=4096, lifespan="on"
     )
-    asyncio.run(uvicorn.Server(config).serve(sockets=sockets))
+    # ``run`` sets up the event loop as uvicorn's command does (uvloop where
+    # installed, as for every other server here), which ``asyncio.run`` would not.
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ the benchmarks, never asserted here."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -318,8 +319,13 @@ def test_one_process_serves_each_port_with_its_own_server() -> None:
                 http.post(f"http://127.0.0.1:{port}/v1/chat/completions", content=body, headers=headers)
                 for port in (bare_port, guarded_port, bare_port)
             ]
+        # The event loop uvicorn's command picks, as for the servers of a process
+        # each: uvloop where it is installed (LiteLLM's proxy extra brings it).
+        loaded = Path(f"/proc/{process.pid}/maps").read_text()
     finally:
         process.terminate()
         process.wait(timeout=30)
+    if importlib.util.find_spec("uvloop") is not None:
+        assert "uvloop" in loaded
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     assert ["x-credits-remaining" in answer.headers for answer in answers] == [False, True, False]
