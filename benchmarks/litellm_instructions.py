@@ -262,9 +262,10 @@ def compare(batches: list[tuple[str, dict[str, float]]]) -> dict[str, Any]:
 
 
 def misses_by_object(sides: list[tuple[str, dict[str, dict[str, int]]]], requests: int) -> dict[str, Any]:
-    """Per shared object (or function: ``by_object``'s keys), the last-level misses (instruction, data) and the
-    instructions the guard adds per request (guarded minus bare, each summed
-    over its batches), largest first; the first ten."""
+    """Per shared object (or per function: ``by_object``'s keys), the
+    last-level misses (instruction, data) and the instructions the guard adds
+    per request (guarded minus bare, each summed over its batches), largest
+    first; the first ten."""
     total: dict[str, dict[str, dict[str, int]]] = {"bare": {}, "guarded": {}}
     counted = {"bare": 0, "guarded": 0}
     for name, objects in sides:
