@@ -346,14 +346,8 @@ class MemoryStore:
                     # The hold went back to available when it expired; the work
                     # was still done, so charge it now.
                     self._spent[expired[0]] = self._spent.get(expired[0], 0) + charge
-                    result = Settlement(
-                        hold_id=hold.id,
-                        status="settled",
-                        charged=from_units(charge),
-                        released=Decimal(0),
-                        overrun=from_units(charge),
-                        late=True,
-                    )
+                    # Nothing is held any more: all of the charge is overrun.
+                    result = Settlement.of_units(hold.id, "settled", charge, 0, late=True)
                     if record is not None:
                         self._record((_fields(record), expired[0], hold.id, 0, charge, now, True))
                     done = _pack_done("settled", charge, 0, True)

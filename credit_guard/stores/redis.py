@@ -520,9 +520,9 @@ class RedisStore:
         if status == "expired":
             return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
         if status == "late":
-            # Settled after it expired (now, or the first time where this is a repeat).
-            late = from_units(charged)
-            return Settlement(hold.id, "settled", late, Decimal(0), late, late=True, repeat=repeat)
+            # Settled after it expired (now, or the first time where this is a
+            # repeat): nothing was held by then, all of the charge is overrun.
+            return Settlement.of_units(hold.id, "settled", charged, 0, late=True, repeat=repeat)
         return Settlement.of_units(hold.id, status, charged, units, repeat=repeat)
 
     async def extend(self, hold: Hold, ttl: float) -> bool:

@@ -570,10 +570,10 @@ class SQLiteStore:
         if status in ("settled", "released"):
             return Settlement.of_units(hold.id, status, charged_before, units, repeat=True)
         if status == "settled_late":
-            # Settled after it expired (a file written before this status
-            # existed says "settled" and answers a repeat as settled in time).
-            late = from_units(charged_before)
-            return Settlement(hold.id, "settled", late, Decimal(0), late, late=True, repeat=True)
+            # Settled after it expired, so all of the charge was overrun (a
+            # file written before this status existed says "settled" and
+            # answers a repeat as settled in time).
+            return Settlement.of_units(hold.id, "settled", charged_before, 0, late=True, repeat=True)
         if status == "expired":
             if charge is None:
                 return Settlement(hold.id, "expired", Decimal(0), Decimal(0), Decimal(0))
@@ -586,7 +586,7 @@ class SQLiteStore:
             self._log(db, now, account, "settle", charge, hold.id, "late", figures=(granted, spent + charge, held))
             if record is not None:
                 self._record(db, replace(record, outcome="late"), account, hold.id, 0, charge, now)
-            return Settlement(hold.id, "settled", from_units(charge), Decimal(0), from_units(charge), late=True)
+            return Settlement.of_units(hold.id, "settled", charge, 0, late=True)
         taken = 0 if charge is None else charge
         new_status = "released" if charge is None else "settled"
         db.execute(
