@@ -35,9 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -50,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.run_all import chat_body  # noqa: E402
+from benchmarks.run_all import chat_body, print_results  # noqa: E402
 
 CALLERS = 16
 
@@ -389,9 +386,7 @@ def main() -> None:
     results["last_level_bytes"] = args.last_level
     results["requests_per_batch"] = args.requests
     results["litellm"] = _version("litellm")
-    results["machine"] = f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}"
-    results["seconds"] = round(time.monotonic() - started, 1)
-    print(json.dumps(results, indent=1))
+    print_results(results, started)
 
 
 def _version(package: str) -> str:

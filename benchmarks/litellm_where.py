@@ -25,9 +25,7 @@ Prints a JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -48,6 +46,7 @@ from benchmarks.run_all import (  # noqa: E402
     chat_body,
     free_port,
     pinned,
+    print_results,
     server,
     stop,
     wait_for_port,
@@ -273,9 +272,7 @@ def main() -> None:
     started = time.monotonic()
     results = measure(names, args.seconds, args.passes, args.one_process)
     results["one_process"] = args.one_process
-    results["machine"] = f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}"
-    results["seconds"] = round(time.monotonic() - started, 1)
-    print(json.dumps(results, indent=1))
+    print_results(results, started)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from .stores.base import Hold, Insufficient, StoreUnavailable
 if TYPE_CHECKING:
     from .middleware import CreditGuard
 
-__all__ = ["Exchange", "SeenBalances"]
+__all__ = ["Exchange", "SeenBalances", "exact_quote"]
 
 logger = logging.getLogger("credit_guard")
 
@@ -247,21 +247,9 @@ class Exchange:
         self._fields = understood.fields
         return understood.fields, understood.ask, self.guard.resolve(understood.ask)
 
-    async def count_input(self, ask: Ask, price: ModelPrice) -> tokens.TokenCount:
-        """``tokens.count_input``, off the event loop for a large body (in the
-        worker processes for an offloaded one, whose ``ask`` holds no texts)."""
-        if self.offloaded is not None:
-            assert self.guard.pricing is not None
-            return await self.guard.pricing.count(self.kind, self.offloaded)
-        if self.size >= tokens.THREAD_COUNT_BYTES:
-            limiter = self.guard.limiter_for(self.size)
-            return await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)
-        return tokens.count_input(ask, price)
-
     async def exact_quote(self, ask: Ask, price: ModelPrice) -> Quote:
-        """``ask``'s quote on the exact count of its input (``count_input``)."""
-        count = await self.count_input(ask, price)
-        return make_quote(ask, price, count.tokens, count.exact)
+        """``ask``'s quote on the exact count of its input (this module's ``exact_quote``)."""
+        return await exact_quote(self.guard, self.kind, ask, price, self.size, self.offloaded)
 
     async def _quote(self, account: str, ask: Ask, price: ModelPrice, size: int) -> Quote:
         """The quote to hold: the exact count, unless the body's byte upper
@@ -484,6 +472,24 @@ class Exchange:
             }
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def exact_quote(
+    guard: CreditGuard, kind: str, ask: Ask, price: ModelPrice, size: int, offloaded: tuple[bytes, ...] | None
+) -> Quote:
+    """``ask``'s quote on the exact count of its input (``tokens.count_input``),
+    counted off the event loop for a large body of ``size`` bytes: in the worker
+    processes for an ``offloaded`` one (its ``ask`` holds no texts), in a worker
+    thread for one of ``tokens.THREAD_COUNT_BYTES`` or more."""
+    if offloaded is not None:
+        assert guard.pricing is not None
+        count = await guard.pricing.count(kind, offloaded)
+    elif size >= tokens.THREAD_COUNT_BYTES:
+        limiter = guard.limiter_for(size)
+        count = await anyio.to_thread.run_sync(tokens.count_input, ask, price, limiter=limiter)
+    else:
+        count = tokens.count_input(ask, price)
+    return make_quote(ask, price, count.tokens, count.exact)
 
 
 def _within_margin(hold: Hold, margin: int) -> bool:

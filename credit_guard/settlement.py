@@ -51,7 +51,14 @@ class Settlement:
     __slots__ = (
         "guard",
         "request_id",
-        "_exchange",
+        "_kind",
+        "_size",
+        "_offloaded",
+        "_bounded",
+        "_strip_usage",
+        "_fit_header",
+        "_key_label",
+        "_started_at",
         "_scope",
         "_pieces",
         "_next",
@@ -74,17 +81,27 @@ class Settlement:
     ) -> None:
         self.guard = exchange.guard
         self.request_id = exchange.request_id
-        # What the way to the app decided (its ``bounded``, ``fit_header``...),
-        # read where needed.
-        self._exchange = exchange
+        # What the way to the app decided and settling reads, taken from the
+        # exchange rather than the exchange itself: it ends before the app
+        # starts, with all it refers to (every object alive across the app's
+        # run is one more for the host's garbage collector to carry).
+        self._kind = exchange.kind
+        self._size = exchange.size
+        self._offloaded = exchange.offloaded  # a body priced in a worker process, for a later count there
+        self._bounded = exchange.bounded
+        self._strip_usage = exchange.strip_usage
+        self._fit_header = exchange.fit_header
+        self._key_label = exchange.key_label
+        self._started_at = exchange.started_at
         self._scope = scope
-        # The body the app reads first, piece by piece (``_watched_receive``).
+        # The body the app reads first, piece by piece (``__call__``).
         self._pieces: tuple[bytes, ...] | None = raw or (b"",)
         self._next = 0
         self._hold = hold
         self._quote = quote
         self._ask = ask
         self._client_left = False
+        self._tap: UsageTap | None = None
         # The usage charged (reported, or counted by the guard), for the record.
         self._usage: Usage | None = None
         # The quote on the exact count, where the hold used the byte bound and
@@ -100,10 +117,11 @@ class Settlement:
         """Run the app with the hold open, tap its response, and end the hold."""
         guard = self.guard
         hold, quote, ask, scope = self._hold, self._quote, self._ask, self._scope
-        tap = self._tap = UsageTap(ask.kind, strip_usage=self._exchange.strip_usage)
         self._send = send
         self._receive = receive
-        tapped_send, watched_receive = self._tapped_send, self._watched_receive
+        # The settlement itself is the app's receive (``__call__``): one bound
+        # method made per request, not two.
+        tapped_send = self._tapped_send
 
         failed: BaseException | None = None
         try:
@@ -119,7 +137,7 @@ class Settlement:
                     sweeper = guard._sweeper = KeepAliveSweeper(guard.hold_ttl, loop)
                 sweeper.add(self)
                 try:
-                    await guard.app(scope, watched_receive, tapped_send)
+                    await guard.app(scope, self, tapped_send)
                 finally:
                     extending = sweeper.stop(self)
                     if extending is not None:
@@ -128,7 +146,7 @@ class Settlement:
                 async with anyio.create_task_group() as keep_alive:
                     keep_alive.start_soon(self._keep_alive, hold)
                     try:
-                        await guard.app(scope, watched_receive, tapped_send)
+                        await guard.app(scope, self, tapped_send)
                     except BaseException as exc:
                         # Raised below, outside the task group, as it came.
                         failed = exc
@@ -140,11 +158,17 @@ class Settlement:
             failed = failed or exc
             raise
         finally:
+            # A tap that saw nothing where the app sent nothing.
+            tap = self._tap or UsageTap(ask.kind)
             await self._end(hold, quote, ask, tap, failed)
 
     async def _tapped_send(self, message: Message) -> None:
         """The app's ``send``: the response tapped for usage, its headers added."""
         tap = self._tap
+        if tap is None:
+            # Made at the response's first message rather than before the
+            # app: not alive while the app works towards it.
+            tap = self._tap = UsageTap(self._ask.kind, strip_usage=self._strip_usage)
         if message["type"] == "http.response.start":
             start = dict(message)
             # A list of its own, read by the tap and then added to: ASGI allows
@@ -164,10 +188,10 @@ class Settlement:
                 message["body"] = chunk
         await self._send(message)
 
-    async def _watched_receive(self) -> Message:
+    async def __call__(self) -> Message:
         """The app's ``receive``: the body first, in the pieces it came in (the
         last with ``more_body`` false), then the client's own messages, noting
-        a client that left before the end."""
+        a client that left before the end of the response."""
         pieces = self._pieces
         if pieces is not None:
             index = self._next = self._next + 1
@@ -176,7 +200,7 @@ class Settlement:
                 self._pieces = None  # all handed over: dropped
             return {"type": "http.request", "body": pieces[index - 1], "more_body": more}
         message = await self._receive()
-        if message["type"] == "http.disconnect" and not self._tap.finished:
+        if message["type"] == "http.disconnect" and (self._tap is None or not self._tap.finished):
             # An app may end quietly when its client leaves (Starlette's
             # StreamingResponse does): the usage record says so.
             self._client_left = True
@@ -224,7 +248,7 @@ class Settlement:
             headers.append((b"x-credits-remaining", json_text(hold.available).encode()))
             if guard.low_balance_threshold is not None and hold.available < guard.low_balance_threshold:
                 headers.append((b"x-credits-low", b"true"))
-        fit_header = self._exchange.fit_header
+        fit_header = self._fit_header
         if fit_header is not None:
             headers.append((b"x-credit-guard-adjusted", fit_header))
         return headers
@@ -331,18 +355,20 @@ class Settlement:
         """``quote`` on the exact count of the input: where the hold used the
         byte bound, the input is counted now (the bound stays where the worker
         pricing the body fails)."""
-        if not self._exchange.bounded:
+        if not self._bounded:
             return quote
         if self._exact is None:
+            from .admission import exact_quote  # admission.py imports this module
+
             with contextlib.suppress(PricingUnavailable):
-                self._exact = await self._exchange.exact_quote(ask, quote.price)
+                self._exact = await exact_quote(self.guard, self._kind, ask, quote.price, self._size, self._offloaded)
         return self._exact or quote
 
     async def _worst(self, hold: Hold, quote: Quote, ask: Ask) -> Decimal:
         """What a request whose usage cannot be known costs: its hold, or where
         the hold is the byte bound's, the worst case on the exact count (what
         the hold would have been, had the input been counted)."""
-        if not self._exchange.bounded:
+        if not self._bounded:
             return hold.amount
         return min(hold.amount, (await self._counted(quote, ask)).max_cost)
 
@@ -371,22 +397,21 @@ class Settlement:
             # Charged for its input by policy, released, or charged the hold
             # for usage it could not read: no usage was reported.
             usage = Usage(input_tokens=quote.input_tokens if charge is not None else 0, output_tokens=0)
-        exchange = self._exchange
-        path = exchange.scope.get("path", "-")
+        path = self._scope.get("path", "-")
         # Positionally (a call with keywords costs twice as much): request_id,
         # key, model, route (text cut to TEXT_MAX characters: a slice of a
         # shorter string is the string), tokens in, out and cached, outcome,
         # started_at.
         return UsageRecord(
             self.request_id,
-            exchange.key_label[:TEXT_MAX],
+            self._key_label[:TEXT_MAX],
             quote.model[:TEXT_MAX],
             (path if type(path) is str else str(path))[:TEXT_MAX],
             usage.input_tokens,
             usage.output_tokens,
             usage.cached_tokens,
             outcome,
-            exchange.started_at,
+            self._started_at,
         )
 
 

@@ -15,7 +15,6 @@ import operator
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -79,12 +78,12 @@ _fields: Callable[[UsageRecord], tuple[Any, ...]] = operator.attrgetter(
 )
 
 
-@dataclass(slots=True)
-class _Live:
-    account: str
-    units: int
-    expires_at: float
-    created: float = 0.0
+# A live hold: (account, units, expires_at, created), a plain tuple rather than
+# an object of a class of its own.  It lives as long as its request, across
+# the app's whole run: a tuple of strings and numbers is one the host's
+# garbage collector stops tracking at its first pass (an object would be
+# carried into its oldest generation, bringing its full passes sooner).
+_Live = tuple[str, int, float, float]
 
 
 class MemoryStore:
@@ -204,7 +203,7 @@ class MemoryStore:
             self._granted.setdefault(account, 0)
             hold_id = "hold_" + random_hex(16)
             expires_at = now + ttl
-            self._live[hold_id] = _Live(account, units, expires_at, now)
+            self._live[hold_id] = (account, units, expires_at, now)
             heapq.heappush(self._due, (expires_at, hold_id))
         # id, account, amount, expires_at, available (positional: a call with keywords costs twice as much)
         return Hold(hold_id, account, from_units(units), expires_at, from_units(available - units))
@@ -225,8 +224,10 @@ class MemoryStore:
             live = self._live.get(hold.id)
             if live is None:
                 return False
-            live.expires_at = now + ttl
-            heapq.heappush(self._due, (live.expires_at, hold.id))
+            account, units, _, created = live
+            expires_at = now + ttl
+            self._live[hold.id] = (account, units, expires_at, created)
+            heapq.heappush(self._due, (expires_at, hold.id))
             self._stale += 1  # the hold's earlier entry
             return True
 
@@ -319,14 +320,15 @@ class MemoryStore:
             live = self._live.pop(hold.id, None)
             if live is not None:
                 self._stale += 1  # its entry in the heap
-                self._held[live.account] -= live.units
+                account, units = live[0], live[1]
+                self._held[account] -= units
                 charged = 0 if charge is None else charge
                 if charged:
-                    self._spent[live.account] = self._spent.get(live.account, 0) + charged
-                result = Settlement.of_units(hold.id, "released" if charge is None else "settled", charged, live.units)
+                    self._spent[account] = self._spent.get(account, 0) + charged
+                result = Settlement.of_units(hold.id, "released" if charge is None else "settled", charged, units)
                 if record is not None:
-                    self._record((_fields(record), live.account, hold.id, live.units, charged, now, False))
-                done = _pack_done(result.status, charged, live.units, False)
+                    self._record((_fields(record), account, hold.id, units, charged, now, False))
+                done = _pack_done(result.status, charged, units, False)
             else:
                 finished = self._finished.get(hold.id)
                 if finished is not None:
@@ -363,24 +365,24 @@ class MemoryStore:
         while due and due[0][0] <= now:
             _, hold_id = heapq.heappop(due)
             live = self._live.get(hold_id)
-            if live is not None and live.expires_at <= now:
+            if live is not None and live[2] <= now:  # its expires_at
                 self._expire_one(hold_id, now)
                 expired += 1
             else:
                 self._stale -= 1  # ended or extended since
         if self._stale > 1024 and self._stale > len(self._live):
             # Mostly ended holds: rebuilt from the live ones.
-            self._due = [(live.expires_at, hold_id) for hold_id, live in self._live.items()]
+            self._due = [(expires_at, hold_id) for hold_id, (_, _, expires_at, _) in self._live.items()]
             heapq.heapify(self._due)
             self._stale = 0
         return expired
 
     def _expire_one(self, hold_id: str, now: float) -> None:
-        live = self._live.pop(hold_id)
-        self._held[live.account] -= live.units
-        expired = UsageRecord(hold_id, outcome="expired", started_at=live.created)
-        self._record((_fields(expired), live.account, hold_id, live.units, 0, now, False))
-        self._expired.put(hold_id, _pack((live.account, live.units)))
+        account, units, _, created = self._live.pop(hold_id)
+        self._held[account] -= units
+        expired = UsageRecord(hold_id, outcome="expired", started_at=created)
+        self._record((_fields(expired), account, hold_id, units, 0, now, False))
+        self._expired.put(hold_id, _pack((account, units)))
         while len(self._expired) > _FINISHED_KEPT:
             self._expired.pop_oldest()
 
