@@ -46,7 +46,7 @@ _REQUEST_ID = needle(b"x-request-id")
 
 class Settlement:
     """The second half of one priced request, from the app's first byte to the
-    end of its hold."""
+    end of its hold.  It is also the app's ``receive`` (``__call__``)."""
 
     __slots__ = (
         "guard",
@@ -101,6 +101,7 @@ class Settlement:
         self._quote = quote
         self._ask = ask
         self._client_left = False
+        # The response's tap, made at its first message (``_tapped_send``).
         self._tap: UsageTap | None = None
         # The usage charged (reported, or counted by the guard), for the record.
         self._usage: Usage | None = None
