@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import statistics
 import sys
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.litellm_instructions import one  # noqa: E402
+from benchmarks.litellm_instructions import one, run_quietly  # noqa: E402
 from benchmarks.run_all import chat_body, print_results  # noqa: E402
 
 CALLERS = 16
@@ -186,12 +185,7 @@ def main() -> None:
             sides[f"bare holding {args.holding}"] = holding(bare, args.holding)
         return await measure(sides, chat_body(1000), apps.KEY, args.requests, args.rounds)
 
-    # LiteLLM prints to stdout as it starts: stdout is kept for the JSON.
-    with contextlib.redirect_stdout(sys.stderr):
-        results = asyncio.run(run())
-    results["requests_per_batch"] = args.requests
-    results["batches_per_side"] = args.rounds
-    print_results(results, started)
+    print_results(run_quietly(run), started, requests_per_batch=args.requests, batches_per_side=args.rounds)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +127,13 @@ async def start(app: Any) -> None:
         app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, messages.get, send)
     )
     await started.wait()
+
+
+def run_quietly(main: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
+    """``asyncio.run(main())`` with stdout sent to stderr meanwhile: LiteLLM
+    prints as it starts, and stdout is kept for the JSON."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return asyncio.run(main())
 
 
 def _child(order: list[str], requests: int) -> None:

@@ -68,9 +68,10 @@ def text_of(size: int, *, spaces: bool = True) -> str:
     return " ".join(out)[:size]
 
 
-def print_results(results: dict[str, Any], started: float) -> None:
-    """Print a diagnostic's ``results`` as JSON, with the machine and the
-    seconds since ``started`` (``time.monotonic``)."""
+def print_results(results: dict[str, Any], started: float, **settings: Any) -> None:
+    """Print a diagnostic's ``results`` as JSON, with the ``settings`` it ran
+    with, the machine and the seconds since ``started`` (``time.monotonic``)."""
+    results.update(settings)
     results["machine"] = f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}"
     results["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(results, indent=1))

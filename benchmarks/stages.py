@@ -118,7 +118,15 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
 
 
-async def figure_stages(rounds: int, calls: int) -> dict[str, Any]:
+SyncStages = dict[str, Callable[[], object]]
+AsyncStages = dict[str, Callable[[], Awaitable[object]]]
+
+
+async def stage_calls() -> tuple[CreditGuard, SyncStages, AsyncStages]:
+    """A guard over the trivial app (memory store, ample balance), and each
+    stage of its path for a 1 KB chat body as a call to time alone: the
+    synchronous ones, then those to await (each ``settle`` ends a hold the
+    ``reserve`` calls opened before it)."""
     table = PriceTable.default()
     store = MemoryStore({"bench": "100000000"})
     guard = CreditGuard(_trivial, store=store, prices=table, accounts={KEY: "bench"})
@@ -187,7 +195,7 @@ async def figure_stages(rounds: int, calls: int) -> dict[str, Any]:
             full.count(encoding, f"{inserted:09d} x")
         return inserted
 
-    sync_stages: dict[str, Callable[[], object]] = {
+    sync_stages: SyncStages = {
         "route": lambda: guard.router.classify(scope),
         "parse": lambda: parse_json(body),
         "shape": lambda: shapes.parse("chat", obj),
@@ -201,13 +209,21 @@ async def figure_stages(rounds: int, calls: int) -> dict[str, Any]:
     }
     if full is not None:
         sync_stages["count cache, full: 100 new short texts"] = count_cache_full
-    async_stages: dict[str, Callable[[], Awaitable[object]]] = {
+    async_stages: AsyncStages = {
         "identity": lambda: guard._lookup(KEY),
         "body": body_stage,
         # Each settle ends a hold the reserve stage opened just before.
         "reserve": reserve,
         "settle": settle,
     }
+    return guard, sync_stages, async_stages
+
+
+async def figure_stages(rounds: int, calls: int) -> dict[str, Any]:
+    guard, sync_stages, async_stages = await stage_calls()
+    text = text_of(1_000)
+    body = _body(text)
+    encoding = tokens.get_encoding("o200k_base")
     samples: dict[str, list[float]] = {name: [] for name in [*sync_stages, *async_stages]}
     samples["floor: encode_ordinary"] = []
     whole: list[float] = []

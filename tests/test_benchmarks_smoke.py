@@ -383,3 +383,27 @@ def test_the_collector_figure_sees_objects_held_across_the_app() -> None:
         held["moved_to_oldest"]["mean"] - bare["moved_to_oldest"]["mean"], abs=0.1
     )
     assert set(bare) == {"moved_to_oldest", "young_passes", "middle_passes", "full_passes"}
+
+
+def test_the_in_place_figure_times_every_stage_both_ways() -> None:
+    """Each of figure 7's stages, and the whole request, timed after a call of
+    ``between`` and warm; ``between`` runs once before every in-place call."""
+    import asyncio
+
+    from benchmarks import in_place
+
+    ran = 0
+
+    async def between() -> None:
+        nonlocal ran
+        ran += 1
+
+    results = asyncio.run(in_place.measure(between, calls=2, rounds=1))
+    stage_names = {"route", "identity", "body", "parse", "shape", "resolve", "bounds", "quote", "tap"}
+    assert stage_names | {"reserve", "settle", "bare request", "guarded request"} <= set(results)
+    timed = [name for name in results if name != "guard cost per request"]
+    assert ran == 2 * len(timed)
+    for name in timed:
+        assert set(results[name]) == {"in_place_us", "warm_us", "in_place_over_warm"}
+        assert results[name]["warm_us"]["median"] > 0
+    assert set(results["guard cost per request"]) == {"in_place_us", "warm_us"}
