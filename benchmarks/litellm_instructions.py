@@ -392,10 +392,13 @@ def main() -> None:
         return
     started = time.monotonic()
     results = measure(args.requests, args.batches, args.cache_sim, args.branch_sim, args.last_level)
-    results["last_level_bytes"] = args.last_level
-    results["requests_per_batch"] = args.requests
-    results["litellm"] = _version("litellm")
-    print_results(results, started)
+    print_results(
+        results,
+        started,
+        last_level_bytes=args.last_level,
+        requests_per_batch=args.requests,
+        litellm=_version("litellm"),
+    )
 
 
 def _version(package: str) -> str:

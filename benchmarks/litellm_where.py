@@ -270,9 +270,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown servers: {', '.join(unknown)}")
     started = time.monotonic()
-    results = measure(names, args.seconds, args.passes, args.one_process)
-    results["one_process"] = args.one_process
-    print_results(results, started)
+    print_results(measure(names, args.seconds, args.passes, args.one_process), started, one_process=args.one_process)
 
 
 if __name__ == "__main__":

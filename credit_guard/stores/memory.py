@@ -320,7 +320,7 @@ class MemoryStore:
             live = self._live.pop(hold.id, None)
             if live is not None:
                 self._stale += 1  # its entry in the heap
-                account, units = live[0], live[1]
+                account, units, _, _ = live
                 self._held[account] -= units
                 charged = 0 if charge is None else charge
                 if charged:
