@@ -15,6 +15,8 @@ import pytest
 
 from benchmarks import run_all
 
+from .reference import LITELLM_PRICE_MAP, needs_litellm_map
+
 
 def test_floor_figure_reports_both_sides_for_every_size() -> None:
     result = run_all.figure_floor(quick=True)
@@ -400,10 +402,70 @@ def test_the_in_place_figure_times_every_stage_both_ways() -> None:
 
     results = asyncio.run(in_place.measure(between, calls=2, rounds=1))
     stage_names = {"route", "identity", "body", "parse", "shape", "resolve", "bounds", "quote", "tap"}
-    assert stage_names | {"reserve", "settle", "bare request", "guarded request"} <= set(results)
-    timed = [name for name in results if name != "guard cost per request"]
+    references = {"floor request", "money as Decimal", "money as integer units"}
+    assert stage_names | references | {"reserve", "settle", "bare request", "guarded request"} <= set(results)
+    costs = {"guard cost per request", "floor cost per request"}
+    timed = [name for name in results if name not in costs]
     assert ran == 2 * len(timed)
     for name in timed:
         assert set(results[name]) == {"in_place_us", "warm_us", "in_place_over_warm"}
         assert results[name]["warm_us"]["median"] > 0
-    assert set(results["guard cost per request"]) == {"in_place_us", "warm_us"}
+    for name in costs:
+        assert set(results[name]) == {"in_place_us", "warm_us"}
+
+
+@needs_litellm_map
+def test_the_in_place_money_figures_compute_the_same_units_both_ways() -> None:
+    """The two ways of one request's amounts that ``in_place`` times give
+    the same units, held and charged, the same margin decision and the same
+    header text, for every model of LiteLLM's price map whose prices are
+    whole 1e-20 dollars, over token counts and balances that round both ways
+    (an overrun's negative balance included)."""
+    import random
+    from decimal import Decimal
+
+    from benchmarks import in_place
+    from credit_guard import PriceTable
+    from credit_guard.money import from_units, json_text
+
+    table = PriceTable.from_litellm(json.loads(LITELLM_PRICE_MAP.read_text(), parse_float=Decimal))
+    rng = random.Random(18)
+    compared = finer = 0
+    for price in table.models():
+        rates = price.rates()
+        try:
+            for rate in (rates.input, rates.max_output, rates.output):
+                in_place.price_units(rate)
+        except ValueError:
+            finer += 1
+            continue
+        for _ in range(3):
+            tokens = (rng.randint(0, 200_000), rng.randint(0, 100_000), rng.randint(1, 8))
+            used = (rng.randint(0, 200_000), rng.randint(0, 400_000))
+            balance = rng.choice([0, 1, rng.randint(-(10**12), 10**14), 10**18])
+            as_decimal, as_integers = in_place.money_calls(rates, tokens, used, balance, rng.randint(1, 8))
+            assert as_decimal() == as_integers(), (price.name, tokens, used, balance)
+            compared += 1
+    assert compared > 3_000 and finer < compared
+    for units in (0, 1, -1, 10**10, -(10**10), 12_345_678_901, 10**18 + 5, -(10**18) - 50):
+        assert in_place.units_text(units) == json_text(from_units(units))
+
+
+def test_the_floor_layer_holds_and_settles_in_integer_units() -> None:
+    """The in-place figure's reference layer does a hold's arithmetic: the
+    app reads the body it replays, and the balance ends less the reply's
+    usage (10 tokens in, 1 out) at the model's prices, rounded up."""
+    import asyncio
+
+    from benchmarks import in_place, stages
+    from benchmarks.apps import _trivial
+    from benchmarks.run_all import text_of
+
+    body = stages._body(text_of(1_000))
+    balances = {"bench": 10**18}
+    layer = in_place.floor_layer(
+        _trivial, {f"Bearer {stages.KEY}".encode(): "bench"}, {stages.MODEL: (1500 * 10**10, 6000 * 10**10)}, balances
+    )
+    asyncio.run(stages._request(layer, body))
+    asyncio.run(stages._request(layer, body))
+    assert balances["bench"] == 10**18 - 2 * (10 * 1500 + 6000)
