@@ -21,9 +21,10 @@ Two references beside them say what a cheaper guard could save:
   guard's checks; ``floor cost per request`` is its cost less bare's.
 - ``money as Decimal`` / ``money as integer units``: the amounts of one
   request (worst case, hold, balance left, actual cost, charge, release, the
-  remaining-credits header) as the guard computes them, in ``Decimal``
-  dollars through ``money`` and ``quote``, and the same figures from prices
-  kept as whole integers of 1e-20 dollars.  Both give the same units.
+  remaining-credits header) as the guard's path computes them, in
+  ``Decimal`` dollars through ``money``'s conversions, and the same figures
+  from prices kept as whole integers of 1e-20 dollars.  Both give the same
+  units.
 
 Needs the ``litellm`` extra.  Prints a JSON object.
 """
